@@ -1,0 +1,69 @@
+"""Parsing of human-friendly sizes, latencies and input shapes (``300M``, ``4ms``, ``3x224x224``)."""
+from __future__ import annotations
+
+import re
+
+from .errors import CompressError
+
+_SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
+_LAT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|us|s)?\s*$")
+
+
+def parse_size(text: str | int | float, what: str = "size") -> int:
+    """Parse ``300M``, ``1.5G``, ``250K`` or a plain number into a positive integer count."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _SIZE_RE.match(str(text))
+        if not m:
+            raise CompressError(
+                f"{what} {text!r} is not a count: use a positive number with an optional "
+                "K, M or G suffix, e.g. 300M or 1.5G"
+            )
+        value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if value < 1:
+        raise CompressError(f"{what} {text!r} must be at least 1: use e.g. 300M or 1.5G")
+    return int(round(value))
+
+
+def parse_latency_ms(text: str | float) -> float:
+    """Parse ``4ms``, ``800us``, ``0.8`` (milliseconds) into milliseconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), "ms"
+    else:
+        m = _LAT_RE.match(str(text))
+        if not m:
+            raise CompressError(
+                f"latency {text!r} is not a duration: use e.g. 4ms, 0.8ms or 800us"
+            )
+        value, unit = float(m.group(1)), m.group(2) or "ms"
+    value *= {"ms": 1.0, "us": 1e-3, "s": 1e3}[unit]
+    if value <= 0:
+        raise CompressError(f"latency {text!r} must be positive: use e.g. 4ms")
+    return value
+
+
+def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
+    """Parse ``3x224x224`` (channels x height x width) into a tuple of three positive ints."""
+    if isinstance(text, (tuple, list)):
+        parts = list(text)
+    else:
+        parts = re.split(r"[x,\s]+", str(text).strip().lower())
+    try:
+        dims = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise CompressError(
+            f"input shape {text!r} is not CxHxW: give three positive integers, e.g. 3x224x224"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def format_count(n: float) -> str:
+    """Format a count with a K/M/G suffix and three significant digits (``4.09G``)."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.0f}"
