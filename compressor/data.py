@@ -1,0 +1,282 @@
+"""Datasets for search and fine-tuning: scikit-learn's bundled digits, or an ImageFolder tree.
+
+Nothing here downloads anything. :func:`load_data` returns a :class:`DataBundle` with a train and
+a validation :class:`~torch.utils.data.Subset`; :func:`split_halves` splits a dataset in two for
+searchers that alternate weight and architecture steps; :func:`make_loader` builds a DataLoader
+whose batch order is fixed by a seed.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+from tqdm.auto import tqdm
+
+from .errors import CompressError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_SOURCE = "sklearn digits (1797 8x8 images, 10 classes)"
+
+
+@dataclass
+class DataBundle:
+    """Train and validation sets with what a model needs to know about them."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: list[str]
+    source: str
+    resolution: int
+
+
+def load_data(
+    data_dir: str | os.PathLike | None = None,
+    resolution: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    quiet: bool = False,
+) -> DataBundle:
+    """Load the sklearn digits (``data_dir=None``) or an ImageFolder tree at ``data_dir``.
+
+    Images come out as normalised 3 x ``resolution`` x ``resolution`` float tensors. The
+    validation set is a stratified ``val_fraction`` of the data chosen by ``seed``, unless
+    ``data_dir`` holds both ``train/`` and ``val/`` subfolders, which are then used as they are.
+    ``quiet`` hides the progress bar of the image check. Raises :class:`CompressError` for
+    missing, empty, single-class or unreadable data.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise CompressError(f"resolution {resolution!r} must be a positive integer, e.g. 32")
+    if not 0.0 < val_fraction < 1.0:
+        raise CompressError(
+            f"validation fraction {val_fraction!r} must lie strictly between 0 and 1, e.g. 0.2"
+        )
+    if data_dir is None:
+        bundle = _load_digits(resolution, val_fraction, seed)
+    else:
+        bundle = _load_folder(Path(data_dir), resolution, val_fraction, seed, quiet)
+    logger.info(
+        "data: %s; %d train / %d val images, %d classes, %dx%d",
+        bundle.source, len(bundle.train), len(bundle.val), bundle.num_classes,
+        resolution, resolution,
+    )
+    return bundle
+
+
+def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
+    """Split ``dataset`` into two disjoint random halves that together cover it."""
+    n = len(dataset)
+    if n < 2:
+        raise CompressError(
+            f"cannot split a dataset of {n} sample(s) into two halves: provide more training images"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, order[: n // 2]), Subset(dataset, order[n // 2:])
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader whose shuffling (and worker seeding) follows ``seed``.
+
+    Two loaders made with the same seed yield the same batches in the same order. When
+    shuffling, a final batch that would hold a single sample is dropped, since batch norm
+    cannot train on one sample.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CompressError(f"batch size {batch_size!r} must be a positive integer, e.g. 64")
+    n = len(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        drop_last=shuffle and n > 1 and n % batch_size == 1,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+
+
+def _stratified_split(targets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of a per-class random split; every class with 2+ samples lands on both sides."""
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        n_val = min(max(int(len(idx) * val_fraction + 0.5), 1), len(idx) - 1)
+        val.extend(idx[:n_val].tolist())
+        train.extend(idx[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+def _load_digits(resolution: int, val_fraction: float, seed: int) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(
+        images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+        antialias=True,
+    ).expand(-1, 3, -1, -1)
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
+    train_idx, val_idx = _stratified_split(digits.target, val_fraction, seed)
+    fit = images[train_idx]  # normalise with training statistics only
+    images = ((images - fit.mean()) / fit.std()).contiguous()
+    full = TensorDataset(images, labels)
+    return DataBundle(
+        train=Subset(full, train_idx),
+        val=Subset(full, val_idx),
+        num_classes=10,
+        class_names=[str(name) for name in digits.target_names],
+        source=DIGITS_SOURCE,
+        resolution=resolution,
+    )
+
+
+class _Folder(ImageFolder):
+    """ImageFolder that skips hidden folders and can be handed its list of classes."""
+
+    def __init__(self, root: Path, classes: list[str] | None = None):
+        self._given_classes = classes
+        super().__init__(str(root), allow_empty=True)
+
+    def find_classes(self, directory):
+        classes = self._given_classes or _class_dirs(Path(directory))
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.Compose]:
+    """(train, eval) transforms; the default ImageFolder loader already converts to RGB."""
+    tail = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    resize = transforms.Resize((resolution, resolution), antialias=True)
+    train = transforms.Compose([
+        resize,
+        transforms.RandomCrop(resolution, padding=max(1, resolution // 8), padding_mode="reflect"),
+        transforms.RandomHorizontalFlip(),
+        *tail,
+    ])
+    return train, transforms.Compose([resize, *tail])
+
+
+def _scan(root: Path, classes: list[str] | None = None) -> _Folder:
+    """Index an ImageFolder tree, with a CompressError for each way it can be unusable."""
+    if not root.exists():
+        raise CompressError(f"data folder {root} does not exist: check the path")
+    if not root.is_dir():
+        raise CompressError(
+            f"data path {root} is not a folder: "
+            "pass a folder with one subfolder of images per class"
+        )
+    found = _class_dirs(root)
+    if not found:
+        raise CompressError(
+            f"{root} has no class subfolders: put the images in one subfolder per class, "
+            f"e.g. {root / 'cat' / '001.jpg'}"
+        )
+    if classes is not None and set(found) - set(classes):
+        extra = ", ".join(sorted(set(found) - set(classes)))
+        raise CompressError(
+            f"{root} has class folders missing from the training set ({extra}): "
+            "use the same class folder names under train/ and val/"
+        )
+    folder = _Folder(root, classes)
+    if not folder.samples:
+        raise CompressError(
+            f"no images found under {root}: put .jpg/.png files in its class subfolders"
+        )
+    return folder
+
+
+def _check_classes(folder: _Folder) -> None:
+    counts = np.bincount(folder.targets, minlength=len(folder.classes))
+    empty = [name for name, count in zip(folder.classes, counts) if count == 0]
+    if empty:
+        raise CompressError(
+            f"class folder {Path(folder.root) / empty[0]} holds no images: "
+            "add images to it or remove it"
+        )
+    if len(folder.classes) < 2:
+        raise CompressError(
+            f"{folder.root} has a single class ({folder.classes[0]}): "
+            "a classifier needs at least two class subfolders"
+        )
+
+
+def _unreadable(path: str) -> str | None:
+    """The reason PIL cannot read the image at ``path``, or None if it can."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # any failure means the file is unusable; the caller reports it
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _verify_images(paths: list[str], quiet: bool) -> None:
+    """Raise a CompressError naming the first file (in order) that PIL cannot read."""
+    chunk_size = 1024  # bounds the number of pending futures on large trees
+    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool, tqdm(
+        total=len(paths), desc="check images", unit="img", leave=False,
+        disable=True if quiet else None,
+    ) as bar:
+        for start in range(0, len(paths), chunk_size):
+            chunk = paths[start:start + chunk_size]
+            for path, problem in zip(chunk, pool.map(_unreadable, chunk)):
+                if problem is not None:
+                    raise CompressError(
+                        f"image file {path} cannot be read ({problem}): remove or replace it"
+                    )
+            bar.update(len(chunk))
+
+
+def _load_folder(
+    root: Path, resolution: int, val_fraction: float, seed: int, quiet: bool
+) -> DataBundle:
+    train_tf, eval_tf = _folder_transforms(resolution)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_set = _scan(root / "train")
+        _check_classes(train_set)
+        val_set = _scan(root / "val", classes=train_set.classes)
+        _verify_images([p for p, _ in train_set.samples + val_set.samples], quiet)
+        train_set.transform, val_set.transform = train_tf, eval_tf
+        train = Subset(train_set, list(range(len(train_set))))
+        val = Subset(val_set, list(range(len(val_set))))
+    else:
+        full = _scan(root)
+        _check_classes(full)
+        _verify_images([p for p, _ in full.samples], quiet)
+        train_idx, val_idx = _stratified_split(full.targets, val_fraction, seed)
+        full.transform = eval_tf
+        train_view = copy.copy(full)  # shares the sample list, differs only in its transform
+        train_view.transform = train_tf
+        train, val = Subset(train_view, train_idx), Subset(full, val_idx)
+    classes = train.dataset.classes
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=len(classes),
+        class_names=list(classes),
+        source=str(root),
+        resolution=resolution,
+    )

@@ -1,0 +1,195 @@
+"""Resolve a model spec into an ``nn.Module``: a torchvision name or ``package.module:function``.
+
+Weights are a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``: fetched by torchvision,
+so only when the user asks) or a state_dict file, always read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import CompressError
+
+log = logging.getLogger(__name__)
+
+# Models whose constructors add training-only auxiliary heads by default.
+_NO_AUX = {"googlenet", "inception_v3"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild the original model: enough to apply a saved architecture to it."""
+
+    name: str
+    num_classes: int | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        return cls(data["name"], data.get("num_classes"), dict(data.get("kwargs", {})))
+
+
+def classification_models() -> list[str]:
+    """Names of torchvision's image classification models."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _torchvision_model(name: str, weights: str | None, num_classes: int | None) -> nn.Module:
+    if name not in classification_models():
+        close = [m for m in classification_models() if name.lower()[:4] in m][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise CompressError(
+            f"unknown model {name!r}{hint}: use a torchvision classification model name "
+            "or package.module:function"
+        )
+    kwargs: dict = {}
+    if name in _NO_AUX:
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = True
+    if weights is None:
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        options = ", ".join(["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(name)])
+        raise CompressError(f"unknown weights {weights!r} for {name}: use one of {options}") from None
+    kwargs.pop("init_weights", None)
+    try:
+        model = torchvision.models.get_model(name, weights=w, **kwargs)
+    except (OSError, RuntimeError) as exc:  # urllib errors are OSErrors
+        raise CompressError(
+            f"could not load torchvision weights {w} ({type(exc).__name__}: {exc}); "
+            "download them into the torch hub cache first, or pass a state_dict file"
+        ) from None
+    if num_classes is not None:
+        replace_classifier(model, num_classes)
+    return model
+
+
+def _user_model(spec: str, num_classes: int | None) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CompressError(f"model {spec!r} is not package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CompressError(
+            f"cannot import {module_name!r} for model {spec!r} ({exc}); check the name and PYTHONPATH"
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise CompressError(f"{module_name!r} has no callable {attr!r}; check the model spec {spec!r}")
+    takes_classes = "num_classes" in inspect.signature(fn).parameters
+    model = fn(num_classes=num_classes) if (takes_classes and num_classes is not None) else fn()
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if num_classes is not None and not takes_classes:
+        replace_classifier(model, num_classes)
+    return model
+
+
+def build_model(spec: ModelSpec, weights: str | None = None) -> nn.Module:
+    """Build the model a spec names, optionally with torchvision weights (``DEFAULT``, ...)."""
+    if ":" in spec.name:
+        return _user_model(spec.name, spec.num_classes)
+    return _torchvision_model(spec.name, weights, spec.num_classes)
+
+
+def load_state_file(path: str | Path) -> dict:
+    """Read a state_dict file with ``weights_only=True``; unwrap ``{"state_dict": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CompressError(
+            f"{path} needs code to load (it holds pickled objects, not only tensors: {str(exc).splitlines()[0][:120]}); "
+            "save model.state_dict() with torch.save and pass that file"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CompressError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CompressError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return state
+
+
+def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
+    """Load ``state`` strictly; a mismatch is a CompressError naming the first offending key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            what = f"{k} has shape {tuple(state[k].shape)}, the model wants {tuple(own[k].shape)}"
+        elif missing:
+            what = f"{len(missing)} keys are missing, e.g. {missing[0]}"
+        else:
+            what = f"{len(unexpected)} keys are unexpected, e.g. {unexpected[0]}"
+        raise CompressError(
+            f"weights {source} do not fit the model: {what}; check --model and --num-classes"
+        )
+    model.load_state_dict(state)
+
+
+def resolve_model(name: str, weights: str | None = None, num_classes: int | None = None) -> tuple[nn.Module, ModelSpec]:
+    """Build the model and load its weights; return it with the spec that rebuilds it."""
+    spec = ModelSpec(name, num_classes)
+    is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
+    model = build_model(spec, None if is_file else weights)
+    if is_file:
+        load_weights_into(model, load_state_file(weights), weights)
+    return model.eval(), spec
+
+
+def classifier_layer(model: nn.Module, input_shape) -> str:
+    """Name of the layer that produces the logits: the last Conv/Linear run in the forward pass."""
+    order: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not order:
+        raise CompressError("the model has no Conv2d or Linear layer to compress")
+    return order[-1]
+
+
+def replace_classifier(model: nn.Module, num_classes: int, input_shape=(3, 224, 224)) -> None:
+    """Swap the logits layer for a freshly initialised one with ``num_classes`` outputs."""
+    name = classifier_layer(model, input_shape)
+    old = model.get_submodule(name)
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    else:
+        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                        bias=old.bias is not None)
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+    log.info("replaced classifier %s: %d classes", name, num_classes)

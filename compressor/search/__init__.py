@@ -1,0 +1,1 @@
+"""Searchers: pick an architecture in a search space that meets a budget."""

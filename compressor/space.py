@@ -1,0 +1,336 @@
+"""The search space of a model: coupled channel groups and removable residual blocks.
+
+``SearchSpace.build`` traces the model once at the deployment input shape. Torch-Pruning's
+dependency graph gives the coupled channel groups (every layer whose channels must shrink
+together); ``torch.fx`` finds the residual blocks that may be dropped. Channels of each group are
+ranked by importance (group L1 norm) so that a width keeps the most important ones.
+
+From the same trace the space records, for every parameter tensor and every convolution or linear
+layer, how its size depends on the group widths. That is what lets :class:`~compressor.costs.CostModel`
+count MACs and params of any architecture in closed form, without building it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from . import __version__
+from .architecture import Architecture
+from .blocks import ResidualBlock, find_residual_blocks
+from .costs import CostModel, CostTables
+from .counting import count_macs
+from .errors import CompressError
+from .models import classifier_layer
+
+log = logging.getLogger(__name__)
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass
+class Coupling:
+    """Channels ``idxs`` of one layer dimension follow channels ``root_idxs`` of a group."""
+
+    group: int
+    idxs: np.ndarray
+    root_idxs: np.ndarray
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that must be pruned together, with the widths a search may choose."""
+
+    name: str  # the root layer, whose output channels define the group
+    channels: int
+    choices: tuple[int, ...]  # ascending; a single value means the group is fixed
+    ranking: np.ndarray  # root channel indices, most important first
+    importance: np.ndarray  # importance in ranking order, summing to 1
+    members: list[str]
+    fixed_reason: str | None = None
+
+    @property
+    def is_decision(self) -> bool:
+        return len(self.choices) > 1
+
+    def keep(self, width: int) -> np.ndarray:
+        """Root channel indices kept at ``width``, most important first."""
+        return self.ranking[:width]
+
+
+@dataclass
+class Decision:
+    """One choice a searcher makes: a group's width or a block's keep flag."""
+
+    name: str
+    kind: str  # "width" or "block"
+    choices: tuple  # widths ascending, or (False, True)
+
+
+@dataclass
+class LayerInfo:
+    """What the trace recorded about one Conv2d/Linear layer."""
+
+    macs_positions: int  # output positions (H*W or rows) summed over calls
+    block: int  # index of the enclosing removable block, -1 if none
+
+
+def _choices(channels: int, multiple: int, min_ratio: float) -> tuple[int, ...]:
+    lo = max(multiple, int(math.ceil(channels * min_ratio / multiple)) * multiple)
+    grid = [w for w in range(lo, channels, multiple)]
+    return tuple(grid + [channels])
+
+
+def round_width(channels: int, ratio: float, choices: tuple[int, ...]) -> int:
+    """The choice closest to ``ratio * channels`` (ties go to the wider)."""
+    target = ratio * channels
+    return min(choices, key=lambda c: (abs(c - target), -c))
+
+
+@dataclass
+class SearchSpace:
+    """Decisions of one model at one deployment input shape, and the tables to cost them."""
+
+    groups: list[ChannelGroup]
+    blocks: list[ResidualBlock]
+    input_shape: tuple[int, int, int]
+    fingerprint: dict
+    couplings: dict[tuple[str, str], list[Coupling]]  # (layer or parameter name, "out"/"in")
+    unwrapped: dict[str, int]  # raw nn.Parameters Torch-Pruning prunes, with their channel dim
+    classifier: str
+    cost: CostModel
+    fixed_layers: list[dict] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        input_shape,
+        model_name: str = "model",
+        channel_multiple: int = 8,
+        min_ratio: float = 0.1,
+    ) -> "SearchSpace":
+        """Trace ``model`` (eval mode, batch 1) and derive its decisions and cost tables."""
+        model.eval()
+        input_shape = tuple(int(s) for s in input_shape)
+        example = torch.zeros(1, *input_shape)
+        shapes, positions, order = _trace_shapes(model, example)
+        classifier = classifier_layer(model, input_shape)
+        blocks = find_residual_blocks(model, shapes)
+        fixed_layers: list[dict] = []
+        groups: list[ChannelGroup] = []
+        couplings: dict[tuple[str, str], list[Coupling]] = {}
+        unwrapped: dict[str, int] = {}
+        try:
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(model, example, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning cannot follow some graphs
+            graph = None
+            fixed_layers.append({"layers": ["*"], "reason": f"Torch-Pruning could not trace the model's "
+                                 f"channel dependencies ({type(exc).__name__}: {exc}); all widths stay fixed"})
+            log.warning("all channel widths stay fixed: %s", fixed_layers[-1]["reason"])
+        if graph is not None:
+            unwrapped = {graph._param_to_name[p]: dim for p, dim in graph.unwrapped_parameters}
+            groups, couplings = _channel_groups(graph, model, classifier, channel_multiple, min_ratio, fixed_layers)
+        partial = [e for e in fixed_layers if e["layers"] != ["*"]]
+        if partial:
+            log.warning("%d channel groups (%d layers) stay fixed, e.g. %s: %s", len(partial),
+                        sum(len(e["layers"]) for e in partial), partial[0]["layers"][0], partial[0]["reason"])
+        layers = {
+            name: LayerInfo(positions[name], _enclosing(name, blocks))
+            for name in order
+        }
+        fingerprint = {
+            "model": model_name,
+            "input_shape": list(input_shape),
+            "num_classes": _num_outputs(model, example),
+            "channel_multiple": channel_multiple,
+            "compressor": __version__,
+        }
+        tables = CostTables.from_model(model, groups, couplings, unwrapped, layers, blocks)
+        space = cls(groups, blocks, input_shape, fingerprint, couplings, unwrapped, classifier,
+                    CostModel(tables), fixed_layers)
+        space.cost.calibrate_extra(count_macs(model, input_shape))
+        return space
+
+    # ------------------------------------------------------------------ decisions
+    @property
+    def decision_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.is_decision]
+
+    def decisions(self) -> list[Decision]:
+        """Every decision: width of each non-fixed channel group, keep/drop of each block."""
+        out = [Decision(g.name, "width", g.choices) for g in self.decision_groups]
+        out += [Decision(b.name, "block", (False, True)) for b in self.blocks]
+        return out
+
+    def architecture(self, widths: dict | None = None, blocks: dict | None = None) -> Architecture:
+        """An architecture with the given values; everything unspecified stays full."""
+        w = {g.name: g.channels for g in self.decision_groups}
+        w.update(widths or {})
+        k = {b.name: True for b in self.blocks}
+        k.update(blocks or {})
+        return Architecture(w, k, dict(self.fingerprint))
+
+    def full(self) -> Architecture:
+        """The unpruned model."""
+        return self.architecture()
+
+    def smallest(self) -> Architecture:
+        """Every group at its narrowest choice and every removable block dropped."""
+        return self.architecture({g.name: g.choices[0] for g in self.decision_groups},
+                                 {b.name: False for b in self.blocks})
+
+    def uniform(self, ratio: float) -> Architecture:
+        """Every group at the choice nearest ``ratio`` of its width; all blocks kept."""
+        return self.architecture({g.name: round_width(g.channels, ratio, g.choices) for g in self.decision_groups})
+
+    def check(self, arch: Architecture) -> None:
+        """Raise CompressError unless ``arch`` belongs to this space."""
+        fp = arch.fingerprint
+        for key in ("model", "input_shape", "num_classes"):
+            if key in fp and fp[key] != self.fingerprint[key]:
+                raise CompressError(
+                    f"architecture was made for {key}={fp[key]!r}, this model has "
+                    f"{self.fingerprint[key]!r}: search again for this model"
+                )
+        names = {g.name: g for g in self.decision_groups}
+        if set(arch.widths) != set(names) or set(arch.blocks) != {b.name for b in self.blocks}:
+            raise CompressError("architecture does not list this model's decisions: search again for this model")
+        for name, width in arch.widths.items():
+            if width not in names[name].choices:
+                raise CompressError(f"width {width} of group {name} is not one of its choices")
+
+    def encode(self, arch: Architecture) -> tuple[np.ndarray, np.ndarray]:
+        """Width of every group (fixed ones included) and keep flag of every block, as arrays."""
+        widths = np.array([arch.widths.get(g.name, g.channels) for g in self.groups], dtype=np.int64)
+        kept = np.array([arch.blocks.get(b.name, True) for b in self.blocks], dtype=bool)
+        return widths, kept
+
+    # ------------------------------------------------------------------ costs
+    def macs(self, arch: Architecture) -> int:
+        """MACs of ``arch`` at the deployment input shape, in closed form."""
+        return self.cost.macs(*self.encode(arch))
+
+    def params(self, arch: Architecture) -> int:
+        """Parameters of ``arch``, in closed form."""
+        return self.cost.params(*self.encode(arch))
+
+    def describe(self) -> dict:
+        """Plain-data summary for ``compress inspect`` and reports."""
+        full = self.full()
+        return {
+            "fingerprint": self.fingerprint,
+            "macs": self.macs(full),
+            "params": self.params(full),
+            "smallest_macs": self.macs(self.smallest()),
+            "classifier": self.classifier,
+            "groups": [
+                {"name": g.name, "channels": g.channels, "choices": [g.choices[0], g.choices[-1], len(g.choices)],
+                 "layers": len(g.members)}
+                for g in self.decision_groups
+            ],
+            "blocks": [{"name": b.name, "after_drop": b.post or "identity"} for b in self.blocks],
+            "fixed_layers": self.fixed_layers,
+        }
+
+
+# ---------------------------------------------------------------------- tracing helpers
+def _trace_shapes(model: nn.Module, example: torch.Tensor):
+    """Input/output shapes of every module, output positions of Conv2d/Linear, their run order."""
+    shapes: dict[str, tuple] = {}
+    positions: dict[str, int] = {}
+    order: list[str] = []
+
+    def hook(name):
+        def fn(mod, inputs, output):
+            if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                channels = output.shape[1] if isinstance(mod, nn.Conv2d) else output.shape[-1]
+                if name not in positions:
+                    order.append(name)
+                positions[name] = positions.get(name, 0) + output.numel() // channels
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:  # noqa: BLE001 - the user's model does not run at this shape
+        raise CompressError(
+            f"the model does not run on an input of shape {tuple(example.shape[1:])} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); check --input-shape"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes, positions, order
+
+
+def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad():
+        out = model(example)
+    return int(out.shape[-1])
+
+
+def _enclosing(name: str, blocks: list[ResidualBlock]) -> int:
+    for i, b in enumerate(blocks):
+        if name == b.name or name.startswith(b.name + "."):
+            return i
+    return -1
+
+
+def _is_grouped(module) -> bool:
+    return isinstance(module, nn.Conv2d) and 1 < module.groups and not (
+        module.groups == module.in_channels == module.out_channels
+    )
+
+
+def _channel_groups(graph, model, classifier, multiple, min_ratio, fixed_layers):
+    """Channel groups and the per-layer couplings that map group channels to layer channels."""
+    names = dict(graph._module2name)
+    names.update(graph._param_to_name)
+    importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum", normalizer=None)
+    groups: list[ChannelGroup] = []
+    couplings: dict[tuple[str, str], list[Coupling]] = {}
+    ignored = [model.get_submodule(classifier)]
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
+        root = names[group[0].dep.target.module]
+        channels = len(group[0].idxs)
+        items = []
+        reason = None
+        for item in group:
+            target = item.dep.target.module
+            if target not in names:
+                continue  # Torch-Pruning's own op nodes (add, cat, reshape): no parameters
+            role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            items.append((names[target], role, np.asarray(item.idxs), np.asarray(item.root_idxs)))
+            if _is_grouped(target):
+                reason = f"grouped convolution {names[target]} (groups={target.groups})"
+            elif isinstance(target, nn.GroupNorm):
+                reason = f"group norm {names[target]}"
+        with torch.no_grad():
+            scores = importance(group)
+        if scores is None or len(scores) != channels:
+            scores = torch.ones(channels)
+        scores = scores.double().cpu().numpy()
+        ranking = np.argsort(-scores, kind="stable")
+        imp = scores[ranking]
+        imp = imp / imp.sum() if imp.sum() > 0 else np.full(channels, 1.0 / channels)
+        members = sorted({n for n, _, _, _ in items})
+        choices = (channels,) if reason else _choices(channels, multiple, min_ratio)
+        if reason:
+            fixed_layers.append({"layers": members, "reason": reason + ": Torch-Pruning cannot keep its "
+                                 "channels consistent per group, so they stay fixed"})
+        gi = len(groups)
+        groups.append(ChannelGroup(root, channels, choices, ranking, imp, members, reason))
+        for name, role, idxs, root_idxs in items:
+            couplings.setdefault((name, role), []).append(Coupling(gi, idxs, root_idxs))
+    return groups, couplings

@@ -1,0 +1,222 @@
+"""Latency runners: one interface, ``Runner.measure``, over onnxruntime and eager PyTorch.
+
+Runtime names match the ``runtimes`` lists of the target profiles: ``onnxruntime-cpu``,
+``onnxruntime-cuda``, ``onnxruntime-tensorrt``, ``torch-cpu``, ``torch-cuda``.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from compressor.errors import CompressError
+from exporters.onnx_export import _first_line, export_onnx, random_input
+from exporters.stats import LatencyStats, cpu_name
+
+log = logging.getLogger(__name__)
+
+ORT_PROVIDERS = {
+    "onnxruntime-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "onnxruntime-cpu": ["CPUExecutionProvider"],
+}
+TORCH_DEVICES = {"torch-cuda": "cuda", "torch-cpu": "cpu"}
+
+
+class Runner(abc.ABC):
+    """Times inferences of one model on one runtime."""
+
+    runtime: str
+
+    def measure(
+        self,
+        model: str | os.PathLike | nn.Module,
+        input_shape: Sequence[int],
+        batch: int = 1,
+        warmup: int = 10,
+        runs: int = 50,
+    ) -> LatencyStats:
+        """Run ``warmup`` untimed then ``runs`` timed inferences on a random ``(batch, *input_shape)``."""
+        if warmup < 0 or runs < 1:
+            raise CompressError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+        x = random_input(input_shape, batch)
+        times, meta = self._time(model, x, warmup, runs)
+        stats = LatencyStats.from_times(
+            times, batch=batch, input_shape=tuple(x.shape[1:]), warmup=warmup, runtime=self.runtime, **meta
+        )
+        log.info(
+            "%s: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms at batch %d (%d runs)",
+            self.runtime, stats.p50, stats.p90, stats.p99, batch, runs,
+        )
+        return stats
+
+    @abc.abstractmethod
+    def _time(self, model, x: torch.Tensor, warmup: int, runs: int) -> tuple[list[float], dict]:
+        """Per-run times in ms, and the ``device``, ``versions``, ``threads``, ``settings`` fields."""
+
+
+class OrtRunner(Runner):
+    """onnxruntime on an ONNX file (an nn.Module is exported to a temporary file first).
+
+    ``providers`` defaults to the CPU provider; ``threads`` sets intra-op threads (0: onnxruntime's
+    default, one per physical core). Inputs are host numpy arrays, so on GPU providers the
+    host-device copies are part of each timed run.
+    """
+
+    def __init__(self, providers: Sequence[str] | None = None, threads: int = 0):
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.threads = threads
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise CompressError(
+                f"onnxruntime here lacks {', '.join(missing)} (it has "
+                f"{', '.join(ort.get_available_providers())}); install the onnxruntime build that "
+                "has it or choose another runtime"
+            )
+        self.runtime = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
+
+    def _time(self, model, x, warmup, runs):
+        if isinstance(model, nn.Module):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = export_onnx(model, x.shape[1:], Path(tmp) / "model.onnx")
+                session, options = self._session(path)
+        else:
+            session, options = self._session(Path(model))
+        inp = session.get_inputs()[0]
+        dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        feed = {inp.name: x.numpy().astype(dtype)}
+        for _ in range(warmup):
+            session.run(None, feed)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - start) * 1e3)
+        used = session.get_providers()
+        on_gpu = used[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        return times, {
+            "device": torch.cuda.get_device_name(0) if on_gpu and torch.cuda.is_available() else cpu_name(),
+            "versions": {"onnxruntime": ort.__version__},
+            "threads": self.threads,
+            "settings": {
+                "providers": used,
+                "intra_op_num_threads": options.intra_op_num_threads,
+                "graph_optimization_level": options.graph_optimization_level.name,
+                "execution_mode": options.execution_mode.name,
+            },
+        }
+
+    def _session(self, path: Path) -> tuple[ort.InferenceSession, ort.SessionOptions]:
+        if not path.is_file():
+            raise CompressError(f"ONNX file {path} does not exist; export the model first")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:
+            raise CompressError(
+                f"onnxruntime cannot load {path}: {_first_line(exc)}; re-export the model"
+            ) from exc
+        if session.get_providers()[0] != self.providers[0]:
+            raise CompressError(
+                f"onnxruntime fell back from {self.providers[0]} to {session.get_providers()[0]}; "
+                "check the CUDA/TensorRT libraries are installed or choose another runtime"
+            )
+        return session, options
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch under ``torch.inference_mode`` on a copy of the module placed on ``device``.
+
+    CPU runs are timed with ``time.perf_counter``; CUDA runs with CUDA events, synchronising
+    after each run.
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.device = torch.device(device)
+        if self.device.type not in ("cpu", "cuda"):
+            raise CompressError(f"torch device {device!r} is not supported; use 'cpu' or 'cuda'")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise CompressError(
+                "torch finds no CUDA device here; use device='cpu' or a machine with an NVIDIA GPU"
+            )
+        self.runtime = f"torch-{self.device.type}"
+
+    def _time(self, model, x, warmup, runs):
+        if not isinstance(model, nn.Module):
+            raise CompressError(
+                f"{self.runtime} times an nn.Module, not {model!r}; "
+                "use an onnxruntime runtime for ONNX files"
+            )
+        module = copy.deepcopy(model).to(self.device).eval()
+        x = x.to(self.device)
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode():
+            for _ in range(warmup):
+                module(x)
+            times = _time_cuda(module, x, runs) if cuda else _time_cpu(module, x, runs)
+        versions = {"torch": torch.__version__}
+        if cuda:
+            versions |= {"cuda": torch.version.cuda, "cudnn": str(torch.backends.cudnn.version())}
+        return times, {
+            "device": torch.cuda.get_device_name(self.device) if cuda else cpu_name(),
+            "versions": versions,
+            "threads": torch.get_num_threads(),
+            "settings": {"device": str(self.device), "mode": "eager, torch.inference_mode"},
+        }
+
+
+def _time_cpu(module: nn.Module, x: torch.Tensor, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        module(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _time_cuda(module: nn.Module, x: torch.Tensor, runs: int) -> list[float]:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(x.device)
+    times = []
+    for _ in range(runs):
+        start.record()
+        module(x)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def available_runners() -> list[str]:
+    """Runtime names usable here: onnxruntime providers present, torch-cpu, torch-cuda with a GPU."""
+    have = ort.get_available_providers()
+    names = [name for name, providers in ORT_PROVIDERS.items() if providers[0] in have]
+    if torch.cuda.is_available():
+        names.append("torch-cuda")
+    names.append("torch-cpu")
+    return names
+
+
+def make_runner(runtime: str, threads: int = 0) -> Runner:
+    """The runner for a profile's runtime name; ``threads`` applies to onnxruntime only."""
+    if runtime in ORT_PROVIDERS:
+        return OrtRunner(ORT_PROVIDERS[runtime], threads)
+    if runtime in TORCH_DEVICES:
+        return TorchRunner(TORCH_DEVICES[runtime])
+    raise CompressError(
+        f"no runner for runtime {runtime!r}; choose one of {', '.join([*ORT_PROVIDERS, *TORCH_DEVICES])}"
+    )

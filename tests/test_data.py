@@ -1,0 +1,199 @@
+"""Tests of compressor.data: digits, ImageFolder trees, their errors, halves and loaders."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compressor.data import DIGITS_SOURCE, load_data, make_loader, split_halves
+from compressor.errors import CompressError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(resolution=16, val_fraction=0.2, seed=0)
+
+
+def _labels(subset):
+    return [int(subset.dataset.tensors[1][i]) for i in subset.indices]
+
+
+def test_digits_shapes_and_metadata(digits):
+    x, y = digits.train[0]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert y.dtype == torch.long
+    assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
+    assert digits.num_classes == 10
+    assert digits.class_names == [str(i) for i in range(10)]
+    assert digits.source == DIGITS_SOURCE
+    assert digits.resolution == 16
+
+
+def test_digits_default_resolution_is_32():
+    assert load_data().train[0][0].shape == (3, 32, 32)
+
+
+def test_digits_normalised_on_train(digits):
+    x = digits.train.dataset.tensors[0][digits.train.indices]
+    assert abs(x.mean().item()) < 1e-4
+    assert abs(x.std().item() - 1.0) < 1e-4
+
+
+def test_digits_split_sizes_disjoint_and_stratified(digits):
+    train, val = set(digits.train.indices), set(digits.val.indices)
+    assert not train & val
+    assert train | val == set(range(1797))
+    assert abs(len(val) - 0.2 * 1797) <= 10
+    total = Counter(_labels(digits.train)) + Counter(_labels(digits.val))
+    for cls, count in Counter(_labels(digits.val)).items():
+        assert abs(count - 0.2 * total[cls]) <= 1
+
+
+def test_digits_split_follows_seed(digits):
+    again = load_data(resolution=16, seed=0)
+    assert again.val.indices == digits.val.indices
+    assert torch.equal(again.val[5][0], digits.val[5][0])
+    assert load_data(resolution=16, seed=1).val.indices != digits.val.indices
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"val_fraction": 0.0}, {"val_fraction": 1.0}, {"resolution": 0}, {"resolution": 16.0},
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(CompressError):
+        load_data(**kwargs)
+
+
+def _write_pngs(folder, colour, n, seed=0, size=(20, 14)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    _write_pngs(tmp_path / "red", (220, 30, 30), 6, seed=1)
+    _write_pngs(tmp_path / "blue", (30, 30, 220), 6, seed=2)
+    return tmp_path
+
+
+def test_folder_loads_and_splits(tree):
+    bundle = load_data(tree, resolution=16, val_fraction=0.2, seed=0)
+    assert bundle.class_names == ["blue", "red"] and bundle.num_classes == 2
+    assert bundle.source == str(tree) and bundle.resolution == 16
+    assert len(bundle.train) == 10 and len(bundle.val) == 2
+    assert not set(bundle.train.indices) & set(bundle.val.indices)
+    assert sorted(bundle.val.dataset.targets[i] for i in bundle.val.indices) == [0, 1]
+    x, y = bundle.val[0]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(bundle.val[0][0], x)  # evaluation transform is deterministic
+    red = bundle.val[1][0] if y == 0 else x
+    assert red[0].mean() > 1.0 and red[2].mean() < 0.0  # ImageNet-normalised red
+    assert bundle.train[0][0].shape == (3, 16, 16)
+    assert load_data(tree, resolution=16, seed=0).val.indices == bundle.val.indices
+
+
+def test_folder_ignores_hidden_folders_and_other_files(tree):
+    _write_pngs(tree / ".ipynb_checkpoints", (0, 0, 0), 1)
+    (tree / "red" / "notes.txt").write_text("not an image")
+    assert load_data(tree, resolution=8).class_names == ["blue", "red"]
+
+
+def test_folder_with_train_and_val_subfolders(tmp_path):
+    _write_pngs(tmp_path / "train" / "a", (200, 200, 0), 4)
+    _write_pngs(tmp_path / "train" / "b", (0, 200, 200), 4)
+    _write_pngs(tmp_path / "val" / "b", (0, 200, 200), 3)
+    bundle = load_data(tmp_path, resolution=8)
+    assert bundle.class_names == ["a", "b"]
+    assert len(bundle.train) == 8 and len(bundle.val) == 3
+    assert {bundle.val[i][1] for i in range(3)} == {1}  # labels follow the train classes
+
+
+def test_val_class_missing_from_train(tmp_path):
+    _write_pngs(tmp_path / "train" / "a", (200, 200, 0), 2)
+    _write_pngs(tmp_path / "train" / "b", (0, 200, 200), 2)
+    _write_pngs(tmp_path / "val" / "c", (0, 0, 0), 1)
+    with pytest.raises(CompressError, match="c"):
+        load_data(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CompressError, match="does not exist"):
+        load_data(tmp_path / "nowhere")
+
+
+def test_path_is_a_file(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(CompressError, match="not a folder"):
+        load_data(tmp_path / "file.txt")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(CompressError, match="no class subfolders"):
+        load_data(tmp_path)
+
+
+def test_class_folders_without_images(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "readme.txt").write_text("x")
+    with pytest.raises(CompressError, match="no images"):
+        load_data(tmp_path)
+
+
+def test_one_empty_class_folder(tree):
+    (tree / "green").mkdir()
+    with pytest.raises(CompressError, match="green"):
+        load_data(tree)
+
+
+def test_single_class(tmp_path):
+    _write_pngs(tmp_path / "only", (10, 10, 10), 3)
+    with pytest.raises(CompressError, match="single class"):
+        load_data(tmp_path)
+
+
+def test_corrupt_png_is_named(tree):
+    (tree / "red" / "bad.png").write_bytes(b"this is not a png")
+    with pytest.raises(CompressError, match="bad.png"):
+        load_data(tree)
+
+
+def test_truncated_png_is_named(tree):
+    good = (tree / "blue" / "000.png").read_bytes()
+    (tree / "blue" / "cut.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CompressError, match="cut.png"):
+        load_data(tree)
+
+
+def test_split_halves_disjoint_and_covering(digits):
+    a, b = split_halves(digits.train, seed=3)
+    assert not set(a.indices) & set(b.indices)
+    assert sorted(a.indices + b.indices) == list(range(len(digits.train)))
+    assert abs(len(a) - len(b)) <= 1
+    assert split_halves(digits.train, seed=3)[0].indices == a.indices
+    assert split_halves(digits.train, seed=4)[0].indices != a.indices
+    with pytest.raises(CompressError):
+        split_halves(torch.utils.data.TensorDataset(torch.zeros(1)), seed=0)
+
+
+def test_make_loader_order_follows_seed(digits):
+    def first_labels(seed):
+        return [y.tolist() for _, y in make_loader(digits.train, 50, True, seed)][:3]
+
+    assert first_labels(7) == first_labels(7)
+    assert first_labels(7) != first_labels(8)
+    batches = list(make_loader(digits.val, 100, False, 0))
+    assert [len(y) for _, y in batches] == [100, 100, 100, len(digits.val) - 300]
+    assert batches[0][0].shape == (100, 3, 16, 16)
+
+
+def test_make_loader_drops_a_lone_last_sample_when_shuffling(digits):
+    n = len(digits.train)
+    assert len(make_loader(digits.train, n - 1, True, 0)) == 1
+    assert len(make_loader(digits.train, n - 1, False, 0)) == 2
+    with pytest.raises(CompressError):
+        make_loader(digits.train, 0, True, 0)

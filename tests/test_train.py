@@ -1,0 +1,168 @@
+"""Tests of compressor.train: the distillation loss, training, evaluation, device choice."""
+import logging
+import math
+from collections import namedtuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compressor.data import load_data, make_loader
+from compressor.errors import CompressError
+from compressor.train import evaluate, kd_loss, pick_device, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convolutions run faster and steadier on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cnn(seed=0, width=16):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * width * 16, 10),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(resolution=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def loaders(digits):
+    return make_loader(digits.train, 32, True, 0), make_loader(digits.val, 256, False, 0)
+
+
+@pytest.fixture(scope="module")
+def trained(digits, loaders):
+    model = tiny_cnn(seed=0)
+    fresh = make_loader(digits.train, 32, True, 0)  # batch order independent of other tests
+    history = train(model, fresh, epochs=3, lr=0.02, val_loader=loaders[1], quiet=True)
+    return model, history
+
+
+def test_kd_loss_matches_hand_computation():
+    s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    # At T=2 the student's softmax is (a, 1-a) and the teacher's (1-a, a), a = sigmoid(0.5),
+    # so KL(teacher || student) = (2a - 1) * log(a / (1-a)) = (2a - 1) * 0.5.
+    a = 1 / (1 + math.exp(-0.5))
+    ce = math.log(1 + math.exp(-1))
+    expected = 0.5 * ce + 0.5 * 4 * (2 * a - 1) * 0.5
+    assert kd_loss(s, t, y, lam=0.5, T=2.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kd_loss_with_lam_zero_is_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    y = torch.randint(0, 5, (8,), generator=g)
+    assert torch.allclose(kd_loss(s, t, y, lam=0.0), F.cross_entropy(s, y))
+
+
+def test_kd_loss_zero_kl_when_student_equals_teacher_and_no_teacher_grad():
+    s = torch.randn(4, 3, requires_grad=True)
+    t = s.detach().clone().requires_grad_()
+    y = torch.tensor([0, 1, 2, 0])
+    assert kd_loss(s, t, y, lam=1.0).item() == pytest.approx(0.0, abs=1e-6)
+    kd_loss(s, t, y).backward()
+    assert t.grad is None and s.grad is not None
+
+
+def test_train_reaches_good_accuracy(trained, loaders):
+    model, history = trained
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert set(history[0]) == {"epoch", "loss", "train_acc", "val_acc", "lr", "seconds"}
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_acc"] > 0.8
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine schedule ends at zero
+    assert evaluate(model, loaders[1]) == pytest.approx(history[-1]["val_acc"])
+    assert model.training  # train() and evaluate() restore the mode they found
+
+
+def _kl_to_teacher(student, teacher, loader, T=4.0):
+    student.eval()
+    with torch.no_grad():
+        return sum(
+            F.kl_div(F.log_softmax(student(x) / T, 1), F.log_softmax(teacher(x) / T, 1),
+                     reduction="sum", log_target=True).item()
+            for x, _ in loader
+        ) / len(loader.dataset)
+
+
+def test_distillation_moves_student_toward_teacher(trained, loaders):
+    teacher = trained[0]
+    teacher.train()
+    student = tiny_cnn(seed=1, width=8)
+    before = _kl_to_teacher(student, teacher, loaders[1])
+    train(student, loaders[0], epochs=2, teacher=teacher, kd_lambda=1.0, quiet=True)
+    assert not teacher.training  # the teacher runs in eval mode
+    assert _kl_to_teacher(student, teacher, loaders[1]) < 0.3 * before
+
+
+def test_train_accepts_models_with_auxiliary_outputs(loaders):
+    Outputs = namedtuple("Outputs", "logits aux_logits")
+
+    class WithAux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = tiny_cnn(seed=2, width=4)
+
+        def forward(self, x):
+            out = self.body(x)
+            return Outputs(out, out.detach()) if self.training else out
+
+    history = train(WithAux(), loaders[0], epochs=1, quiet=True)
+    assert math.isfinite(history[0]["loss"]) and "val_acc" not in history[0]
+
+
+def test_quiet_training_logs_one_line_per_epoch(loaders, caplog):
+    with caplog.at_level(logging.INFO, logger="compressor.train"):
+        train(tiny_cnn(width=4), loaders[0], epochs=2, quiet=True, desc="finetune")
+    lines = [r.getMessage() for r in caplog.records if r.name == "compressor.train"]
+    assert len(lines) == 2 and lines[0].startswith("finetune epoch 1/2")
+
+
+def test_zero_epochs_leaves_model_untouched(loaders):
+    model = tiny_cnn()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert train(model, loaders[0], epochs=0) == []
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_divergence_is_reported(loaders):
+    with pytest.raises(CompressError, match="diverged"):
+        train(tiny_cnn(width=4), loaders[0], epochs=1, lr=1e30, quiet=True)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"epochs": -1}, {"lr": 0.0}, {"kd_lambda": 1.5}, {"temperature": 0.0},
+])
+def test_bad_training_arguments(loaders, kwargs):
+    args = {"epochs": 1, **kwargs}
+    with pytest.raises(CompressError):
+        train(tiny_cnn(width=4), loaders[0], **args)
+
+
+def test_evaluate_empty_loader_is_a_user_error():
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0).long())
+    with pytest.raises(CompressError):
+        evaluate(tiny_cnn(), make_loader(empty, 8, False, 0))
+
+
+def test_pick_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device().type == expected
+    assert pick_device("auto").type == expected
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(CompressError):
+        pick_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(CompressError, match="not available"):
+            pick_device("cuda")
