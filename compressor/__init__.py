@@ -4,4 +4,12 @@ __version__ = "0.1.0"
 
 from .errors import CompressError  # noqa: E402
 
-__all__ = ["CompressError", "__version__"]
+
+def load(path):
+    """Load a compressed model (a run directory or its ``model.pt``); see ``compressor.checkpoint``."""
+    from .checkpoint import load as _load
+
+    return _load(path)
+
+
+__all__ = ["CompressError", "load", "__version__"]

@@ -76,7 +76,7 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
             f"could not load torchvision weights {w} ({type(exc).__name__}: {exc}); "
             "download them into the torch hub cache first, or pass a state_dict file"
         ) from None
-    if num_classes is not None:
+    if num_classes is not None and num_classes != len(w.meta["categories"]):
         replace_classifier(model, num_classes)
     return model
 
@@ -152,14 +152,29 @@ def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state)
 
 
-def resolve_model(name: str, weights: str | None = None, num_classes: int | None = None) -> tuple[nn.Module, ModelSpec]:
-    """Build the model and load its weights; return it with the spec that rebuilds it."""
+def resolve_model(
+    name: str, weights: str | None = None, num_classes: int | None = None
+) -> tuple[nn.Module, ModelSpec, bool]:
+    """Build the model and load its weights.
+
+    Returns the model, the spec that rebuilds it, and whether it is ready to teach: weights were
+    loaded and its classifier was not replaced for a different number of classes.
+    """
     spec = ModelSpec(name, num_classes)
     is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
     model = build_model(spec, None if is_file else weights)
+    trained = weights is not None
     if is_file:
         load_weights_into(model, load_state_file(weights), weights)
-    return model.eval(), spec
+    elif weights is not None and num_classes is not None:
+        trained = _num_outputs(model) == num_classes
+    return model.eval(), spec, trained
+
+
+def _num_outputs(model: nn.Module) -> int:
+    name = classifier_layer(model, (3, 224, 224))
+    layer = model.get_submodule(name)
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
 def classifier_layer(model: nn.Module, input_shape) -> str:

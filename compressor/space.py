@@ -151,6 +151,7 @@ class SearchSpace:
             "input_shape": list(input_shape),
             "num_classes": _num_outputs(model, example),
             "channel_multiple": channel_multiple,
+            "min_ratio": min_ratio,
             "compressor": __version__,
         }
         tables = CostTables.from_model(model, groups, couplings, unwrapped, layers, blocks)

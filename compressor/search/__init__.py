@@ -1,1 +1,13 @@
-"""Searchers: pick an architecture in a search space that meets a budget."""
+"""Searchers: pick an architecture in a search space that meets a budget.
+
+Every searcher is ``fn(space, budget, context) -> SearchResult``; ``SEARCHERS`` maps the names
+``--method`` accepts to them.
+"""
+from .asng import CategoricalASNG
+from .base import SearchContext, SearchResult
+from .greedy import greedy_search
+from .uniform import uniform_search
+
+SEARCHERS = {"uniform": uniform_search, "greedy": greedy_search}
+
+__all__ = ["CategoricalASNG", "SEARCHERS", "SearchContext", "SearchResult", "greedy_search", "uniform_search"]

@@ -1,0 +1,55 @@
+"""Save and load a compressed model as its architecture (JSON) plus a state_dict.
+
+No pickled modules are written or read: loading rebuilds the original model from its spec,
+applies the architecture, and loads the weights with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architecture import Architecture
+from .errors import CompressError
+from .fileio import write_atomic
+from .models import ModelSpec, build_model, load_state_file, load_weights_into
+from .space import SearchSpace
+from .surgery import materialize
+
+log = logging.getLogger(__name__)
+
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def save(model: nn.Module, arch: Architecture, spec: ModelSpec, out_dir: str | Path) -> Path:
+    """Write ``arch.json`` (architecture + model spec) and ``model.pt`` (state_dict) to ``out_dir``."""
+    out = Path(out_dir)
+    data = Architecture(arch.widths, arch.blocks, {**arch.fingerprint, "spec": spec.to_dict()})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    data.save(out / ARCH_FILE)
+    return out
+
+
+def load(path: str | Path) -> nn.Module:
+    """Load a compressed model saved by :func:`save` (a run directory or its ``model.pt``)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    weights = path if path.is_file() else folder / WEIGHTS_FILE
+    arch_file = folder / ARCH_FILE
+    if not arch_file.is_file() or not weights.is_file():
+        raise CompressError(f"{path} is not a compressed model: expected {ARCH_FILE} and {WEIGHTS_FILE} there")
+    arch = Architecture.load(arch_file)
+    fp = arch.fingerprint
+    if "spec" not in fp:
+        raise CompressError(f"{arch_file} does not say which model it was made from (no 'spec')")
+    spec = ModelSpec.from_dict(fp["spec"])
+    base = build_model(spec).eval()
+    space = SearchSpace.build(base, fp["input_shape"], fp.get("model", spec.name),
+                              channel_multiple=fp.get("channel_multiple", 8), min_ratio=fp.get("min_ratio", 0.1))
+    small = materialize(space, base, arch)
+    load_weights_into(small, load_state_file(weights), str(weights))
+    return small.eval()

@@ -1,0 +1,195 @@
+"""The ``compress`` command.
+
+``compress [run] --target cpu --budget-macs 300M`` compresses a model (``run`` is the default
+command); ``compress inspect --model NAME`` shows a model's costs and search space;
+``compress profiles`` lists the target profiles. User errors print one line and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import CompressError
+from .units import format_count, parse_shape, parse_size
+
+log = logging.getLogger("compressor")
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``run`` when the first argument is not a command name."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def main(self, *args, **kwargs):
+        """Like click's, but a usage error is one line on stderr and exit code 2."""
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+
+
+def _size(what: str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse_size(value, what)
+        except CompressError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return convert
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return "x".join(map(str, parse_shape(value)))
+    except CompressError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _fail(exc: CompressError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compress")
+def main():
+    """Shrink a PyTorch CNN to a budget for a deployment target.
+
+    Without a command, runs `compress run`, e.g. `compress --target cpu --budget-macs 300M`.
+    """
+
+
+@main.command("run")
+@click.option("--model", default="resnet18", show_default=True,
+              help="torchvision classification model name, or package.module:function returning an nn.Module.")
+@click.option("--weights", default=None,
+              help="torchvision weights name (DEFAULT, IMAGENET1K_V1; fetched by torchvision) or a state_dict file. "
+                   "Without weights the model is first trained on the data.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=None,
+              help="Classes of the classifier; default: the number of classes in the data.")
+@click.option("--data", "data_dir", default=None,
+              help="ImageFolder directory (class subfolders, or train/ and val/). Default: scikit-learn's bundled "
+                   "handwritten digits.")
+@click.option("--target", default="cpu", show_default=True, help="Target profile name (see `compress profiles`) or a TOML file.")
+@click.option("--input-shape", callback=_shape, default=None,
+              help="Deployment input CxHxW at which costs and latency are measured; default from the profile.")
+@click.option("--train-resolution", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Side of the square images used for training and search (a small proxy).")
+@click.option("--budget-macs", callback=_size("--budget-macs"), default=None,
+              help="Upper bound on MACs at the deployment shape, batch 1 (K/M/G suffixes: 300M).")
+@click.option("--budget-params", callback=_size("--budget-params"), default=None,
+              help="Upper bound on parameters (K/M/G suffixes: 2.5M).")
+@click.option("--method", type=click.Choice(["greedy", "uniform"]), default="greedy", show_default=True,
+              help="Search method.")
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Fine-tuning epochs of the compressed model (distillation from the original).")
+@click.option("--teacher-epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Epochs to train the original first when it has no trained weights.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="Learning rate of teacher training; fine-tuning uses a fifth of it.")
+@click.option("--out", default=None, help="Run directory; default runs/<timestamp>-<model>.")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty run directory.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="Training device (cpu, cuda, cuda:1); default: CUDA if available.")
+@click.option("--latency-runs", type=click.IntRange(min=1), default=None,
+              help="Timed runs per latency measurement; default from the profile.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bars.")
+def run_command(**opts):
+    """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""
+    from .budget import Budget
+    from .pipeline import RunConfig, run
+
+    _setup_logging(opts["quiet"])
+    try:
+        budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"))
+        config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
+        report = run(config)
+    except CompressError as exc:
+        _fail(exc)
+    b, c = report["baseline"], report["compressed"]
+    click.echo(
+        f"{report['model']}: MACs {format_count(b['macs'])} -> {format_count(c['macs'])}, "
+        f"params {format_count(b['params'])} -> {format_count(c['params'])}, "
+        f"accuracy {100 * b['accuracy']:.1f}% -> {100 * c['accuracy']:.1f}%, "
+        f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms; "
+        f"written to {config.out or 'runs/'}"
+    )
+
+
+@main.command("inspect")
+@click.option("--model", required=True, help="torchvision model name or package.module:function.")
+@click.option("--weights", default=None, help="torchvision weights name or state_dict file (optional).")
+@click.option("--num-classes", type=click.IntRange(min=2), default=None)
+@click.option("--input-shape", callback=_shape, default="3x224x224", show_default=True)
+@click.option("--channel-multiple", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def inspect_command(model, weights, num_classes, input_shape, channel_multiple, as_json):
+    """Show a model's MACs, params and search space."""
+    from .models import resolve_model
+    from .space import SearchSpace
+
+    _setup_logging(quiet=True)
+    try:
+        net, _, _ = resolve_model(model, weights, num_classes)
+        space = SearchSpace.build(net, parse_shape(input_shape), model, channel_multiple=channel_multiple)
+    except CompressError as exc:
+        _fail(exc)
+    info = space.describe()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{model} at {input_shape}: {format_count(info['macs'])} MACs, {format_count(info['params'])} params; "
+               f"smallest architecture in the space: {format_count(info['smallest_macs'])} MACs")
+    click.echo(f"classifier (never pruned): {info['classifier']}")
+    click.echo(f"\n{len(info['groups'])} channel groups (width decisions):")
+    click.echo(f"  {'group (root layer)':40s} {'channels':>8s} {'choices':>16s} {'layers':>6s}")
+    for g in info["groups"]:
+        lo, hi, n = g["choices"]
+        click.echo(f"  {g['name']:40s} {g['channels']:8d} {f'{lo}..{hi} ({n})':>16s} {g['layers']:6d}")
+    click.echo(f"\n{len(info['blocks'])} removable residual blocks:")
+    for b in info["blocks"]:
+        click.echo(f"  {b['name']:40s} dropped -> {b['after_drop']}")
+    if info["fixed_layers"]:
+        click.echo(f"\n{len(info['fixed_layers'])} groups of layers left fixed:")
+        for e in info["fixed_layers"]:
+            click.echo(f"  {', '.join(e['layers'][:4])}{' ...' if len(e['layers']) > 4 else ''}: {e['reason']}")
+
+
+@main.command("profiles")
+def profiles_command():
+    """List the target profiles shipped with the package."""
+    from profiles import list_profiles, load_profile
+
+    for name in list_profiles():
+        p = load_profile(name)
+        click.echo(f"{name:20s} {p.device:4s} {'x'.join(map(str, p.input_shape)):10s} "
+                   f"multiple {p.channel_multiple:<3d} {', '.join(p.runtimes)}")

@@ -1,0 +1,266 @@
+"""One compression run, end to end: model → space → search → materialize → fine-tune → export → measure.
+
+Each stage is a function of plain inputs; :func:`run` strings them together, times them, and
+writes the run directory (``arch.json``, ``model.pt``, ``model.onnx``, ``baseline.onnx``,
+``report.json``, ``report.md``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporters.onnx_export import export_onnx, verify_onnx
+from exporters.runners import OrtRunner, available_runners
+from profiles import Profile, load_profile
+
+from . import checkpoint
+from .budget import Budget
+from .counting import count_macs, count_params
+from .data import load_data, make_loader
+from .errors import CompressError
+from .models import resolve_model
+from .report import write_reports
+from .search import SEARCHERS, SearchContext
+from .space import SearchSpace
+from .surgery import materialize
+from .train import evaluate, pick_device, train
+from .units import format_count, parse_shape
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; the CLI fills it from its options."""
+
+    budget: Budget
+    model: str = "resnet18"
+    weights: str | None = None
+    num_classes: int | None = None
+    data: str | None = None
+    target: str = "cpu"
+    input_shape: str | None = None
+    train_resolution: int = 32
+    method: str = "greedy"
+    epochs: int = 5
+    teacher_epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    kd_lambda: float = 0.9
+    temperature: float = 4.0
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    device: str | None = None
+    quiet: bool = False
+    latency_runs: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so the same seed gives the same run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_target(name: str) -> Profile:
+    """Load the target profile and check that this machine can measure on it."""
+    profile = load_profile(name)
+    if profile.device == "gpu":
+        usable = [r for r in profile.runtimes if r in available_runners()]
+        if not usable:
+            raise CompressError(
+                f"target {profile.name!r} needs a GPU runtime ({', '.join(profile.runtimes)}) and none is "
+                "usable on this machine: run on the GPU machine, or use --target cpu"
+            )
+    elif "onnxruntime-cpu" not in profile.runtimes:
+        raise CompressError(f"target {profile.name!r} lists no runtime this version can measure on a CPU")
+    return profile
+
+
+def prepare_out_dir(out: str | None, model: str, overwrite: bool) -> Path:
+    """The run directory: refuse a non-empty one unless ``overwrite``."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = str(Path("runs") / f"{stamp}-{model.replace(':', '_').replace('.', '_')}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise CompressError(f"output path {out} exists and is not a directory: choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise CompressError(f"output directory {out} is not empty: pass --overwrite or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CompressError(f"cannot write to output directory {out} ({exc.strerror}): choose another --out") from None
+    return path
+
+
+class _Stages:
+    """Times named stages into a dict of seconds."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        log.info("stage: %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 3)
+
+
+def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None) -> dict:
+    runner = OrtRunner(threads=profile.measure.threads)
+    stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
+                           runs=runs or profile.measure.runs)
+    return stats.to_dict()
+
+
+def run(config: RunConfig) -> dict:
+    """Run one compression end to end and return the report (also written to the run directory)."""
+    if config.method not in SEARCHERS:
+        raise CompressError(f"unknown method {config.method!r}: use one of {', '.join(SEARCHERS)}")
+    profile = resolve_target(config.target)
+    shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
+    created = config.out is None or not Path(config.out).exists()
+    out = prepare_out_dir(config.out, config.model, config.overwrite)
+    try:
+        return _run(config, profile, shape, out)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a run that wrote nothing
+        raise
+
+
+def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
+    stage = _Stages()
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+
+    with stage("data"):
+        data = load_data(config.data, resolution=config.train_resolution, seed=config.seed, quiet=config.quiet)
+        if shape[0] != 3:
+            raise CompressError(f"input shape {'x'.join(map(str, shape))} has {shape[0]} channels; "
+                                "the images have 3: use 3xHxW")
+        train_loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed)
+        val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
+
+    with stage("model"):
+        num_classes = config.num_classes or data.num_classes
+        if num_classes != data.num_classes:
+            raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
+                                "classes: drop --num-classes or use matching data")
+        model, spec, trained = resolve_model(config.model, config.weights, num_classes)
+
+    with stage("search_space"):
+        space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
+        full = space.full()
+        budget = config.budget
+        notes = []
+        if budget.fits(space, full):
+            notes.append("the model already meets the budget; it is kept as is")
+            log.warning(notes[-1])
+        else:
+            budget.check_reachable(space)  # before any training: fail fast
+        log.info("%s at %s: %s MACs, %s params, %d width decisions, %d removable blocks", config.model,
+                 "x".join(map(str, shape)), format_count(space.macs(full)), format_count(space.params(full)),
+                 len(space.decision_groups), len(space.blocks))
+
+    if not trained and config.teacher_epochs > 0:
+        with stage("teacher_training"):
+            train(model, train_loader, config.teacher_epochs, lr=config.lr, device=device,
+                  val_loader=val_loader, quiet=config.quiet, desc="teacher")
+        model = model.cpu().eval()
+        with stage("search_space"):  # channel rankings follow the trained weights
+            space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
+    model = model.cpu().eval()
+    baseline_acc = evaluate(model, val_loader, device=device, quiet=config.quiet)
+    model = model.cpu().eval()
+
+    with stage("search"):
+        if notes:
+            arch, history = full, []
+        else:
+            calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=config.seed)))[0]
+            ctx = SearchContext(model=model, calibration=calibration, seed=config.seed, quiet=config.quiet)
+            result = SEARCHERS[config.method](space, budget, ctx)
+            arch, history = result.architecture, result.history
+        if not budget.fits(space, arch):
+            raise AssertionError(f"searcher {config.method} returned an architecture over budget")
+
+    with stage("materialize"):
+        small = materialize(space, model, arch)
+        closed = {"macs": space.macs(arch), "params": space.params(arch)}
+        counted = {"macs": count_macs(small, shape), "params": count_params(small)}
+        if closed != counted:
+            raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
+
+    with stage("fine_tuning"):
+        if arch != full and config.epochs > 0:
+            train(small, train_loader, config.epochs, lr=config.lr / 5, teacher=model, kd_lambda=config.kd_lambda,
+                  temperature=config.temperature, device=device, val_loader=val_loader, quiet=config.quiet,
+                  desc="fine-tune")
+        small = small.cpu().eval()
+        compressed_acc = evaluate(small, val_loader, device=device, quiet=config.quiet)
+        small = small.cpu().eval()
+
+    with stage("export"):
+        checkpoint.save(small, arch, spec, out)
+        onnx_path = export_onnx(small, shape, out / "model.onnx", opset=ONNX_OPSET)
+        parity = verify_onnx(small, onnx_path, shape)
+        baseline_onnx = export_onnx(model, shape, out / "baseline.onnx", opset=ONNX_OPSET)
+
+    with stage("latency"):
+        baseline_lat = _measure(baseline_onnx, profile, shape, config.latency_runs)
+        compressed_lat = _measure(onnx_path, profile, shape, config.latency_runs)
+
+    report = {
+        "model": config.model,
+        "weights": config.weights,
+        "target": profile.to_dict(),
+        "method": config.method,
+        "input_shape": list(shape),
+        "train_resolution": config.train_resolution,
+        "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
+                 "num_classes": data.num_classes},
+        "budget": budget.to_dict(),
+        "baseline": {**_costs(space, full), "accuracy": baseline_acc, "latency_ms": _pcts(baseline_lat)},
+        "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(compressed_lat)},
+        "latency": {"baseline": baseline_lat, "compressed": compressed_lat},
+        "onnx": {"path": str(onnx_path.name), "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],
+                 "checker": parity["checker"]},
+        "architecture": {"file": checkpoint.ARCH_FILE, "widths": arch.widths, "blocks": arch.blocks,
+                         "dropped_blocks": [k for k, v in arch.blocks.items() if not v]},
+        "fixed_layers": space.fixed_layers,
+        "search": {"steps": len(history)},
+        "settings": {k: v for k, v in asdict(config).items() if k != "budget"},
+        "notes": notes,
+        "timings_s": stage.seconds,
+    }
+    write_reports(out, report)
+    log.info("wrote %s", out)
+    return report
+
+
+def _costs(space: SearchSpace, arch) -> dict:
+    return {"macs": space.macs(arch), "params": space.params(arch)}
+
+
+def _pcts(stats: dict) -> dict:
+    return {k: stats[k] for k in ("p50", "p90", "p99")}

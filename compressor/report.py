@@ -1,0 +1,62 @@
+"""Run reports: ``report.json`` (all figures) and ``report.md`` (the table a person reads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fileio import write_json, write_text
+from .units import format_count
+
+
+def _pct(new: float, old: float) -> str:
+    return f"{100 * new / old:.1f}%" if old else "-"
+
+
+def markdown(report: dict) -> str:
+    """Render a run report as Markdown."""
+    b, c = report["baseline"], report["compressed"]
+    lat_b, lat_c = report["latency"]["baseline"], report["latency"]["compressed"]
+    budget = ", ".join(f"{k} <= {format_count(v)}" for k, v in report["budget"].items() if v is not None)
+    shape = "x".join(map(str, report["input_shape"]))
+    res = report["train_resolution"]
+    lines = [
+        f"# Compression report: {report['model']}",
+        "",
+        f"- Target: `{report['target']['name']}` ({report['target']['description']})",
+        f"- Method: `{report['method']}`, budget: {budget}",
+        f"- Costs at the deployment input {shape}; trained and evaluated at {res}x{res} on "
+        f"{report['data']['source']} ({report['data']['train']} train / {report['data']['val']} val images)",
+        f"- Latency: {lat_c['runtime']} on {lat_c['device']}, batch {lat_c['batch']}, {lat_c['warmup']} warm-up "
+        f"+ {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}",
+        "",
+        "| | baseline | compressed | ratio |",
+        "|---|---:|---:|---:|",
+        f"| MACs | {format_count(b['macs'])} | {format_count(c['macs'])} | {_pct(c['macs'], b['macs'])} |",
+        f"| params | {format_count(b['params'])} | {format_count(c['params'])} | {_pct(c['params'], b['params'])} |",
+        f"| val accuracy | {100 * b['accuracy']:.2f}% | {100 * c['accuracy']:.2f}% | |",
+    ]
+    for key in ("p50", "p90", "p99"):
+        lines.append(f"| latency {key} (ms) | {lat_b[key]:.3f} | {lat_c[key]:.3f} | {_pct(lat_c[key], lat_b[key])} |")
+    lines.append(f"| throughput (inf/s) | {lat_b['throughput']:.1f} | {lat_c['throughput']:.1f} | |")
+    onnx = report["onnx"]
+    lines += [
+        "",
+        f"ONNX: `{onnx['path']}`, opset {onnx['opset']}, checker {onnx['checker']}, "
+        f"max |onnxruntime - PyTorch| = {onnx['max_abs_diff']:.2e}.",
+        "",
+        f"Dropped blocks: {', '.join(report['architecture']['dropped_blocks']) or 'none'}.",
+    ]
+    if report["fixed_layers"]:
+        lines += ["", "Layers left fixed:"]
+        lines += [f"- {', '.join(e['layers'][:6])}{' ...' if len(e['layers']) > 6 else ''}: {e['reason']}"
+                  for e in report["fixed_layers"]]
+    for note in report.get("notes", []):
+        lines += ["", f"Note: {note}."]
+    lines += ["", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in report["timings_s"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out: Path, report: dict) -> None:
+    """Write ``report.json`` and ``report.md`` into ``out`` (atomically)."""
+    write_json(Path(out) / "report.json", report)
+    write_text(Path(out) / "report.md", markdown(report))

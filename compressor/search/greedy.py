@@ -1,0 +1,145 @@
+"""``greedy``: NetAdapt-like shrinking by importance lost per cost saved.
+
+Each step considers every single move (take one channel group one notch narrower, or drop one
+residual block) and commits the one that loses the least importance per unit of budgeted cost
+saved, until the budget holds. A final pass widens groups again, most valuable first, while the
+budget still holds, so the result sits as close under the budget as the channel grid allows.
+
+Importance of a notch is the share of its group's L1 importance the removed channels carry; that
+of a block is the relative change it makes to its input on a calibration batch.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..budget import Budget
+from ..space import SearchSpace
+from .base import SearchContext, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+def block_scores(space: SearchSpace, context: SearchContext | None) -> dict[str, float]:
+    """Relative change ‖block(x) − post(x)‖ / ‖block(x)‖ each block makes, on a calibration batch."""
+    if not space.blocks:
+        return {}
+    if context is None or context.model is None:
+        return {b.name: 1.0 for b in space.blocks}
+    model = context.model.eval()
+    x = context.calibration
+    if x is None:
+        gen = torch.Generator().manual_seed(context.seed)
+        x = torch.randn(8, *space.input_shape, generator=gen)
+    scores: dict[str, float] = {}
+
+    def hook(block):
+        post = block.post_module()
+
+        def fn(mod, inputs, output):
+            change = (output - post(inputs[0])).norm().item()
+            scores[block.name] = change / (output.norm().item() + 1e-12)
+        return fn
+
+    handles = [model.get_submodule(b.name).register_forward_hook(hook(b)) for b in space.blocks]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return scores
+
+
+class _State:
+    def __init__(self, space: SearchSpace, budget: Budget):
+        self.space, self.budget = space, budget
+        self.groups = space.decision_groups
+        self.widths = {g.name: g.channels for g in self.groups}
+        self.kept = {b.name: True for b in space.blocks}
+        full = space.full()
+        self.scale = {k: float(v) for k, v in budget.costs(space, full).items()}
+
+    def arch(self, widths=None, kept=None):
+        return self.space.architecture(widths or self.widths, kept or self.kept)
+
+    def cost(self, arch) -> dict:
+        return self.budget.costs(self.space, arch)
+
+
+def _step_index(g, width):
+    return g.choices.index(width)
+
+
+def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
+    """Shrink until the budget holds, then widen back while it still holds."""
+    state = _State(space, budget)
+    history: list[dict] = []
+    if budget.fits(space, space.full()):
+        return SearchResult(space.full(), [{"move": "none", **state.cost(space.full())}])
+    bscores = block_scores(space, context)
+    current = state.cost(state.arch())
+
+    def saved(before: dict, after: dict) -> float:
+        return sum((before[k] - after[k]) / state.scale[k] for k in before)
+
+    while not budget.fits(space, state.arch()):
+        best = None
+        for g in state.groups:
+            i = _step_index(g, state.widths[g.name])
+            if i == 0:
+                continue
+            narrower = g.choices[i - 1]
+            loss = float(g.importance[narrower:state.widths[g.name]].sum())
+            after = state.cost(state.arch({**state.widths, g.name: narrower}))
+            gain = saved(current, after)
+            if gain > 0 and (best is None or loss / gain < best[0]):
+                best = (loss / gain, ("width", g.name, narrower), after)
+        for b in space.blocks:
+            if not state.kept[b.name]:
+                continue
+            after = state.cost(state.arch(kept={**state.kept, b.name: False}))
+            gain = saved(current, after)
+            if gain > 0 and (best is None or bscores[b.name] / gain < best[0]):
+                best = (bscores[b.name] / gain, ("block", b.name, False), after)
+        if best is None:
+            break  # nothing left to shrink; the caller checked reachability
+        _, (kind, name, value), current = best
+        if kind == "width":
+            state.widths[name] = value
+        else:
+            state.kept[name] = value
+        history.append({"move": kind, "name": name, "value": value, **current})
+
+    _widen(state, bscores, history)
+    arch = state.arch()
+    log.info("greedy: %d moves, %s", len(history), state.cost(arch))
+    return SearchResult(arch, history)
+
+
+def _widen(state: _State, bscores: dict, history: list) -> None:
+    """Undo shrinking one notch at a time, most importance regained per cost first, within budget."""
+    space, budget = state.space, state.budget
+    while True:
+        current = state.cost(state.arch())
+        best = None
+        for g in state.groups:
+            i = _step_index(g, state.widths[g.name])
+            if i + 1 >= len(g.choices):
+                continue
+            wider = g.choices[i + 1]
+            arch = state.arch({**state.widths, g.name: wider})
+            if not budget.fits(space, arch):
+                continue
+            after = state.cost(arch)
+            gain = float(g.importance[state.widths[g.name]:wider].sum())
+            added = sum((after[k] - current[k]) / state.scale[k] for k in after)
+            value = gain / max(added, 1e-12)
+            if best is None or value > best[0]:
+                best = (value, g.name, wider, after)
+        if best is None:
+            return
+        _, name, wider, after = best
+        state.widths[name] = wider
+        history.append({"move": "widen", "name": name, "value": wider, **after})
