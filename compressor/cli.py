@@ -141,7 +141,7 @@ def run_command(**opts):
         f"params {format_count(b['params'])} -> {format_count(c['params'])}, "
         f"accuracy {100 * b['accuracy']:.1f}% -> {100 * c['accuracy']:.1f}%, "
         f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms; "
-        f"written to {config.out or 'runs/'}"
+        f"written to {report['out']}"
     )
 
 

@@ -233,6 +233,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
     report = {
         "model": config.model,
         "weights": config.weights,
+        "out": str(out),
         "target": profile.to_dict(),
         "method": config.method,
         "input_shape": list(shape),

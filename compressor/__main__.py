@@ -1,0 +1,4 @@
+"""``python -m compressor`` runs the ``compress`` command."""
+from .cli import main
+
+main()

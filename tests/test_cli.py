@@ -1,0 +1,118 @@
+"""The `compress` command end to end on the embedded data, and its one-line user errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+import compressor
+from compressor.cli import main
+
+FAST = ["--train-resolution", "16", "--input-shape", "3x64x64", "--epochs", "1", "--teacher-epochs", "1",
+        "--latency-runs", "5", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    result = invoke("--budget-macs", "20M", "--out", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_writes_every_artifact(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"arch.json", "model.pt", "model.onnx", "baseline.onnx", "report.json", "report.md"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_report_fields_and_budget(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    for key in ("model", "target", "method", "input_shape", "train_resolution", "budget", "baseline",
+                "compressed", "onnx", "fixed_layers", "timings_s"):
+        assert key in r
+    assert r["model"] == "resnet18" and r["method"] == "greedy" and r["target"]["name"] == "cpu"
+    assert r["input_shape"] == [3, 64, 64] and r["train_resolution"] == 16
+    assert r["budget"] == {"macs": 20_000_000, "params": None}
+    assert r["compressed"]["macs"] <= 20_000_000 < r["baseline"]["macs"]
+    assert r["compressed"]["params"] < r["baseline"]["params"]
+    for side in ("baseline", "compressed"):
+        assert 0.0 <= r[side]["accuracy"] <= 1.0
+        lat = r[side]["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert r["onnx"]["opset"] >= 17 and r["onnx"]["max_abs_diff"] < 1e-4
+    assert {"data", "model", "search", "fine_tuning", "export", "latency"} <= set(r["timings_s"])
+    assert "| MACs |" in (run_dir / "report.md").read_text()
+
+
+def test_saved_model_loads_and_matches_onnx(run_dir):
+    model = compressor.load(run_dir)
+    r = json.loads((run_dir / "report.json").read_text())
+    from compressor.counting import count_macs
+    assert count_macs(model, (3, 64, 64)) == r["compressed"]["macs"]
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_second_run_into_same_dir_refused(run_dir):
+    result = invoke("--budget-macs", "20M", "--out", str(run_dir), *FAST)
+    assert result.exit_code == 2 and "not empty" in result.output
+
+
+def test_budget_above_model_keeps_it(tmp_path):
+    result = invoke("--budget-macs", "10G", "--out", str(tmp_path / "r"), "--method", "uniform", *FAST)
+    assert result.exit_code == 0, result.output
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["compressed"]["macs"] == r["baseline"]["macs"]
+    assert any("already meets the budget" in n for n in r["notes"])
+
+
+def test_inspect_json():
+    result = invoke("inspect", "--model", "resnet18", "--input-shape", "3x64x64", "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.output)
+    import torchvision
+    from compressor.counting import count_macs
+    assert info["macs"] == count_macs(torchvision.models.resnet18(), (3, 64, 64))
+    assert len(info["blocks"]) == 5 and info["classifier"] == "fc"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-macs", "300X"], "is not a count"),
+    (["--budget-macs", "-5M"], "is not a count"),
+    (["--budget-macs", "0"], "at least 1"),
+    (["--target", "cpu"], "no budget given"),
+    (["--budget-macs", "300M", "--model", "resnet1000"], "unknown model"),
+    (["--budget-macs", "300M", "--model", "no_such_pkg.mod:fn"], "cannot import"),
+    (["--budget-macs", "300M", "--target", "gpu"], "needs a GPU runtime"),
+    (["--budget-macs", "300M", "--target", "tpu"], "unknown target"),
+    (["--budget-macs", "300M", "--input-shape", "224x224"], "is not CxHxW"),
+    (["--budget-macs", "300M", "--data", "/no/such/dir"], "does not exist"),
+    (["--budget-macs", "1K", "--input-shape", "3x64x64"], "below the smallest architecture"),
+    (["--budget-macs", "300M", "--weights", "/no/such/file.pt"], "does not exist"),
+])
+def test_user_errors_exit_2_with_one_line(args, message, tmp_path):
+    result = invoke(*args, "--out", str(tmp_path / "out"), "--teacher-epochs", "0", "--epochs", "0", "-q")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_process_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "compressor", "--budget-macs", "300X"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
