@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import CompressError
+from .search import SEARCHERS
 from .units import format_count, parse_shape, parse_size
 
 log = logging.getLogger("compressor")
@@ -73,6 +74,19 @@ def _shape(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _options(ctx, param, values):
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _fail(exc: CompressError) -> None:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
@@ -107,8 +121,12 @@ def main():
               help="Upper bound on MACs at the deployment shape, batch 1 (K/M/G suffixes: 300M).")
 @click.option("--budget-params", callback=_size("--budget-params"), default=None,
               help="Upper bound on parameters (K/M/G suffixes: 2.5M).")
-@click.option("--method", type=click.Choice(["greedy", "uniform"]), default="greedy", show_default=True,
+@click.option("--method", type=click.Choice(sorted(SEARCHERS)), default="greedy", show_default=True,
               help="Search method.")
+@click.option("--search-epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Epochs of supernet training for the methods that train while searching (tas, asng, autoshrink).")
+@click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
+              help="A method-specific setting, repeatable (e.g. --option tau_max=10).")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Fine-tuning epochs of the compressed model (distillation from the original).")
 @click.option("--teacher-epochs", type=click.IntRange(min=0), default=5, show_default=True,

@@ -54,6 +54,8 @@ class RunConfig:
     method: str = "greedy"
     epochs: int = 5
     teacher_epochs: int = 5
+    search_epochs: int = 5
+    options: dict | None = None
     batch_size: int = 64
     lr: float = 0.05
     kd_lambda: float = 0.9
@@ -198,7 +200,9 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             arch, history = full, []
         else:
             calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=config.seed)))[0]
-            ctx = SearchContext(model=model, calibration=calibration, seed=config.seed, quiet=config.quiet)
+            ctx = SearchContext(model=model, calibration=calibration, train_data=data.train, val_data=data.val,
+                                batch_size=config.batch_size, epochs=config.search_epochs, device=device,
+                                seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
             result = SEARCHERS[config.method](space, budget, ctx)
             arch, history = result.architecture, result.history
         if not budget.fits(space, arch):

@@ -81,8 +81,9 @@ def _tiny_state(classes=10) -> dict:
 
 # --------------------------------------------------------------------------- names and specs
 def test_torchvision_name_builds_without_weights():
-    model, spec = resolve_model("resnet18", num_classes=7)
+    model, spec, trained = resolve_model("resnet18", num_classes=7)
     assert spec == ModelSpec("resnet18", 7)
+    assert trained is False  # random init: not fit to teach
     assert model.fc.out_features == 7
     assert not model.training
 
@@ -131,7 +132,8 @@ def test_bad_user_spec(user_module, spec, words):
 
 
 def test_user_function(user_module):
-    model, spec = resolve_model(f"{user_module}:tiny")
+    model, spec, trained = resolve_model(f"{user_module}:tiny")
+    assert trained is False
     assert spec.name == "usernets_pkg.nets:tiny"
     assert type(model).__name__ == "TinyNet" and model.head.out_features == 10
     assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
@@ -139,19 +141,19 @@ def test_user_function(user_module):
 
 def test_user_function_num_classes_replaces_classifier(user_module):
     torch.manual_seed(0)
-    model, _ = resolve_model(f"{user_module}:tiny", num_classes=3)
+    model, _, _ = resolve_model(f"{user_module}:tiny", num_classes=3)
     assert isinstance(model.head, nn.Linear)
     assert (model.head.in_features, model.head.out_features) == (8, 3)
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
 
 
 def test_user_function_taking_num_classes_gets_it(user_module):
-    model, _ = resolve_model(f"{user_module}:tiny_with_classes", num_classes=4)
+    model, _, _ = resolve_model(f"{user_module}:tiny_with_classes", num_classes=4)
     assert model.head.out_features == 4
 
 
 def test_conv_classifier_is_replaced(user_module):
-    model, _ = resolve_model(f"{user_module}:conv_head", num_classes=6)
+    model, _, _ = resolve_model(f"{user_module}:conv_head", num_classes=6)
     assert isinstance(model[2], nn.Conv2d) and model[2].out_channels == 6 and model[2].in_channels == 8
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 6)
 
@@ -163,7 +165,7 @@ def test_conv_classifier_is_replaced(user_module):
     strict=True,
 )
 def test_user_function_num_classes_for_model_with_fixed_input_size(user_module):
-    model, _ = resolve_model(f"{user_module}:cifar_only", num_classes=5)
+    model, _, _ = resolve_model(f"{user_module}:cifar_only", num_classes=5)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
 
 
@@ -263,10 +265,11 @@ def test_missing_and_unexpected_keys():
 
 def test_resolve_model_with_weights_file(tmp_path, user_module):
     torch.manual_seed(1)
-    src, _ = resolve_model(f"{user_module}:tiny")
+    src, _, _ = resolve_model(f"{user_module}:tiny")
     path = tmp_path / "tiny.pt"
     torch.save({"state_dict": src.state_dict()}, path)
-    model, _ = resolve_model(f"{user_module}:tiny", weights=str(path))
+    model, _, trained = resolve_model(f"{user_module}:tiny", weights=str(path))
+    assert trained is True
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(model(x), src(x))
     # the same file for a model with another head size names the mismatched key

@@ -5,9 +5,9 @@ Every searcher is ``fn(space, budget, context) -> SearchResult``; ``SEARCHERS`` 
 """
 from .asng import CategoricalASNG
 from .base import SearchContext, SearchResult
-from .greedy import greedy_search
+from .greedy import greedy_search, repair
 from .uniform import uniform_search
 
 SEARCHERS = {"uniform": uniform_search, "greedy": greedy_search}
 
-__all__ = ["CategoricalASNG", "SEARCHERS", "SearchContext", "SearchResult", "greedy_search", "uniform_search"]
+__all__ = ["CategoricalASNG", "SEARCHERS", "SearchContext", "SearchResult", "greedy_search", "repair", "uniform_search"]

@@ -14,6 +14,7 @@ import logging
 
 import torch
 
+from ..architecture import Architecture
 from ..budget import Budget
 from ..space import SearchSpace
 from .base import SearchContext, SearchResult
@@ -53,16 +54,15 @@ def block_scores(space: SearchSpace, context: SearchContext | None) -> dict[str,
 
 
 class _State:
-    def __init__(self, space: SearchSpace, budget: Budget):
+    def __init__(self, space: SearchSpace, budget: Budget, start: Architecture):
         self.space, self.budget = space, budget
         self.groups = space.decision_groups
-        self.widths = {g.name: g.channels for g in self.groups}
-        self.kept = {b.name: True for b in space.blocks}
-        full = space.full()
-        self.scale = {k: float(v) for k, v in budget.costs(space, full).items()}
+        self.widths = dict(start.widths)
+        self.kept = dict(start.blocks)
+        self.scale = {k: float(v) for k, v in budget.costs(space, space.full()).items()}
 
     def arch(self, widths=None, kept=None):
-        return self.space.architecture(widths or self.widths, kept or self.kept)
+        return self.space.architecture(widths or self.widths, kept if kept is not None else self.kept)
 
     def cost(self, arch) -> dict:
         return self.budget.costs(self.space, arch)
@@ -73,12 +73,20 @@ def _step_index(g, width):
 
 
 def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
-    """Shrink until the budget holds, then widen back while it still holds."""
-    state = _State(space, budget)
-    history: list[dict] = []
+    """Shrink from the full model until the budget holds, then widen back while it still holds."""
     if budget.fits(space, space.full()):
-        return SearchResult(space.full(), [{"move": "none", **state.cost(space.full())}])
-    bscores = block_scores(space, context)
+        return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
+    return repair(space, budget, space.full(), block_scores(space, context))
+
+
+def repair(space: SearchSpace, budget: Budget, start: Architecture, bscores: dict[str, float] | None = None) -> SearchResult:
+    """Bring ``start`` within budget by the greedy moves, then widen back while the budget holds.
+
+    Searchers whose result may exceed the budget (ASNG, TAS's argmax) end with this.
+    """
+    state = _State(space, budget, start)
+    bscores = bscores if bscores is not None else {b.name: 1.0 for b in space.blocks}
+    history: list[dict] = []
     current = state.cost(state.arch())
 
     def saved(before: dict, after: dict) -> float:
@@ -104,7 +112,7 @@ def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | N
             if gain > 0 and (best is None or bscores[b.name] / gain < best[0]):
                 best = (bscores[b.name] / gain, ("block", b.name, False), after)
         if best is None:
-            break  # nothing left to shrink; the caller checked reachability
+            break  # nothing left to shrink; callers check reachability first
         _, (kind, name, value), current = best
         if kind == "width":
             state.widths[name] = value
@@ -112,13 +120,13 @@ def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | N
             state.kept[name] = value
         history.append({"move": kind, "name": name, "value": value, **current})
 
-    _widen(state, bscores, history)
+    _widen(state, history)
     arch = state.arch()
     log.info("greedy: %d moves, %s", len(history), state.cost(arch))
     return SearchResult(arch, history)
 
 
-def _widen(state: _State, bscores: dict, history: list) -> None:
+def _widen(state: _State, history: list) -> None:
     """Undo shrinking one notch at a time, most importance regained per cost first, within budget."""
     space, budget = state.space, state.budget
     while True:
