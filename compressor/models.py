@@ -81,7 +81,7 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
     return model
 
 
-def _user_model(spec: str, num_classes: int | None) -> nn.Module:
+def _user_model(spec: str, num_classes: int | None, kwargs: dict | None = None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise CompressError(f"model {spec!r} is not package.module:function")
@@ -95,7 +95,10 @@ def _user_model(spec: str, num_classes: int | None) -> nn.Module:
     if not callable(fn):
         raise CompressError(f"{module_name!r} has no callable {attr!r}; check the model spec {spec!r}")
     takes_classes = "num_classes" in inspect.signature(fn).parameters
-    model = fn(num_classes=num_classes) if (takes_classes and num_classes is not None) else fn()
+    kwargs = dict(kwargs or {})
+    if takes_classes and num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = fn(**kwargs)
     if not isinstance(model, nn.Module):
         raise CompressError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     if num_classes is not None and not takes_classes:
@@ -106,7 +109,7 @@ def _user_model(spec: str, num_classes: int | None) -> nn.Module:
 def build_model(spec: ModelSpec, weights: str | None = None) -> nn.Module:
     """Build the model a spec names, optionally with torchvision weights (``DEFAULT``, ...)."""
     if ":" in spec.name:
-        return _user_model(spec.name, spec.num_classes)
+        return _user_model(spec.name, spec.num_classes, spec.kwargs)
     return _torchvision_model(spec.name, weights, spec.num_classes)
 
 
@@ -153,14 +156,14 @@ def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
 
 
 def resolve_model(
-    name: str, weights: str | None = None, num_classes: int | None = None
+    name: str, weights: str | None = None, num_classes: int | None = None, kwargs: dict | None = None
 ) -> tuple[nn.Module, ModelSpec, bool]:
     """Build the model and load its weights.
 
     Returns the model, the spec that rebuilds it, and whether it is ready to teach: weights were
     loaded and its classifier was not replaced for a different number of classes.
     """
-    spec = ModelSpec(name, num_classes)
+    spec = ModelSpec(name, num_classes, dict(kwargs or {}))
     is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
     model = build_model(spec, None if is_file else weights)
     trained = weights is not None
