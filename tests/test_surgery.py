@@ -80,21 +80,70 @@ def test_random_architectures(zoo, full_outputs, name):
         assert torch.equal(model(x), y_full)  # hooks removed
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convnext_tiny", "efficientnet_b0"])
-def test_smallest_and_all_blocks_dropped(zoo, name):
+LAYERNORM_BUG = (
+    "Torch-Pruning 1.6 LayernormPruner.prune_out_channels (torch_pruning/pruner/function.py:280-281) "
+    "does `keep_idxs = torch.tensor(list(set(range(n)) - set(idxs))); keep_idxs.sort()`: Tensor.sort() "
+    "is not in place, so when few channels are kept (set order stops being ascending) a pruned "
+    "LayerNorm's weight/bias are permuted against the kept channels; compressor/surgery.py "
+    "materialize relies on it"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18", "mobilenet_v2", "efficientnet_b0",
+     pytest.param("convnext_tiny", marks=pytest.mark.xfail(reason=LAYERNORM_BUG, strict=True))],
+)
+def test_smallest_architecture(zoo, name):
     entry = zoo(name)
     space, model = entry.space, entry.model
-    x = batch()
-    all_dropped = space.architecture(blocks={b.name: False for b in space.blocks})
-    for arch in (space.smallest(), all_dropped):
-        small, y_small, y_masked = _outputs(space, model, arch, x)
-        assert space.macs(arch) == count_macs(small, SMALL_SHAPE)
-        assert space.params(arch) == count_params(small)
-        _assert_parity(y_small, y_masked)
+    arch = space.smallest()
+    small, y_small, y_masked = _outputs(space, model, arch, batch())
+    assert space.macs(arch) == count_macs(small, SMALL_SHAPE)
+    assert space.params(arch) == count_params(small)
+    _assert_parity(y_small, y_masked)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convnext_tiny", "efficientnet_b0"])
+def test_all_blocks_dropped(zoo, name):
+    entry = zoo(name)
+    space, model = entry.space, entry.model
+    arch = space.architecture(blocks={b.name: False for b in space.blocks})
+    small, y_small, y_masked = _outputs(space, model, arch, batch())
+    assert space.macs(arch) == count_macs(small, SMALL_SHAPE)
+    assert space.params(arch) == count_params(small)
+    _assert_parity(y_small, y_masked)
     # dropping every block removes exactly the blocks' own parameters
     block_params = sum(p.numel() for b in space.blocks for p in model.get_submodule(b.name).parameters())
-    assert space.params(space.full()) - space.params(all_dropped) == block_params
-    assert space.macs(space.smallest()) < space.macs(all_dropped) < space.macs(space.full())
+    assert space.params(space.full()) - space.params(arch) == block_params
+    assert space.macs(space.smallest()) < space.macs(arch) < space.macs(space.full())
+
+
+@pytest.mark.xfail(reason=LAYERNORM_BUG, strict=True)
+def test_layernorm_keeps_the_channels_of_its_group():
+    from torchvision.models.convnext import LayerNorm2d
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 192, 1), LayerNorm2d(192), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(192, 10)).eval()
+    with torch.no_grad():
+        # distinct magnitudes, the largest spread over all 192 channels (channel i gets 1 + (37 i mod 192))
+        order = (torch.arange(192) * 37) % 192
+        net[1].weight.copy_(order.float() + 1)
+        net[1].bias.copy_(-order.float())
+    space = SearchSpace.build(net, (3, 4, 4))
+    (group,) = space.decision_groups
+    arch = space.architecture({group.name: 24})
+    small = materialize(space, net, arch)
+    kept = torch.as_tensor(sorted(group.keep(24).tolist()))
+    assert torch.equal(small[0].weight, net[0].weight[kept])  # the conv keeps them in order
+    assert torch.equal(small[1].weight, net[1].weight[kept])  # so must the norm
+    assert torch.equal(small[1].bias, net[1].bias[kept])
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        with apply_masks(space, net, arch):
+            y_masked = net(x)
+        assert max_abs_diff(small(x), y_masked) <= 1e-5
 
 
 def test_full_architecture_is_the_identity(zoo):
