@@ -178,6 +178,10 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         if budget.fits(space, full):
             notes.append("the model already meets the budget; it is kept as is")
             log.warning(notes[-1])
+        elif not space.decisions():
+            why = "; ".join(e["reason"] for e in space.fixed_layers) or "it has no prunable channel groups or blocks"
+            raise CompressError(f"{config.model} has nothing the search can shrink ({why[:300]}); "
+                                "try another model or raise the budget")
         else:
             budget.check_reachable(space)  # before any training: fail fast
         log.info("%s at %s: %s MACs, %s params, %d width decisions, %d removable blocks", config.model,
