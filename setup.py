@@ -15,7 +15,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["compressor", "compressor.search", "exporters", "profiles"],
+    packages=["compressor", "compressor.search", "compressor.nas", "exporters", "profiles"],
     package_data={"profiles": ["*.toml"]},
     install_requires=[
         "torch>=2.4",

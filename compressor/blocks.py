@@ -6,8 +6,9 @@ dropping the block then leaves that activation applied to the input. Detection r
 """
 from __future__ import annotations
 
+import copy
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx
@@ -22,14 +23,19 @@ _ACT_FUNCS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.relu6: nn.ReLU6, F.silu: n
 
 @dataclass(frozen=True)
 class ResidualBlock:
-    """A block that may be dropped; ``post`` is the activation left applied to its input."""
+    """A block that may be dropped; ``activation`` is what it leaves applied to its input."""
 
     name: str
-    post: str | None  # class name of the activation after the add, or None
+    activation: nn.Module | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def post(self) -> str | None:
+        """Class name of the activation after the addition, or None."""
+        return type(self.activation).__name__ if self.activation is not None else None
 
     def post_module(self) -> nn.Module:
         """A fresh module computing what remains of the block once it is dropped."""
-        return getattr(nn, self.post)() if self.post else nn.Identity()
+        return copy.deepcopy(self.activation) if self.activation is not None else nn.Identity()
 
 
 def _is_add(node: torch.fx.Node) -> bool:
@@ -38,8 +44,8 @@ def _is_add(node: torch.fx.Node) -> bool:
     )
 
 
-def residual_post(module: nn.Module) -> tuple[bool, str | None]:
-    """Whether ``module`` computes ``[act](x + branch(x))``, and the activation's class name."""
+def residual_post(module: nn.Module) -> tuple[bool, nn.Module | None]:
+    """Whether ``module`` computes ``[act](x + branch(x))``, and (a copy of) that activation."""
     try:
         graph = torch.fx.symbolic_trace(module).graph
     except Exception:  # noqa: BLE001 - untraceable code simply is not a block we can drop
@@ -53,11 +59,11 @@ def residual_post(module: nn.Module) -> tuple[bool, str | None]:
         sub = module.get_submodule(node.target)
         if any(True for _ in sub.parameters()) or len(node.args) != 1:
             return False, None
-        post, node = type(sub).__name__, node.args[0]
-        if not hasattr(nn, post):
-            return False, None
+        post, node = copy.deepcopy(sub), node.args[0]
+        if getattr(post, "inplace", False):
+            post.inplace = False  # it will act on the block's input, which others may still read
     elif node.op == "call_function" and node.target in _ACT_FUNCS and len(node.args) == 1 and not node.kwargs:
-        post, node = _ACT_FUNCS[node.target].__name__, node.args[0]
+        post, node = _ACT_FUNCS[node.target](), node.args[0]
     if not isinstance(node, torch.fx.Node) or not _is_add(node) or len(node.args) != 2:
         return False, None
     a, b = node.args

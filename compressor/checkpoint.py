@@ -6,6 +6,7 @@ applies the architecture, and loads the weights with ``torch.load(..., weights_o
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -28,7 +29,9 @@ def save(model: nn.Module, arch: Architecture, spec: ModelSpec, out_dir: str | P
     """Write ``arch.json`` (architecture + model spec) and ``model.pt`` (state_dict) to ``out_dir``."""
     out = Path(out_dir)
     data = Architecture(arch.widths, arch.blocks, {**arch.fingerprint, "spec": spec.to_dict()})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    full = model.state_dict()
+    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in full.items())
+    state._metadata = getattr(full, "_metadata", None)  # module versions some loaders check (MNASNet)
     write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
     data.save(out / ARCH_FILE)
     return out

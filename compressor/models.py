@@ -121,9 +121,11 @@ def load_state_file(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CompressError(f"{path} is not a readable PyTorch checkpoint: it is corrupt or not a torch.save file") from None
         raise CompressError(
-            f"{path} needs code to load (it holds pickled objects, not only tensors: {str(exc).splitlines()[0][:120]}); "
-            "save model.state_dict() with torch.save and pass that file"
+            f"{path} needs code to load (it holds pickled objects, not only tensors); refused because weights are "
+            "read with weights_only=True: save model.state_dict() with torch.save and pass that file"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise CompressError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
@@ -191,6 +193,8 @@ def classifier_layer(model: nn.Module, input_shape) -> str:
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *input_shape))
+    except Exception:  # noqa: BLE001 - the model may only run at its own input size
+        order = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     finally:
         for h in hooks:
             h.remove()

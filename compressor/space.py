@@ -128,8 +128,7 @@ class SearchSpace:
         couplings: dict[tuple[str, str], list[Coupling]] = {}
         unwrapped: dict[str, int] = {}
         try:
-            with torch.enable_grad():
-                graph = tp.DependencyGraph().build_dependency(model, example, verbose=False)
+            graph = dependency_graph(model, example)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning cannot follow some graphs
             graph = None
             fixed_layers.append({"layers": ["*"], "reason": f"Torch-Pruning could not trace the model's "
@@ -243,6 +242,37 @@ class SearchSpace:
 
 
 # ---------------------------------------------------------------------- tracing helpers
+class _SortedLayerNormPruner(tp.pruner.function.LayernormPruner):
+    """Torch-Pruning 1.6's LayerNorm pruner keeps channels in set order (``tensor.sort()`` is not
+    in place), which scrambles weights once a group keeps few channels; this one keeps them sorted."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        dim = self.pruning_dim
+        if len(layer.normalized_shape) < -dim:
+            return layer
+        n = layer.normalized_shape[dim]
+        keep = torch.tensor(sorted(set(range(n)) - {int(i) for i in idxs}), dtype=torch.long)
+        if layer.elementwise_affine:
+            layer.weight = self._prune_parameter_and_grad(layer.weight, keep, dim)
+            if layer.bias is not None:
+                layer.bias = self._prune_parameter_and_grad(layer.bias, keep, dim)
+        shape = list(layer.normalized_shape)
+        shape[dim] = len(keep)
+        layer.normalized_shape = tuple(shape)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model``, with our fixes to its layer pruners."""
+    norms = {type(m) for m in model.modules() if isinstance(m, nn.LayerNorm)}
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(
+            model, example, verbose=False, customized_pruners={t: _SortedLayerNormPruner() for t in norms}
+        )
+
+
 def _trace_shapes(model: nn.Module, example: torch.Tensor):
     """Input/output shapes of every module, output positions of Conv2d/Linear, their run order."""
     shapes: dict[str, tuple] = {}

@@ -12,11 +12,10 @@ import logging
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from .architecture import Architecture
-from .space import SearchSpace
+from .space import SearchSpace, dependency_graph
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +141,7 @@ def materialize(space: SearchSpace, model: nn.Module, arch: Architecture) -> nn.
     widths, _ = space.encode(arch)
     pruned = [(g, int(w)) for g, w in zip(space.groups, widths) if w < g.channels]
     if pruned:
-        with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(small, torch.zeros(1, *space.input_shape), verbose=False)
+        graph = dependency_graph(small, torch.zeros(1, *space.input_shape))
         for g, w in pruned:
             root = small.get_submodule(g.name)
             fn = graph.get_pruner_of_module(root).prune_out_channels

@@ -1,6 +1,7 @@
 """Parsing of human-friendly sizes, latencies and input shapes (``300M``, ``4ms``, ``3x224x224``)."""
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import CompressError
@@ -22,6 +23,8 @@ def parse_size(text: str | int | float, what: str = "size") -> int:
                 "K, M or G suffix, e.g. 300M or 1.5G"
             )
         value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if not math.isfinite(value) or value > 1e18:
+        raise CompressError(f"{what} {text!r} is too large: use e.g. 300M or 1.5G")
     if value < 1:
         raise CompressError(f"{what} {text!r} must be at least 1: use e.g. 300M or 1.5G")
     return int(round(value))

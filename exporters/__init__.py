@@ -1,17 +1,32 @@
-"""Everything that leaves PyTorch: ONNX export and verification, and the latency runners."""
+"""Everything that leaves PyTorch: ONNX export and verification, TensorRT engines, the latency runners.
 
-from .onnx_export import export_onnx, random_input, verify_onnx
-from .runners import OrtRunner, Runner, TorchRunner, available_runners, make_runner
-from .stats import LatencyStats
+Names are imported on first use, so that ``exporters.bench`` and ``exporters.tensorrt_engine`` run
+on a board without PyTorch (a Jetson measuring an engine).
+"""
+from importlib import import_module
 
-__all__ = [
-    "LatencyStats",
-    "OrtRunner",
-    "Runner",
-    "TorchRunner",
-    "available_runners",
-    "export_onnx",
-    "make_runner",
-    "random_input",
-    "verify_onnx",
-]
+_EXPORTS = {
+    "LatencyStats": "stats",
+    "OrtRunner": "runners",
+    "Runner": "runners",
+    "TorchRunner": "runners",
+    "available_runners": "runners",
+    "make_runner": "runners",
+    "export_onnx": "onnx_export",
+    "random_input": "onnx_export",
+    "verify_onnx": "onnx_export",
+    "build_engine": "tensorrt_engine",
+    "tensorrt_available": "tensorrt_engine",
+    "TrtRunner": "tensorrt_engine",
+    "bench": "bench",
+    "write_bench": "bench",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

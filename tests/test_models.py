@@ -158,12 +158,6 @@ def test_conv_classifier_is_replaced(user_module):
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 6)
 
 
-@pytest.mark.xfail(
-    reason="models.py _user_model calls replace_classifier(model, num_classes) with its default "
-    "input_shape=(3, 224, 224); a user model that only runs at its own shape (flatten -> linear at "
-    "3x32x32) crashes with a raw RuntimeError",
-    strict=True,
-)
 def test_user_function_num_classes_for_model_with_fixed_input_size(user_module):
     model, _, _ = resolve_model(f"{user_module}:cifar_only", num_classes=5)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 5)

@@ -80,19 +80,10 @@ def test_random_architectures(zoo, full_outputs, name):
         assert torch.equal(model(x), y_full)  # hooks removed
 
 
-LAYERNORM_BUG = (
-    "Torch-Pruning 1.6 LayernormPruner.prune_out_channels (torch_pruning/pruner/function.py:280-281) "
-    "does `keep_idxs = torch.tensor(list(set(range(n)) - set(idxs))); keep_idxs.sort()`: Tensor.sort() "
-    "is not in place, so when few channels are kept (set order stops being ascending) a pruned "
-    "LayerNorm's weight/bias are permuted against the kept channels; compressor/surgery.py "
-    "materialize relies on it"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     ["resnet18", "mobilenet_v2", "efficientnet_b0",
-     pytest.param("convnext_tiny", marks=pytest.mark.xfail(reason=LAYERNORM_BUG, strict=True))],
+     "convnext_tiny"],
 )
 def test_smallest_architecture(zoo, name):
     entry = zoo(name)
@@ -119,7 +110,6 @@ def test_all_blocks_dropped(zoo, name):
     assert space.macs(space.smallest()) < space.macs(arch) < space.macs(space.full())
 
 
-@pytest.mark.xfail(reason=LAYERNORM_BUG, strict=True)
 def test_layernorm_keeps_the_channels_of_its_group():
     from torchvision.models.convnext import LayerNorm2d
 
@@ -231,11 +221,6 @@ def test_dropped_block_keeps_its_activation_masked_and_materialized_agree():
     assert space.macs(arch) == count_macs(small, (3, 8, 8))
 
 
-@pytest.mark.xfail(
-    reason="blocks.py ResidualBlock.post_module rebuilds the trailing activation from its class "
-    "name with default arguments: LeakyReLU(0.2) becomes LeakyReLU(0.01) when the block is dropped",
-    strict=True,
-)
 def test_dropped_block_keeps_activation_arguments():
     net = _leaky_net()
     space = SearchSpace.build(net, (3, 8, 8), channel_multiple=4)

@@ -5,10 +5,12 @@ Every searcher is ``fn(space, budget, context) -> SearchResult``; ``SEARCHERS`` 
 """
 from .asng import CategoricalASNG
 from .asng_search import asng_search
+from .autoshrink import autoshrink_search
 from .base import SearchContext, SearchResult
 from .greedy import greedy_search, repair
 from .uniform import uniform_search
 
-SEARCHERS = {"uniform": uniform_search, "greedy": greedy_search, "asng": asng_search}
+SEARCHERS = {"uniform": uniform_search, "greedy": greedy_search, "asng": asng_search,
+             "autoshrink": autoshrink_search}
 
-__all__ = ["CategoricalASNG", "asng_search", "SEARCHERS", "SearchContext", "SearchResult", "greedy_search", "repair", "uniform_search"]
+__all__ = ["CategoricalASNG", "asng_search", "autoshrink_search", "SEARCHERS", "SearchContext", "SearchResult", "greedy_search", "repair", "uniform_search"]
