@@ -211,3 +211,119 @@ def profiles_command():
         p = load_profile(name)
         click.echo(f"{name:20s} {p.device:4s} {'x'.join(map(str, p.input_shape)):10s} "
                    f"multiple {p.channel_multiple:<3d} {', '.join(p.runtimes)}")
+
+
+@main.command("nas")
+@click.option("--space", type=click.Choice(["shrinkcnn"]), default="shrinkcnn", show_default=True,
+              help="Cell search space searched from scratch.")
+@click.option("--budget-macs", callback=_size("--budget-macs"), required=True,
+              help="MAC budget of the deployed network at the deployment shape (K/M/G suffixes).")
+@click.option("--data", "data_dir", default=None, help="ImageFolder directory; default: the embedded digits.")
+@click.option("--target", default="cpu", show_default=True, help="Target profile name or TOML file.")
+@click.option("--input-shape", callback=_shape, default=None, help="Deployment input CxHxW; default from the profile.")
+@click.option("--train-resolution", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Side of the square proxy images the cell is searched and trained on.")
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Training epochs of the deployed network.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
+              help="Cell search setting, repeatable: k, floor, epochs (per candidate), train_images, max_steps, ...")
+@click.option("--out", default=None, help="Run directory; default runs/<timestamp>-shrinkcnn.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--latency-runs", type=click.IntRange(min=1), default=None)
+@click.option("--quiet", "-q", is_flag=True)
+def nas_command(space, **opts):
+    """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
+    from .budget import Budget
+    from .pipeline import RunConfig, run_nas
+
+    _setup_logging(opts["quiet"])
+    try:
+        config = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"),
+                           model=f"compressor.nas.shrinkcnn:{space}", method="autoshrink-cell", **opts)
+        report = run_nas(config)
+    except CompressError as exc:
+        _fail(exc)
+    c = report["compressed"]
+    click.echo(f"shrinkcnn: {len(report['architecture']['cell_edges'])} cell edges, MACs {format_count(c['macs'])}, "
+               f"params {format_count(c['params'])}, accuracy {100 * c['accuracy']:.1f}%, "
+               f"p50 {c['latency_ms']['p50']:.2f} ms; written to {report['out']}")
+
+
+@main.command("bench")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="Target profile name or TOML file.")
+@click.option("--runtime", default=None, help="Runtime to time with; default from the file type and the profile.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size; default from the profile.")
+@click.option("--warmup", type=click.IntRange(min=0), default=None)
+@click.option("--runs", type=click.IntRange(min=1), default=None)
+@click.option("--threads", type=click.IntRange(min=0), default=None)
+@click.option("--input-shape", callback=_shape, default=None,
+              help="CxHxW; default: the model's static shape, else the profile's.")
+@click.option("--out", default=None, help="JSON file; default <model>.<target>.bench.json beside the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option("--quiet", "-q", is_flag=True)
+def bench_command(model_file, target, runtime, batch, warmup, runs, threads, input_shape, out, as_json, quiet):
+    """Measure the latency of MODEL_FILE (.onnx or a TensorRT .engine) on this device."""
+    from pathlib import Path
+
+    from exporters.bench import bench, format_bench, write_bench
+    from profiles import load_profile
+
+    _setup_logging(quiet)
+    try:
+        profile = load_profile(target)
+        result = bench(model_file, profile, runtime=runtime, batch=batch, warmup=warmup, runs=runs,
+                       input_shape=parse_shape(input_shape) if input_shape else None, threads=threads)
+        path = Path(out) if out else Path(model_file).with_suffix(f".{profile.name}.bench.json")
+        write_bench(result, path)
+    except CompressError as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2) if as_json else f"{format_bench(result)}; written to {path}")
+
+
+@main.command("engine")
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--target", default="gpu", show_default=True, help="Target profile (precision and batch defaults).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Engine precision; default from the profile.")
+@click.option("--batch-range", default=None, metavar="MIN,OPT,MAX",
+              help="Dynamic batch range of the optimisation profile; default 1,<profile batch>,8.")
+@click.option("--workspace", type=click.IntRange(min=1), default=1024, show_default=True, help="Workspace limit in MiB.")
+@click.option("--calib-data", default=None,
+              help="ImageFolder of calibration images for int8 (resized to the input shape, same normalisation).")
+@click.option("--calib-images", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--out", default=None, help="Engine file; default: the ONNX file with suffix .engine.")
+@click.option("--quiet", "-q", is_flag=True)
+def engine_command(onnx_file, target, precision, batch_range, workspace, calib_data, calib_images, out, quiet):
+    """Build a TensorRT engine from ONNX_FILE (needs TensorRT 10 and an NVIDIA GPU)."""
+    from pathlib import Path
+
+    from exporters.tensorrt_engine import build_engine, parse_batch_range
+    from profiles import load_profile
+
+    _setup_logging(quiet)
+    try:
+        profile = load_profile(target)
+        onnx_path = Path(onnx_file)
+        if not onnx_path.is_file():
+            raise CompressError(f"ONNX file {onnx_file} does not exist: give the model.onnx a run wrote")
+        batches = None
+        if calib_data:
+            from .data import load_data, make_loader
+
+            data = load_data(calib_data, resolution=profile.input_shape[-1], val_fraction=0.5, quiet=quiet)
+            batches = make_loader(data.val, 8, shuffle=False, seed=0)
+        engine_path = Path(out) if out else onnx_path.with_suffix(".engine")
+        info = build_engine(onnx_path, engine_path, precision=precision or profile.precision,
+                            batch=parse_batch_range(batch_range) if batch_range else (1, profile.batch, max(8, profile.batch)),
+                            input_shape=profile.input_shape, workspace_mb=workspace,
+                            timing_cache=engine_path.with_suffix(".timing.cache"), calibration_batches=batches,
+                            max_calibration_batches=calib_images // 8)
+    except CompressError as exc:
+        _fail(exc)
+    click.echo(f"built {engine_path} ({info.get('precision', precision)}); time it with "
+               f"`compress bench {engine_path} --target {profile.name}`")

@@ -26,6 +26,7 @@ from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
 from .errors import CompressError
+from .fileio import write_json
 from .models import resolve_model
 from .report import write_reports
 from .search import SEARCHERS, SearchContext
@@ -228,15 +229,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         compressed_acc = evaluate(small, val_loader, device=device, quiet=config.quiet)
         small = small.cpu().eval()
 
-    with stage("export"):
-        checkpoint.save(small, arch, spec, out)
-        onnx_path = export_onnx(small, shape, out / "model.onnx", opset=ONNX_OPSET)
-        parity = verify_onnx(small, onnx_path, shape)
-        baseline_onnx = export_onnx(model, shape, out / "baseline.onnx", opset=ONNX_OPSET)
-
-    with stage("latency"):
-        baseline_lat = _measure(baseline_onnx, profile, shape, config.latency_runs)
-        compressed_lat = _measure(onnx_path, profile, shape, config.latency_runs)
+    onnx_info, lats = deliver(out, small, arch, spec, shape, profile, stage, config.latency_runs, baseline=model)
+    write_json(out / "search.json", {"method": config.method, "history": history})
 
     report = {
         "model": config.model,
@@ -249,15 +243,14 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                  "num_classes": data.num_classes},
         "budget": budget.to_dict(),
-        "baseline": {**_costs(space, full), "accuracy": baseline_acc, "latency_ms": _pcts(baseline_lat)},
-        "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(compressed_lat)},
-        "latency": {"baseline": baseline_lat, "compressed": compressed_lat},
-        "onnx": {"path": str(onnx_path.name), "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],
-                 "checker": parity["checker"]},
+        "baseline": {**_costs(space, full), "accuracy": baseline_acc, "latency_ms": _pcts(lats["baseline"])},
+        "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(lats["compressed"])},
+        "latency": lats,
+        "onnx": onnx_info,
         "architecture": {"file": checkpoint.ARCH_FILE, "widths": arch.widths, "blocks": arch.blocks,
                          "dropped_blocks": [k for k, v in arch.blocks.items() if not v]},
         "fixed_layers": space.fixed_layers,
-        "search": {"steps": len(history)},
+        "search": {"steps": len(history), "file": "search.json"},
         "settings": {k: v for k, v in asdict(config).items() if k != "budget"},
         "notes": notes,
         "timings_s": stage.seconds,
@@ -265,6 +258,72 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
     write_reports(out, report)
     log.info("wrote %s", out)
     return report
+
+
+def deliver(out: Path, small, arch, spec, shape, profile: Profile, stage: "_Stages", runs: int | None,
+            baseline=None) -> tuple[dict, dict]:
+    """Save the model, export and verify ONNX, measure latency (of ``baseline`` too, if given)."""
+    with stage("export"):
+        checkpoint.save(small, arch, spec, out)
+        onnx_path = export_onnx(small, shape, out / "model.onnx", opset=ONNX_OPSET)
+        parity = verify_onnx(small, onnx_path, shape)
+        baseline_onnx = export_onnx(baseline, shape, out / "baseline.onnx", opset=ONNX_OPSET) if baseline else None
+    with stage("latency"):
+        lats = {"compressed": _measure(onnx_path, profile, shape, runs)}
+        if baseline_onnx is not None:
+            lats["baseline"] = _measure(baseline_onnx, profile, shape, runs)
+    onnx_info = {"path": onnx_path.name, "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],
+                 "checker": parity["checker"]}
+    return onnx_info, lats
+
+
+def run_nas(config: RunConfig) -> dict:
+    """Search a ShrinkCNN cell from scratch (AutoShrink), deploy it at the MAC budget, train, export, measure."""
+    from .nas.shrinkcnn import run_nas as search_cell
+
+    if config.budget.macs is None:
+        raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")
+    profile = resolve_target(config.target)
+    shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
+    created = config.out is None or not Path(config.out).exists()
+    out = prepare_out_dir(config.out, "shrinkcnn", config.overwrite)
+    try:
+        stage = _Stages()
+        seed_everything(config.seed)
+        device = pick_device(config.device)
+        with stage("data"):
+            data = load_data(config.data, resolution=config.train_resolution, seed=config.seed, quiet=config.quiet)
+        with stage("search"):
+            model, spec, snapshots = search_cell(data, config.budget.macs, shape, options=config.options,
+                                                 epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                                 seed=config.seed, device=device, quiet=config.quiet)
+        val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
+        accuracy = evaluate(model, val_loader, device=device, quiet=config.quiet)
+        model = model.cpu().eval()
+        space = SearchSpace.build(model, shape, spec.name, channel_multiple=profile.channel_multiple)
+        arch = space.full()
+        onnx_info, lats = deliver(out, model, arch, spec, shape, profile, stage, config.latency_runs)
+        write_json(out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in snapshots]})
+        report = {
+            "model": "shrinkcnn", "out": str(out), "target": profile.to_dict(), "method": "autoshrink-cell",
+            "input_shape": list(shape), "train_resolution": config.train_resolution,
+            "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
+                     "num_classes": data.num_classes},
+            "budget": config.budget.to_dict(), "baseline": None,
+            "compressed": {**_costs(space, arch), "accuracy": accuracy, "latency_ms": _pcts(lats["compressed"])},
+            "latency": lats, "onnx": onnx_info, "spec": spec.to_dict(),
+            "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
+                             "dropped_blocks": []},
+            "fixed_layers": [], "search": {"steps": len(snapshots), "file": "search.json"},
+            "settings": {k: v for k, v in asdict(config).items() if k != "budget"}, "notes": [],
+            "timings_s": stage.seconds,
+        }
+        write_reports(out, report)
+        return report
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _costs(space: SearchSpace, arch) -> dict:

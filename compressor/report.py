@@ -11,10 +11,30 @@ def _pct(new: float, old: float) -> str:
     return f"{100 * new / old:.1f}%" if old else "-"
 
 
+def _table(report: dict) -> list[str]:
+    b, c = report["baseline"], report["compressed"]
+    lat_b, lat_c = report["latency"].get("baseline"), report["latency"]["compressed"]
+    if b is None:
+        rows = ["| | model |", "|---|---:|",
+                f"| MACs | {format_count(c['macs'])} |", f"| params | {format_count(c['params'])} |",
+                f"| val accuracy | {100 * c['accuracy']:.2f}% |"]
+        rows += [f"| latency {k} (ms) | {lat_c[k]:.3f} |" for k in ("p50", "p90", "p99")]
+        return rows + [f"| throughput (inf/s) | {lat_c['throughput']:.1f} |"]
+    rows = [
+        "| | baseline | compressed | ratio |",
+        "|---|---:|---:|---:|",
+        f"| MACs | {format_count(b['macs'])} | {format_count(c['macs'])} | {_pct(c['macs'], b['macs'])} |",
+        f"| params | {format_count(b['params'])} | {format_count(c['params'])} | {_pct(c['params'], b['params'])} |",
+        f"| val accuracy | {100 * b['accuracy']:.2f}% | {100 * c['accuracy']:.2f}% | |",
+    ]
+    rows += [f"| latency {k} (ms) | {lat_b[k]:.3f} | {lat_c[k]:.3f} | {_pct(lat_c[k], lat_b[k])} |"
+             for k in ("p50", "p90", "p99")]
+    return rows + [f"| throughput (inf/s) | {lat_b['throughput']:.1f} | {lat_c['throughput']:.1f} | |"]
+
+
 def markdown(report: dict) -> str:
     """Render a run report as Markdown."""
-    b, c = report["baseline"], report["compressed"]
-    lat_b, lat_c = report["latency"]["baseline"], report["latency"]["compressed"]
+    lat_c = report["latency"]["compressed"]
     budget = ", ".join(f"{k} <= {format_count(v)}" for k, v in report["budget"].items() if v is not None)
     shape = "x".join(map(str, report["input_shape"]))
     res = report["train_resolution"]
@@ -28,15 +48,8 @@ def markdown(report: dict) -> str:
         f"- Latency: {lat_c['runtime']} on {lat_c['device']}, batch {lat_c['batch']}, {lat_c['warmup']} warm-up "
         f"+ {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}",
         "",
-        "| | baseline | compressed | ratio |",
-        "|---|---:|---:|---:|",
-        f"| MACs | {format_count(b['macs'])} | {format_count(c['macs'])} | {_pct(c['macs'], b['macs'])} |",
-        f"| params | {format_count(b['params'])} | {format_count(c['params'])} | {_pct(c['params'], b['params'])} |",
-        f"| val accuracy | {100 * b['accuracy']:.2f}% | {100 * c['accuracy']:.2f}% | |",
+        *_table(report),
     ]
-    for key in ("p50", "p90", "p99"):
-        lines.append(f"| latency {key} (ms) | {lat_b[key]:.3f} | {lat_c[key]:.3f} | {_pct(lat_c[key], lat_b[key])} |")
-    lines.append(f"| throughput (inf/s) | {lat_b['throughput']:.1f} | {lat_c['throughput']:.1f} | |")
     onnx = report["onnx"]
     lines += [
         "",

@@ -68,7 +68,7 @@ def choose_runtime(fmt: str, profile, requested: str | None, available: Sequence
     if requested is not None:
         if requested == "tensorrt":
             raise CompressError(
-                "the 'tensorrt' runtime times engines: build one with `compress export --engine` and "
+                "the 'tensorrt' runtime times engines: build one with `compress engine MODEL.onnx` and "
                 "bench the .engine file, or use --runtime onnxruntime-tensorrt"
             )
         if not requested.startswith("onnxruntime-"):
@@ -280,7 +280,7 @@ def bench(
     path = Path(model_path)
     fmt = model_format(path)
     if not path.is_file():
-        raise CompressError(f"model file {path} does not exist; export it first (compress export)")
+        raise CompressError(f"model file {path} does not exist; give the path of an .onnx or .engine file (compress run writes model.onnx)")
     _positive("batch", batch, 1)
     _positive("warmup", warmup, 0)
     _positive("runs", runs, 1)

@@ -49,7 +49,7 @@ MIN_TRT = (8, 5)  # named-tensor API: set_input_shape, set_tensor_address, execu
 DEFAULT_BATCH = (1, 1, 8)
 DEFAULT_CALIBRATION_BATCH = 8
 NOT_INSTALLED = (
-    "TensorRT is not installed: install tensorrt (pip install tensorrt) on the target, or drop --engine"
+    "TensorRT is not installed: install tensorrt (pip install tensorrt) on the machine with the NVIDIA GPU and build the engine there"
 )
 
 # TensorRT DataType names -> numpy dtypes. BF16, FP8, INT4 and FP4 have no numpy dtype.
@@ -1259,7 +1259,7 @@ class TrtRunner:
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if not path.is_file():
-                raise CompressError(f"engine file {path} does not exist; build it first (compress export --engine)")
+                raise CompressError(f"engine file {path} does not exist; build it first with `compress engine MODEL.onnx`")
             if path.suffix.lower() == ".onnx":
                 return self._build_temp(path, input_shape, batch)
             return path
