@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     shape = parse_shape(args.shape)
-    print(f"| model | build s | closed form µs (median of 1000) | materialize+count s | exact |")
+    print("| model | build s | closed form µs (median of 1000) | materialize+count s | exact |")
     print("|---|---:|---:|---:|---|")
     for name in args.models:
         net = torchvision.models.get_model(name).eval()

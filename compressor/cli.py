@@ -129,6 +129,9 @@ def main():
               help="A method-specific setting, repeatable (e.g. --option tau_max=10).")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Fine-tuning epochs of the compressed model (distillation from the original).")
+@click.option("--from-scratch", is_flag=True,
+              help="Re-initialise the compressed model before distillation (TAS's official code) instead of "
+                   "inheriting the original's weights.")
 @click.option("--teacher-epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Epochs to train the original first when it has no trained weights.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)

@@ -35,8 +35,12 @@ class CostTables:
     n_blocks: int
 
     @classmethod
-    def from_model(cls, model: nn.Module, groups, couplings, unwrapped: dict, layers: dict, blocks) -> "CostTables":
-        """Build the tables from a traced model and its channel groups (see ``SearchSpace.build``)."""
+    def from_model(cls, model: nn.Module, groups, couplings, unwrapped: dict, positions: dict, blocks) -> "CostTables":
+        """Build the tables from a traced model and its channel groups (see ``SearchSpace.build``).
+
+        ``positions`` maps each Conv2d/Linear layer to its output positions (H*W or rows) summed
+        over its calls; a layer's MACs are its weight's size times that.
+        """
         builder = _Builder(groups, couplings)
         block_of = _block_finder([b.name for b in blocks])
         for name, module in model.named_modules():
@@ -45,8 +49,8 @@ class CostTables:
                 full = f"{name}.{pname}" if name else pname
                 coef, a, b = builder.param_term(name, module, pname, p, unwrapped.get(full), full)
                 builder.params.append((coef, a, b, block))
-                if pname == "weight" and name in layers:
-                    builder.macs.append((coef * layers[name].macs_positions, a, b, block))
+                if pname == "weight" and name in positions:
+                    builder.macs.append((coef * positions[name], a, b, block))
         return builder.finish(len(blocks))
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from exporters.onnx_export import export_onnx, verify_onnx
-from exporters.runners import OrtRunner, available_runners
-from profiles import Profile, load_profile
+from exporters.runners import available_runners, make_runner
+from profiles import Profile, host_model, load_profile
 
 from . import checkpoint
 from .budget import Budget
@@ -32,7 +32,7 @@ from .report import write_reports
 from .search import SEARCHERS, SearchContext
 from .space import SearchSpace
 from .surgery import materialize
-from .train import evaluate, pick_device, train
+from .train import evaluate, pick_device, reinitialize, train
 from .units import format_count, parse_shape
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class RunConfig:
     epochs: int = 5
     teacher_epochs: int = 5
     search_epochs: int = 5
+    from_scratch: bool = False
     options: dict | None = None
     batch_size: int = 64
     lr: float = 0.05
@@ -79,15 +80,16 @@ def seed_everything(seed: int) -> None:
 def resolve_target(name: str) -> Profile:
     """Load the target profile and check that this machine can measure on it."""
     profile = load_profile(name)
-    if profile.device == "gpu":
-        usable = [r for r in profile.runtimes if r in available_runners()]
-        if not usable:
-            raise CompressError(
-                f"target {profile.name!r} needs a GPU runtime ({', '.join(profile.runtimes)}) and none is "
-                "usable on this machine: run on the GPU machine, or use --target cpu"
-            )
-    elif "onnxruntime-cpu" not in profile.runtimes:
-        raise CompressError(f"target {profile.name!r} lists no runtime this version can measure on a CPU")
+    if not profile.runs_here():
+        raise CompressError(
+            f"target {profile.name!r} is a {profile.host_model} board and this machine is {host_model()!r}: "
+            f"run on the board, or measure there with `compress bench` and compare with `compress report`"
+        )
+    if measuring_runtime(profile) is None:
+        raise CompressError(
+            f"target {profile.name!r} measures with {', '.join(profile.runtimes)} and none of them is usable on "
+            "this machine: run on the target device, or use --target cpu"
+        )
     return profile
 
 
@@ -128,8 +130,15 @@ class _Stages:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 3)
 
 
+def measuring_runtime(profile: Profile) -> str | None:
+    """The first of the profile's runtimes usable on this machine, or None."""
+    usable = available_runners()
+    return next((r for r in profile.runtimes if r in usable), None)
+
+
 def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None) -> dict:
-    runner = OrtRunner(threads=profile.measure.threads)
+    runtime = measuring_runtime(profile)
+    runner = make_runner(runtime, threads=profile.measure.threads, precision=profile.precision)
     stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
                            runs=runs or profile.measure.runs)
     return stats.to_dict()
@@ -221,7 +230,9 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
 
     with stage("fine_tuning"):
-        if arch != full and config.epochs > 0:
+        if config.from_scratch:
+            reinitialize(small)  # TAS's official code: train the pruned network from fresh weights
+        if (arch != full or config.from_scratch) and config.epochs > 0:
             train(small, train_loader, config.epochs, lr=config.lr / 5, teacher=model, kd_lambda=config.kd_lambda,
                   temperature=config.temperature, device=device, val_loader=val_loader, quiet=config.quiet,
                   desc="fine-tune")

@@ -30,9 +30,6 @@ from .models import classifier_layer
 
 log = logging.getLogger(__name__)
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
-
-
 @dataclass
 class Coupling:
     """Channels ``idxs`` of one layer dimension follow channels ``root_idxs`` of a group."""
@@ -70,14 +67,6 @@ class Decision:
     name: str
     kind: str  # "width" or "block"
     choices: tuple  # widths ascending, or (False, True)
-
-
-@dataclass
-class LayerInfo:
-    """What the trace recorded about one Conv2d/Linear layer."""
-
-    macs_positions: int  # output positions (H*W or rows) summed over calls
-    block: int  # index of the enclosing removable block, -1 if none
 
 
 def _choices(channels: int, multiple: int, min_ratio: float) -> tuple[int, ...]:
@@ -120,7 +109,7 @@ class SearchSpace:
         model.eval()
         input_shape = tuple(int(s) for s in input_shape)
         example = torch.zeros(1, *input_shape)
-        shapes, positions, order = _trace_shapes(model, example)
+        shapes, positions = _trace_shapes(model, example)
         classifier = classifier_layer(model, input_shape)
         blocks = find_residual_blocks(model, shapes)
         fixed_layers: list[dict] = []
@@ -141,10 +130,6 @@ class SearchSpace:
         if partial:
             log.warning("%d channel groups (%d layers) stay fixed, e.g. %s: %s", len(partial),
                         sum(len(e["layers"]) for e in partial), partial[0]["layers"][0], partial[0]["reason"])
-        layers = {
-            name: LayerInfo(positions[name], _enclosing(name, blocks))
-            for name in order
-        }
         fingerprint = {
             "model": model_name,
             "input_shape": list(input_shape),
@@ -153,7 +138,7 @@ class SearchSpace:
             "min_ratio": min_ratio,
             "compressor": __version__,
         }
-        tables = CostTables.from_model(model, groups, couplings, unwrapped, layers, blocks)
+        tables = CostTables.from_model(model, groups, couplings, unwrapped, positions, blocks)
         space = cls(groups, blocks, input_shape, fingerprint, couplings, unwrapped, classifier,
                     CostModel(tables), fixed_layers)
         space.cost.calibrate_extra(count_macs(model, input_shape))
@@ -274,10 +259,9 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
 
 
 def _trace_shapes(model: nn.Module, example: torch.Tensor):
-    """Input/output shapes of every module, output positions of Conv2d/Linear, their run order."""
+    """Input/output shapes of every module, and output positions of every Conv2d/Linear layer."""
     shapes: dict[str, tuple] = {}
     positions: dict[str, int] = {}
-    order: list[str] = []
 
     def hook(name):
         def fn(mod, inputs, output):
@@ -285,8 +269,6 @@ def _trace_shapes(model: nn.Module, example: torch.Tensor):
                 shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 channels = output.shape[1] if isinstance(mod, nn.Conv2d) else output.shape[-1]
-                if name not in positions:
-                    order.append(name)
                 positions[name] = positions.get(name, 0) + output.numel() // channels
         return fn
 
@@ -302,20 +284,13 @@ def _trace_shapes(model: nn.Module, example: torch.Tensor):
     finally:
         for h in handles:
             h.remove()
-    return shapes, positions, order
+    return shapes, positions
 
 
 def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():
         out = model(example)
     return int(out.shape[-1])
-
-
-def _enclosing(name: str, blocks: list[ResidualBlock]) -> int:
-    for i, b in enumerate(blocks):
-        if name == b.name or name.startswith(b.name + "."):
-            return i
-    return -1
 
 
 def _is_grouped(module) -> bool:

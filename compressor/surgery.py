@@ -69,7 +69,7 @@ def _out_channels(module: nn.Module) -> int:
     raise TypeError(f"cannot tell the output channels of {type(module).__name__}")
 
 
-def _channel_dim(module: nn.Module) -> int:
+def channel_dim(module: nn.Module) -> int:
     if isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm) and type(module).__name__ != "LayerNorm2d"):
         return -1
     return 1
@@ -114,7 +114,7 @@ def apply_masks(space: SearchSpace, model: nn.Module, arch: Architecture) -> Mas
     handles = []
     for name, mask in _layer_masks(space, arch, model).items():
         module = model.get_submodule(name)
-        dim = _channel_dim(module)
+        dim = channel_dim(module)
         hook = _masked_norm_hook(mask, dim) if isinstance(module, nn.LayerNorm) else _mask_hook(mask, dim)
         handles.append(module.register_forward_hook(hook))
     for block in space.blocks:

@@ -66,7 +66,7 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def _logits(output) -> torch.Tensor:
+def logits_of(output) -> torch.Tensor:
     """Class logits from a model output: a tensor, an object with ``.logits``, or a tuple."""
     if isinstance(output, torch.Tensor):
         return output
@@ -75,6 +75,14 @@ def _logits(output) -> torch.Tensor:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise TypeError(f"cannot find class logits in a model output of type {type(output).__name__}")
+
+
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Fresh parameters for every module that can reset its own (``reset_parameters``), in place."""
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+            m.reset_parameters()
+    return model
 
 
 def _bar_disabled(quiet: bool):
@@ -94,7 +102,7 @@ def evaluate(
     seen = 0
     for x, y in tqdm(loader, desc="eval", unit="batch", leave=False, disable=_bar_disabled(quiet)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += (_logits(model(x)).argmax(dim=1) == y).sum()
+        correct += (logits_of(model(x)).argmax(dim=1) == y).sum()
         seen += y.numel()
     model.train(was_training)
     if seen == 0:
@@ -164,12 +172,12 @@ def train(
             seen = 0
             for x, y in train_loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = _logits(model(x))
+                logits = logits_of(model(x))
                 if teacher is None:
                     loss = F.cross_entropy(logits, y)
                 else:
                     with torch.no_grad():
-                        teacher_logits = _logits(teacher(x))
+                        teacher_logits = logits_of(teacher(x))
                     loss = kd_loss(logits, teacher_logits, y, kd_lambda, temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

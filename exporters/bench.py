@@ -273,10 +273,15 @@ def bench(
     ``model`` (file, sha256, bytes, format), ``profile`` (name, notes, ...), ``runtime``,
     ``stats`` (LatencyStats.to_dict), ``host`` and ``created``.
     """
-    from profiles import Profile, load_profile
+    from profiles import Profile, host_model, load_profile
 
     if not isinstance(profile, Profile):
         profile = load_profile(str(profile))
+    if not profile.runs_here():
+        raise CompressError(
+            f"profile {profile.name!r} is for a {profile.host_model} board, and this machine is "
+            f"{host_model()!r}: run compress bench on the board"
+        )
     path = Path(model_path)
     fmt = model_format(path)
     if not path.is_file():

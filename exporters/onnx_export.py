@@ -91,7 +91,7 @@ def export_onnx(
                 )
         except Exception as exc:
             raise CompressError(
-                f"cannot export {name} to ONNX: {_first_line(exc)}; replace that operation in the "
+                f"cannot export {name} to ONNX: {first_line(exc)}; replace that operation in the "
                 "model's forward with one ONNX supports"
             ) from exc
     for w in caught:
@@ -117,7 +117,7 @@ def verify_onnx(
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise CompressError(
-            f"{path} fails the ONNX checker: {_first_line(exc)}; re-export the model"
+            f"{path} fails the ONNX checker: {first_line(exc)}; re-export the model"
         ) from exc
     proto = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -130,7 +130,7 @@ def verify_onnx(
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     except Exception as exc:
         raise CompressError(
-            f"onnxruntime fails on {path.name} at batch {batch}: {_first_line(exc)}; the model's "
+            f"onnxruntime fails on {path.name} at batch {batch}: {first_line(exc)}; the model's "
             "forward may fix the batch size (use x.flatten(1), not x.view(1, -1))"
         ) from exc
     with _eval_mode(model), torch.inference_mode():
@@ -162,7 +162,7 @@ def _check_forward(model: nn.Module, x: torch.Tensor) -> None:
             out = model(x)
     except Exception as exc:
         raise CompressError(
-            f"{name} fails on an input of shape {tuple(x.shape)}: {_first_line(exc)}; "
+            f"{name} fails on an input of shape {tuple(x.shape)}: {first_line(exc)}; "
             "check the input shape matches the model"
         ) from exc
     if not isinstance(out, torch.Tensor):
@@ -172,6 +172,6 @@ def _check_forward(model: nn.Module, x: torch.Tensor) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__

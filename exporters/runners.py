@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressError
-from exporters.onnx_export import _first_line, export_onnx, random_input
+from exporters.onnx_export import first_line, export_onnx, random_input
 from exporters.stats import LatencyStats, cpu_name
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class OrtRunner(Runner):
             session = ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:
             raise CompressError(
-                f"onnxruntime cannot load {path}: {_first_line(exc)}; re-export the model"
+                f"onnxruntime cannot load {path}: {first_line(exc)}; re-export the model"
             ) from exc
         if session.get_providers()[0] != self.providers[0]:
             raise CompressError(
@@ -208,11 +208,20 @@ def available_runners() -> list[str]:
     if torch.cuda.is_available():
         names.append("torch-cuda")
     names.append("torch-cpu")
+    from exporters.tensorrt_engine import tensorrt_available
+
+    if tensorrt_available()[0]:
+        names.insert(0, "tensorrt")
     return names
 
 
-def make_runner(runtime: str, threads: int = 0) -> Runner:
-    """The runner for a profile's runtime name; ``threads`` applies to onnxruntime only."""
+def make_runner(runtime: str, threads: int = 0, precision: str = "fp16"):
+    """The runner for a profile's runtime name; ``threads`` applies to onnxruntime only,
+    ``precision`` to TensorRT (which builds an engine from the ONNX file it is given)."""
+    if runtime == "tensorrt":
+        from exporters.tensorrt_engine import TrtRunner
+
+        return TrtRunner(precision=precision)
     if runtime in ORT_PROVIDERS:
         return OrtRunner(ORT_PROVIDERS[runtime], threads)
     if runtime in TORCH_DEVICES:

@@ -6,6 +6,7 @@ deployment input shape, the channel multiple a search rounds widths to, and how 
 """
 from __future__ import annotations
 
+import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,11 @@ class Profile:
     measure: Measure = field(default_factory=Measure)
     notes: dict = field(default_factory=dict)
     source: str = ""
+    host_model: str | None = None  # text this machine's model name must contain to measure here
+
+    def runs_here(self) -> bool:
+        """Whether this machine is the profile's device (always, for a generic profile)."""
+        return self.host_model is None or self.host_model.lower() in host_model().lower()
 
     def to_dict(self) -> dict:
         """Plain-data view for reports."""
@@ -56,7 +62,22 @@ class Profile:
             "measure": vars(self.measure).copy(),
             "notes": dict(self.notes),
             "source": self.source,
+            "host_model": self.host_model,
         }
+
+
+def host_model() -> str:
+    """This machine's model: the device-tree model on boards (Jetson, Raspberry Pi), else the CPU name."""
+    tree = Path("/proc/device-tree/model")
+    if tree.is_file():
+        return tree.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def list_profiles() -> list[str]:
@@ -125,6 +146,7 @@ def parse_profile(data: dict, where: str) -> Profile:
         measure=Measure(**m),
         notes=dict(_field(data, "notes", dict, where, {})),
         source=where,
+        host_model=_field(data, "host_model", str, where, "") or None,
     )
 
 

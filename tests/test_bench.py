@@ -35,6 +35,14 @@ SHAPE = (3, 16, 16)
 TRT_OK, TRT_REASON = tensorrt_available()
 
 
+@pytest.fixture(autouse=True)
+def _on_every_board(monkeypatch):
+    """These tests check runtime choice and errors, not the host check: let board profiles run here."""
+    import profiles
+
+    monkeypatch.setattr(profiles, "host_model", lambda: "Jetson Orin Nano | Jetson AGX Orin | Jetson Nano | Raspberry Pi 4")
+
+
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -83,9 +91,22 @@ def test_bench_onnx_on_cpu_profile_writes_json(onnx_file, tmp_path):
 
 
 def test_bench_onnx_batch_and_profile_object(onnx_file):
-    result = bench(onnx_file, load_profile("raspberry-pi-4"), batch=2, warmup=0, runs=2, threads=1)
+    import dataclasses
+
+    pi = dataclasses.replace(load_profile("raspberry-pi-4"), host_model=None)  # pretend this is the board
+    result = bench(onnx_file, pi, batch=2, warmup=0, runs=2, threads=1)
     assert result["profile"]["name"] == "raspberry-pi-4"
     assert result["stats"]["batch"] == 2 and result["stats"]["runs"] == 2
+
+
+def test_bench_refuses_a_board_profile_on_another_machine(onnx_file, monkeypatch):
+    import profiles
+
+    monkeypatch.setattr(profiles, "host_model", lambda: "AMD EPYC 7B13")
+    with pytest.raises(CompressError, match="run compress bench on the board"):
+        bench(onnx_file, "raspberry-pi-4", warmup=0, runs=1)
+    monkeypatch.setattr(profiles, "host_model", lambda: "Raspberry Pi 4 Model B Rev 1.4")
+    assert bench(onnx_file, "raspberry-pi-4", warmup=0, runs=1, threads=1)["profile"]["name"] == "raspberry-pi-4"
 
 
 def test_bench_user_errors(onnx_file, tmp_path):
@@ -166,7 +187,7 @@ def test_choose_runtime_for_onnx():
     assert choose_runtime("onnx", gpu, "onnxruntime-cpu", ["onnxruntime-cpu"]) == "onnxruntime-cpu"
     with pytest.raises(CompressError, match="not usable here"):
         choose_runtime("onnx", gpu, "onnxruntime-cuda", ["onnxruntime-cpu"])
-    with pytest.raises(CompressError, match="compress export --engine"):
+    with pytest.raises(CompressError, match="compress engine MODEL.onnx"):
         choose_runtime("onnx", gpu, "tensorrt", ["onnxruntime-cpu"])
     with pytest.raises(CompressError, match="cannot time an ONNX file"):
         choose_runtime("onnx", gpu, "torch-cuda", ["onnxruntime-cpu"])

@@ -41,7 +41,7 @@ def test_report_fields_and_budget(run_dir):
         assert key in r
     assert r["model"] == "resnet18" and r["method"] == "greedy" and r["target"]["name"] == "cpu"
     assert r["input_shape"] == [3, 64, 64] and r["train_resolution"] == 16
-    assert r["budget"] == {"macs": 20_000_000, "params": None}
+    assert r["budget"] == {"macs": 20_000_000, "params": None, "latency_ms": None}
     assert r["compressed"]["macs"] <= 20_000_000 < r["baseline"]["macs"]
     assert r["compressed"]["params"] < r["baseline"]["params"]
     for side in ("baseline", "compressed"):
@@ -116,3 +116,50 @@ def test_process_error_has_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_tas_method_end_to_end(tmp_path):
+    out = tmp_path / "tas"
+    result = invoke("--method", "tas", "--budget-macs", "40M", "--search-epochs", "1", "--option", "steps_per_epoch=3",
+                    "--out", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "report.json").read_text())
+    assert r["method"] == "tas" and r["compressed"]["macs"] <= 40_000_000
+    assert json.loads((out / "search.json").read_text())["method"] == "tas"
+
+
+def test_nas_shrinkcnn_end_to_end(tmp_path):
+    out = tmp_path / "nas"
+    result = invoke("nas", "--budget-macs", "3M", "--train-resolution", "16", "--input-shape", "3x32x32",
+                    "--epochs", "1", "--latency-runs", "5", "--out", str(out), "-q",
+                    "--option", "k=2", "--option", "epochs=1", "--option", "max_steps=1",
+                    "--option", "train_images=128", "--option", "val_images=64")
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "report.json").read_text())
+    assert r["compressed"]["macs"] <= 3_000_000 and r["onnx"]["max_abs_diff"] < 1e-4
+    snapshots = json.loads((out / "search.json").read_text())["snapshots"]
+    assert len(snapshots[-1]["edges"]) < 28  # one shrink step removed at least one edge
+    model = compressor.load(out)
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_bench_writes_json(run_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    result = invoke("bench", str(run_dir / "model.onnx"), "--target", "cpu", "--runs", "5", "--warmup", "1",
+                    "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["runtime"] == "onnxruntime-cpu" and data["stats"]["runs"] == 5
+    assert data["stats"]["input_shape"] == [3, 64, 64]  # the model's own static shape
+
+
+def test_engine_without_tensorrt_is_a_clear_error(run_dir):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here; the error path is for machines without it")
+    except ImportError:
+        pass
+    result = invoke("engine", str(run_dir / "model.onnx"), "-q")
+    assert result.exit_code == 2 and "TensorRT is not installed" in result.output
+    assert not (run_dir / "model.engine").exists()

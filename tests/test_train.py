@@ -166,3 +166,18 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(CompressError, match="not available"):
             pick_device("cuda")
+
+
+def test_reinitialize_gives_fresh_weights_and_batchnorm_stats():
+    from compressor.train import reinitialize
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(7.0)
+        net[1].running_mean.fill_(3.0)
+    reinitialize(net)
+    assert not torch.any(net[0].weight == 7.0)
+    assert torch.all(net[1].weight == 1.0) and torch.all(net[1].bias == 0.0)
+    assert torch.all(net[1].running_mean == 0.0)

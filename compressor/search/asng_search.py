@@ -112,7 +112,7 @@ from ..data import make_loader, split_halves
 from ..errors import CompressError
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks
-from ..train import _logits, pick_device
+from ..train import logits_of, pick_device
 from .asng import CategoricalASNG
 from .base import SearchContext, SearchResult
 from .greedy import block_scores, repair
@@ -408,7 +408,7 @@ def _weight_step(space, supernet, encoding, samples, x, y, device, optimizer, pa
     total = 0.0
     for indices in samples:
         with apply_masks(space, supernet, encoding.architecture(indices)):
-            loss = F.cross_entropy(_logits(supernet(x)), y)
+            loss = F.cross_entropy(logits_of(supernet(x)), y)
         (loss / len(samples)).backward()
         total += loss.item()
     mean = total / len(samples)
@@ -429,7 +429,7 @@ def _evaluate(space, budget, supernet, encoding, samples, x, y, device, penalty)
         for indices in samples:
             arch = encoding.architecture(indices)
             with apply_masks(space, supernet, arch):
-                loss = F.cross_entropy(_logits(supernet(x)), y).item()
+                loss = F.cross_entropy(logits_of(supernet(x)), y).item()
             excess = budget.excess(space, arch)
             over += excess > 1.0
             losses.append(loss)

@@ -53,6 +53,7 @@ from ..data import make_loader
 from ..errors import CompressError
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks, materialize
+from ..train import logits_of, reinitialize
 from .base import SearchContext, SearchResult
 from .greedy import repair
 
@@ -279,14 +280,6 @@ def random_subset(dataset, n: int, seed: int):
     return Subset(dataset, sorted(order[:n]))
 
 
-def _logits(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    return output[0]
-
-
 @torch.no_grad()
 def _accuracy(model: nn.Module, batches: list, device) -> float:
     was = model.training
@@ -294,7 +287,7 @@ def _accuracy(model: nn.Module, batches: list, device) -> float:
     correct = seen = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        correct += int((_logits(model(x)).argmax(1) == y).sum())
+        correct += int((logits_of(model(x)).argmax(1) == y).sum())
         seen += y.numel()
     model.train(was)
     return correct / max(seen, 1)
@@ -308,7 +301,7 @@ def _sgd_steps(model: nn.Module, batches: list, lr: float, device) -> None:
     model.train()
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(_logits(model(x)), y)
+        loss = F.cross_entropy(logits_of(model(x)), y)
         if not torch.isfinite(loss):
             raise CompressError(f"autoshrink fine-tuning diverged (loss {loss.item()}): lower finetune_lr")
         opt.zero_grad(set_to_none=True)
@@ -335,14 +328,6 @@ def _recalibrate_bn(model: nn.Module, batches: list, device) -> None:
         for m, mom in zip(norms, saved):
             m.momentum = mom
         model.eval()
-
-
-def reinitialize(model: nn.Module) -> nn.Module:
-    """Fresh parameters for every module that can reset its own (``reset_parameters``), in place."""
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-            m.reset_parameters()
-    return model
 
 
 # ---------------------------------------------------------------------- candidate scoring
@@ -418,7 +403,7 @@ def train_from_scratch(model: nn.Module, train_set, val_batches: list, epochs: i
         model.train()
         for x, y in make_loader(train_set, batch_size, shuffle=True, seed=seed + epoch):
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(_logits(model(x)), y)
+            loss = F.cross_entropy(logits_of(model(x)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -58,8 +58,8 @@ from ..budget import Budget
 from ..data import make_loader, split_halves
 from ..errors import CompressError
 from ..space import Coupling, SearchSpace, round_width
-from ..surgery import _channel_dim
-from ..train import _logits, pick_device
+from ..surgery import channel_dim
+from ..train import logits_of, pick_device
 from .base import SearchContext, SearchResult
 from .expected_cost import ExpectedCost
 from .greedy import block_scores, repair
@@ -484,7 +484,7 @@ class TASSupernet:
             rank_pos[g] = pos
         for name, found in self.terminal.items():
             module = self.model.get_submodule(name)
-            dim = _channel_dim(module)
+            dim = channel_dim(module)
             for c in found:
                 group = self.space.groups[c.group]
                 pos = rank_pos[c.group][c.root_idxs]
@@ -704,7 +704,7 @@ def _search(space, budget, context, opts: TASOptions, device):
                 x, y = next(w_iter)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 net.sample(tau, gen, grad=False)
-                loss = F.cross_entropy(_logits(model(x)), y)
+                loss = F.cross_entropy(logits_of(model(x)), y)
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 w_opt.step()
@@ -716,7 +716,7 @@ def _search(space, budget, context, opts: TASOptions, device):
                     p.requires_grad_(False)
                 try:
                     net.sample(tau, gen, grad=True)
-                    ce = F.cross_entropy(_logits(model(x)), y)
+                    ce = F.cross_entropy(logits_of(model(x)), y)
                     current = net.argmax_costs()
                     metric = max(bounds, key=lambda k: current[k] / bounds[k])
                     closs = cost_loss(net.expected_cost(metric), current[metric], bounds[metric], full[metric],

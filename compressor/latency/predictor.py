@@ -1,0 +1,556 @@
+"""Latency predictor: a per-layer lookup table measured on the target, calibrated on whole models.
+
+``predict(arch) = a * Σ_layers LUT(C_in, C_out) * [layer's block kept] + b``
+
+* **LUT**: for every Conv2d/Linear call of the model, latency measured on the target for a grid of
+  (C_in, C_out) spanning the channel counts the space can reach (about ``grid`` values per
+  dimension from the smallest to the full width, inner ones multiples of the profile's channel
+  multiple), minus the runtime's fixed cost of one call. Between grid points it is bilinear in
+  (C_in, C_out) (depthwise layers: linear in their one channel count); the channel counts of an
+  architecture come from :class:`~compressor.latency.layers.DimTable`, exact for every coupling.
+* **Calibration**: runtimes fuse layers and add work the table does not see (activations,
+  additions, pooling, layout changes), so the raw sum is biased. ``a`` and ``b`` are fitted on
+  whole-model measurements of a few architectures (full, smallest, uniform widths, random ones)
+  by least squares on the *relative* error, and stored in the table per model fingerprint.
+  A table given for prediction only (built on another machine) that lacks this model's
+  calibration uses a pooled fit of every calibration it holds (a warning says so).
+
+:meth:`LatencyModel.expected` is the same expression under width distributions (TAS): E[C_in],
+E[C_out] from the softmax, the bilinear LUT at those expectations, times the keep probability
+of the layer's block, then ``a * sum + b``; it equals ``predict`` at one-hot probabilities.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..architecture import Architecture
+from ..errors import CompressError
+from .layers import DimTable, LayerInstance, grid_points, trace_layers
+from .table import (NULL_KEY, LatencyTable, Probe, summarize, choose_runtime, describe_hardware, hardware_fingerprint,
+                    layer_probe, make_runner, measure_probes, null_probe)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LatencyModel", "ExpectedLatency", "build_latency_model", "evaluate_predictor", "build_lut",
+           "fit_affine", "random_architecture", "calibration_architectures", "measure_architectures",
+           "model_fingerprint"]
+
+
+# ---------------------------------------------------------------------- interpolation
+def _locate_np(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: index i of the grid cell holding x (grid[i] <= x <= grid[i+1]) and the fraction t.
+
+    Rows of ``grid`` are non-decreasing, padded at the end by repeating their last value; x is
+    clamped to the row's range.
+    """
+    x = np.clip(x, grid[:, 0], grid[:, -1])
+    idx = (grid[:, 1:-1] <= x[:, None]).sum(1)
+    rows = np.arange(len(grid))
+    lo, hi = grid[rows, idx], grid[rows, idx + 1]
+    span = hi - lo
+    t = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0)
+    return idx, t
+
+
+def bilinear_np(gin: np.ndarray, gout: np.ndarray, vals: np.ndarray, cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of ``vals[l, i, o]`` (on grids ``gin[l]`` x ``gout[l]``) at (cin[l], cout[l])."""
+    i, ti = _locate_np(gin, cin)
+    o, to = _locate_np(gout, cout)
+    r = np.arange(len(vals))
+    return ((1 - ti) * (1 - to) * vals[r, i, o] + ti * (1 - to) * vals[r, i + 1, o]
+            + (1 - ti) * to * vals[r, i, o + 1] + ti * to * vals[r, i + 1, o + 1])
+
+
+def _locate_t(grid: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.minimum(torch.maximum(x, grid[:, 0]), grid[:, -1])
+    with torch.no_grad():
+        idx = (grid[:, 1:-1] <= x[:, None]).sum(1)
+    lo = grid.gather(1, idx[:, None]).squeeze(1)
+    hi = grid.gather(1, (idx + 1)[:, None]).squeeze(1)
+    span = hi - lo
+    t = torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+    return idx, t
+
+
+def bilinear_torch(gin, gout, vals, cin, cout) -> torch.Tensor:
+    """:func:`bilinear_np` in torch, differentiable in ``cin`` and ``cout``."""
+    i, ti = _locate_t(gin, cin)
+    o, to = _locate_t(gout, cout)
+    r = torch.arange(len(vals), device=vals.device)
+    return ((1 - ti) * (1 - to) * vals[r, i, o] + ti * (1 - to) * vals[r, i + 1, o]
+            + (1 - ti) * to * vals[r, i, o + 1] + ti * to * vals[r, i + 1, o + 1])
+
+
+def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """``a, b`` minimising Σ ((a·raw + b − measured) / measured)², the relative error.
+
+    With one point (or all raw sums equal) the fit is a ratio through the origin; a fit whose
+    slope is not positive (nonsense from noise) falls back to that ratio too.
+    """
+    r = np.asarray(raw, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    if len(r) == 0:
+        return 1.0, 0.0
+    ratio = float(np.sum(m) / max(np.sum(r), 1e-12))
+    if len(r) < 2 or np.ptp(r) <= 1e-12 * max(1.0, abs(r).max()):
+        return ratio, 0.0
+    w = 1.0 / m
+    X = np.stack([r * w, w], axis=1)
+    (a, b), *_ = np.linalg.lstsq(X, np.ones_like(m), rcond=None)
+    if not np.isfinite(a) or a <= 0:
+        return ratio, 0.0
+    return float(a), float(b)
+
+
+# ---------------------------------------------------------------------- architectures
+def random_architecture(space, rng: np.random.Generator, keep_prob: float = 0.5) -> Architecture:
+    """Every decision group at a uniformly random choice; every block kept with ``keep_prob``."""
+    widths = {g.name: int(rng.choice(g.choices)) for g in space.decision_groups}
+    blocks = {b.name: bool(rng.random() < keep_prob) for b in space.blocks}
+    return space.architecture(widths, blocks)
+
+
+def calibration_architectures(space, n: int = 6, seed: int = 0) -> list[Architecture]:
+    """``n`` architectures spanning the space: full, smallest, then uniform widths and random ones alternating."""
+    rng = np.random.default_rng(seed)
+    fixed = [space.full(), space.smallest()]
+    ratios = iter([0.5, 0.25, 0.75, 0.35, 0.6, 0.9])
+    out: list[Architecture] = []
+    seen: set[str] = set()
+    k = 0
+    while len(out) < n and k < 20 * n + 20:
+        if k < len(fixed):
+            arch = fixed[k]
+        elif k % 2 == 0:
+            r = next(ratios, None)
+            arch = space.uniform(r) if r is not None else random_architecture(space, rng)
+        else:
+            arch = random_architecture(space, rng)
+        k += 1
+        h = arch_hash(arch)
+        if h not in seen:
+            seen.add(h)
+            out.append(arch)
+    return out
+
+
+def arch_hash(arch: Architecture) -> str:
+    data = json.dumps([sorted(arch.widths.items()), sorted(arch.blocks.items())])
+    return hashlib.sha1(data.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(space, layers: Sequence[LayerInstance]) -> str:
+    """Key of a model's calibration: name, input shape, and a hash of its layers, groups and blocks."""
+    fp = space.fingerprint
+    struct = {
+        "fingerprint": {k: fp.get(k) for k in ("model", "input_shape", "num_classes", "channel_multiple", "min_ratio")},
+        "layers": [[l.name, l.config.key(0, 0), l.block] for l in layers],
+        "groups": [[g.name, g.channels, list(g.choices)] for g in space.groups],
+        "blocks": [b.name for b in space.blocks],
+    }
+    digest = hashlib.sha1(json.dumps(struct, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{fp.get('model', 'model')}@{'x'.join(map(str, space.input_shape))}#{digest}"
+
+
+# ---------------------------------------------------------------------- the model
+class LatencyModel:
+    """Predicted latency (ms) of any architecture of one space on one target (see the module docstring)."""
+
+    def __init__(self, space, layers: list[LayerInstance], dims: DimTable, table: LatencyTable,
+                 grid: int, multiple: int, a: float = 1.0, b: float = 0.0, fingerprint: str = ""):
+        self.space = space
+        self.layers = layers
+        self.dims = dims
+        self.table = table
+        self.grid = grid
+        self.multiple = multiple
+        self.a, self.b = float(a), float(b)
+        self.fingerprint = fingerprint
+        lo = dims.dims(dims.min_widths)
+        hi = dims.dims(dims.full_widths)
+        self.grids: list[tuple[list[int], list[int]]] = []
+        for l in layers:
+            groups = l.config.groups if l.config.op == "conv" else 1
+            self.grids.append((grid_points(lo[l.dim_in], hi[l.dim_in], grid, multiple, groups),
+                               grid_points(lo[l.dim_out], hi[l.dim_out], grid, multiple, groups)))
+        self._compiled = False
+
+    # ------------------------------------------------------------------ the table's side
+    def probes(self) -> list[Probe]:
+        """Every single-layer graph the model needs, deduplicated, plus the runtime's null graph."""
+        found: dict[str, Probe] = {NULL_KEY: null_probe()}
+        for l, (gi, go) in zip(self.layers, self.grids):
+            for ci in gi:
+                for co in go:
+                    key = l.config.key(ci, co)
+                    if key not in found:
+                        found[key] = layer_probe(l.config, ci, co)
+        return list(found.values())
+
+    def keys(self) -> list[str]:
+        return [p.key for p in self.probes()]
+
+    def compile(self) -> "LatencyModel":
+        """Gather the table's values into padded arrays (call after the table holds every key)."""
+        missing = self.table.missing(self.keys())
+        if missing:
+            raise CompressError(f"latency table {self.table.source or '(in memory)'} lacks {len(missing)} layer "
+                                f"measurements, e.g. '{missing[0]}': build it with `compress lut --target "
+                                f"{self.table.profile}` on the target")
+        null = self.table.ms(NULL_KEY)
+        n = len(self.layers)
+        G = max([max(len(gi), len(go)) for gi, go in self.grids] + [2])
+        gin, gout, vals = np.zeros((n, G)), np.zeros((n, G)), np.zeros((n, G, G))
+        for k, (l, (gi, go)) in enumerate(zip(self.layers, self.grids)):
+            v = np.array([[self.table.ms(l.config.key(ci, co)) for co in go] for ci in gi]) - null
+            gin[k] = np.pad(gi, (0, G - len(gi)), mode="edge")
+            gout[k] = np.pad(go, (0, G - len(go)), mode="edge")
+            vals[k] = np.pad(np.maximum(v, 0.0), ((0, G - len(gi)), (0, G - len(go))), mode="edge")
+        self._gin, self._gout, self._vals = gin, gout, vals
+        self._din = np.asarray([l.dim_in for l in self.layers], dtype=np.int64)
+        self._dout = np.asarray([l.dim_out for l in self.layers], dtype=np.int64)
+        self._block = np.asarray([l.block for l in self.layers], dtype=np.int64)
+        self._inside = np.flatnonzero(self._block >= 0)
+        self._compiled = True
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def layer_ms(self, widths: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Uncalibrated latency of every layer call (0 inside dropped blocks), in ms."""
+        d = self.dims.dims(np.asarray(widths, dtype=np.int64))
+        v = bilinear_np(self._gin, self._gout, self._vals, d[self._din], d[self._dout])
+        if len(self._inside):
+            v[self._inside] *= np.asarray(kept, dtype=bool)[self._block[self._inside]]
+        return v
+
+    def raw(self, arch: Architecture) -> float:
+        """Σ of the layers' table latencies (before calibration), in ms."""
+        return float(self.layer_ms(*self.space.encode(arch)).sum())
+
+    def predict_encoded(self, widths: np.ndarray, kept: np.ndarray) -> float:
+        return self.a * float(self.layer_ms(widths, kept).sum()) + self.b
+
+    def predict(self, arch: Architecture) -> float:
+        """Predicted latency of ``arch`` on the target, in ms."""
+        return self.predict_encoded(*self.space.encode(arch))
+
+    def details(self, arch: Architecture) -> list[dict]:
+        """Per layer call: name, C_in, C_out, uncalibrated ms (a debugging view)."""
+        widths, kept = self.space.encode(arch)
+        d = self.dims.dims(widths)
+        ms = self.layer_ms(widths, kept)
+        return [{"layer": l.name, "op": l.config.op, "c_in": int(d[l.dim_in]), "c_out": int(d[l.dim_out]),
+                 "block": l.block, "ms": float(v)} for l, v in zip(self.layers, ms)]
+
+    # ------------------------------------------------------------------ expectations (TAS)
+    def expected_cost(self, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]], device=None) -> "ExpectedLatency":
+        """Expected latency with ``ExpectedCost``'s conventions (padded ``(n_slots, K)`` probabilities)."""
+        return ExpectedLatency(self, slot_groups, candidates, device)
+
+    def expected(self, width_probs: Sequence, keep_probs=None, candidates: Sequence | None = None) -> torch.Tensor:
+        """Expected latency (ms, differentiable float64 scalar), arguments as ``expected_macs``.
+
+        ``width_probs[i]``: probabilities over the candidate widths of ``space.groups[i]`` (None:
+        full width); ``candidates[i]``: those widths (default the group's choices);
+        ``keep_probs``: probability each block of ``space.blocks`` is kept (default 1).
+        """
+        groups = self.space.groups
+        if len(width_probs) != len(groups):
+            raise ValueError(f"need one entry per group of the space ({len(groups)}), got {len(width_probs)}")
+        slots, cands, rows = [], [], []
+        for i, p in enumerate(width_probs):
+            if p is None:
+                continue
+            c = candidates[i] if candidates is not None and candidates[i] is not None else groups[i].choices
+            p = torch.as_tensor(p)
+            if p.shape != (len(c),):
+                raise ValueError(f"group {groups[i].name}: {len(c)} candidate widths but probabilities of shape "
+                                 f"{tuple(p.shape)}")
+            slots.append(i)
+            cands.append(tuple(int(w) for w in c))
+            rows.append(p)
+        key = (tuple(slots), tuple(cands), str(rows[0].device) if rows else "cpu")
+        cache = self.__dict__.setdefault("_expected_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = ExpectedLatency(self, slots, cands, rows[0].device if rows else None)
+        width = max([len(c) for c in cands], default=1)
+        probs = (torch.stack([F.pad(r.to(torch.float64), (0, width - len(r))) for r in rows]) if rows
+                 else torch.zeros(0, width, dtype=torch.float64))
+        return cache[key](probs, keep_probs)
+
+    # ------------------------------------------------------------------ files
+    def calibration(self) -> dict:
+        return dict(self.table.calibrations.get(self.fingerprint, {}))
+
+    def to_dict(self) -> dict:
+        """A latency table file holding only what this model uses, and its calibration."""
+        keys = set(self.keys())
+        sub = LatencyTable(self.table.profile, dict(self.table.hardware),
+                           {k: v for k, v in self.table.entries.items() if k in keys},
+                           {self.fingerprint: self.calibration() or {"a": self.a, "b": self.b, "grid": self.grid}},
+                           dict(self.table.settings))
+        return sub.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: dict, space, model: nn.Module, profile, source: str = "latency table") -> "LatencyModel":
+        """Rebuild from :meth:`to_dict` (or any table file); no measurement happens."""
+        table = LatencyTable.from_dict(data, source)
+        table.check(profile.name)
+        return _offline_model(space, model, profile, table, grid=None)
+
+
+class ExpectedLatency:
+    """Differentiable expected latency, like :class:`~compressor.search.expected_cost.ExpectedCost`.
+
+    ``slot_groups[s]`` is the group (index into ``space.groups``) whose width slot ``s`` decides
+    among ``candidates[s]``; call with a ``(n_slots, K)`` probability matrix (zero padded) and the
+    keep probability of every block.
+    """
+
+    def __init__(self, lat: LatencyModel, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]], device=None):
+        if not lat._compiled:
+            lat.compile()
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        f64 = dict(dtype=torch.float64, device=dev)
+        self.a, self.b = lat.a, lat.b
+        self.n_blocks = len(lat.space.blocks)
+        self._dims = lat.dims.expected_dims(list(slot_groups), [list(c) for c in candidates], dev)
+        self._gin = torch.as_tensor(lat._gin, **f64)
+        self._gout = torch.as_tensor(lat._gout, **f64)
+        self._vals = torch.as_tensor(lat._vals, **f64)
+        self._din = torch.as_tensor(lat._din, device=dev)
+        self._dout = torch.as_tensor(lat._dout, device=dev)
+        self._inside = torch.as_tensor(lat._inside, device=dev)
+        self._block = torch.as_tensor(lat._block[lat._inside], device=dev)
+
+    def layer_ms(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        d = self._dims(probs)
+        v = bilinear_torch(self._gin, self._gout, self._vals, d[self._din], d[self._dout])
+        if len(self._inside) and keep is not None:
+            keep = torch.as_tensor(keep).to(v.device, torch.float64)
+            if keep.shape != (self.n_blocks,):
+                raise ValueError(f"keep probabilities must have shape ({self.n_blocks},), got {tuple(keep.shape)}")
+            alive = torch.ones_like(v).index_put((self._inside,), keep[self._block])
+            v = v * alive
+        return v
+
+    def __call__(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected latency in ms (float64 scalar tensor)."""
+        return self.a * self.layer_ms(probs, keep).sum() + self.b
+
+    latency = __call__
+
+
+# ---------------------------------------------------------------------- measuring whole models
+def measure_architectures(space, model: nn.Module, archs: Sequence[Architecture], runner, *, batch: int = 1,
+                          warmup: int = 10, runs: int = 50, rounds: int = 5, seed: int = 0, stat: str = "min",
+                          quiet: bool = True) -> list[float]:
+    """Median latency (ms) of each architecture: materialized, exported, timed in shuffled rounds."""
+    from exporters.onnx_export import export_onnx
+
+    from ..surgery import materialize
+
+    use_module = getattr(runner, "runtime", "").startswith("torch-")
+    with tempfile.TemporaryDirectory(prefix="compressor-calib-") as tmp:
+        probes = []
+        for k, arch in enumerate(archs):
+            small = materialize(space, model, arch)
+            if use_module:
+                probes.append(Probe(f"arch{k}", tuple(space.input_shape), lambda p: p, lambda m=small: m))
+            else:
+                path = export_onnx(small, space.input_shape, Path(tmp) / f"arch{k}.onnx")
+                probes.append(Probe(f"arch{k}", tuple(space.input_shape), lambda p, path=path: path))
+            del small
+        results = measure_probes(runner, probes, batch=batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
+                                 quiet=quiet, desc="whole models")
+    return [summarize(r, stat) for r in results]
+
+
+# ---------------------------------------------------------------------- building
+def _settings(profile, warmup, runs, threads, rounds):
+    """Per-round warm-up and timed runs (the profile's totals spread over the rounds), and threads."""
+    m = profile.measure
+    warmup = max(3, -(-m.warmup // rounds)) if warmup is None else warmup
+    runs = max(5, -(-m.runs // rounds)) if runs is None else runs
+    return warmup, runs, m.threads if threads is None else threads
+
+
+def _pooled(table: LatencyTable) -> tuple[float, float] | None:
+    raw, ms = [], []
+    for cal in table.calibrations.values():
+        for p in cal.get("points", []):
+            raw.append(p["raw"])
+            ms.append(p["ms"])
+    return fit_affine(raw, ms) if raw else None
+
+
+def _offline_model(space, model, profile, table: LatencyTable, grid: int | None) -> LatencyModel:
+    layers, dims = trace_layers(space, model, profile.batch)
+    fp = model_fingerprint(space, layers)
+    cal = table.calibrations.get(fp)
+    if grid is None:
+        grid = int(cal["grid"]) if cal and "grid" in cal else 5
+    lat = LatencyModel(space, layers, dims, table, grid, profile.channel_multiple, fingerprint=fp).compile()
+    if cal and int(cal.get("grid", grid)) == grid:
+        lat.a, lat.b = float(cal["a"]), float(cal["b"])
+    else:
+        pooled = _pooled(table)
+        lat.a, lat.b = pooled if pooled else (1.0, 0.0)
+        log.warning("latency table %s holds no calibration for %s: using %s (a=%.3g, b=%.3g ms); predictions may be "
+                    "off by a constant factor", table.source, fp,
+                    "the pooled fit of its other models" if pooled else "the raw sum of layers", lat.a, lat.b)
+    return lat
+
+
+def build_latency_model(space, model: nn.Module, profile, table_path: str | os.PathLike | None = None,
+                        calibration_archs: int = 6, *, grid: int = 5, rounds: int = 7, stat: str = "min",
+                        warmup: int | None = None,
+                        runs: int | None = None, threads: int | None = None, runtime: str | None = None,
+                        clock: str = "wall", runner=None, offline: bool = False, recalibrate: bool = False, seed: int = 0,
+                        quiet: bool = False) -> LatencyModel:
+    """A calibrated latency model of ``space`` (built on ``model``) for ``profile``.
+
+    Reads ``table_path`` if it exists, measures the single-layer graphs it lacks and, unless the
+    table already holds one for this model (and ``recalibrate`` is false), calibrates on
+    ``calibration_archs`` whole architectures; then saves the table there. Every graph is timed
+    in ``rounds`` shuffled passes of ``warmup`` + ``runs`` inferences (default: the profile's
+    ``[measure]`` totals spread over the rounds; ``threads`` too) and the rounds' medians are
+    reduced by ``stat`` (``"min"``: the quietest round, see ``table.summarize``). ``clock="cpu"``
+    (onnxruntime-cpu, ``threads=1``) times by thread CPU time, robust on a shared machine.
+    ``runner`` replaces the profile's runner (tests).
+
+    ``offline=True`` (a table measured on the target, used on another machine): nothing is
+    measured; the table must have been made for this profile and hold every layer this model
+    needs; its hardware is not compared with this machine's.
+    """
+    t0 = time.perf_counter()
+    warmup, runs, threads = _settings(profile, warmup, runs, threads, rounds)
+    if offline:
+        if table_path is None:
+            raise CompressError("an offline latency model needs a table: pass --latency-table FILE")
+        table = LatencyTable.load(table_path, profile.name)
+        return _offline_model(space, model, profile, table, grid)
+    if runtime is None:
+        runtime = getattr(runner, "runtime", None) or choose_runtime(profile)
+    hardware = hardware_fingerprint(runtime, threads, profile.batch, profile.precision, clock)
+    if table_path is not None and Path(table_path).exists():
+        table = LatencyTable.load(table_path, profile.name, hardware)
+    else:
+        table = LatencyTable(profile.name, hardware, source=str(table_path or ""))
+    if runner is None:
+        runner = make_runner(runtime, threads, profile.precision, clock)
+    layers, dims = trace_layers(space, model, profile.batch)
+    fp = model_fingerprint(space, layers)
+    lat = LatencyModel(space, layers, dims, table, grid, profile.channel_multiple, fingerprint=fp)
+    measured = table.measure(runner, lat.probes(), warmup=warmup, runs=runs, rounds=rounds, seed=seed, stat=stat,
+                             quiet=quiet)
+    lat.compile()
+    cal = table.calibrations.get(fp)
+    if cal is None or recalibrate or int(cal.get("grid", -1)) != grid or measured:
+        archs = calibration_architectures(space, calibration_archs, seed)
+        log.info("calibrating on %d whole architectures of %s", len(archs), fp)
+        ms = measure_architectures(space, model, archs, runner, batch=profile.batch, warmup=warmup, runs=runs,
+                                   rounds=rounds, seed=seed, stat=stat, quiet=quiet)
+        raw = [lat.raw(a) for a in archs]
+        a, b = fit_affine(raw, ms)
+        pred = [a * r + b for r in raw]
+        rel = [abs(p - m) / m for p, m in zip(pred, ms)]
+        cal = {"fingerprint": dict(space.fingerprint), "a": a, "b": b, "grid": grid,
+               "null_ms": table.ms(NULL_KEY), "max_rel_err": float(max(rel)), "mean_rel_err": float(np.mean(rel)),
+               "points": [{"arch": arch_hash(x), "macs": int(space.macs(x)), "raw": float(r), "ms": float(m)}
+                          for x, r, m in zip(archs, raw, ms)]}
+        table.calibrations[fp] = cal
+        log.info("calibration of %s: measured = %.3f * table + %.3f ms (fit error mean %.1f%%, max %.1f%%)", fp, a, b,
+                 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
+    lat.a, lat.b = float(cal["a"]), float(cal["b"])
+    if table_path is not None:
+        table.save(table_path)
+    log.info("latency model of %s on %s ready in %.1f s (%d graphs measured)", fp, describe_hardware(hardware),
+             time.perf_counter() - t0, measured)
+    return lat
+
+
+def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: int = 20, seed: int = 1, *,
+                       rounds: int | None = None, stat: str | None = None, warmup: int | None = None,
+                       runs: int | None = None, threads: int | None = None, runner=None, keep_prob: float = 0.5,
+                       quiet: bool = True) -> dict:
+    """Measured vs predicted latency on ``n`` random architectures the calibration did not use.
+
+    Measurement settings default to those the table was measured with (its ``settings``).
+    Returns ``within_10pct`` (fraction of predictions within ±10% of the measurement),
+    ``mean_abs_rel_err``, ``max_abs_rel_err``, ``spearman`` and ``pairs`` (one dict per architecture).
+    """
+    done = lat.table.settings
+    rounds = int(done.get("rounds", 7)) if rounds is None else rounds
+    stat = str(done.get("stat", "min")) if stat is None else stat
+    warmup = int(done["warmup"]) if warmup is None and "warmup" in done else warmup
+    runs = int(done["runs"]) if runs is None and "runs" in done else runs
+    threads = int(lat.table.hardware.get("threads", 0)) if threads is None else threads
+    warmup, runs, threads = _settings(profile, warmup, runs, threads, rounds)
+    if runner is None:
+        runner = make_runner(lat.table.hardware["runtime"], threads, profile.precision,
+                             lat.table.hardware.get("clock", "wall"))
+    used = {p["arch"] for p in lat.calibration().get("points", [])}
+    rng = np.random.default_rng(seed)
+    archs: list[Architecture] = []
+    tries = 0
+    while len(archs) < n and tries < 50 * n:
+        tries += 1
+        arch = random_architecture(space, rng, keep_prob)
+        if arch_hash(arch) not in used | {arch_hash(a) for a in archs}:
+            archs.append(arch)
+    measured = measure_architectures(space, model, archs, runner, batch=profile.batch, warmup=warmup, runs=runs,
+                                     rounds=rounds, seed=seed, stat=stat, quiet=quiet)
+    predicted = [lat.predict(a) for a in archs]
+    rel = np.abs(np.asarray(predicted) - np.asarray(measured)) / np.asarray(measured)
+    return {
+        "n": len(archs),
+        "within_10pct": float(np.mean(rel <= 0.10)),
+        "mean_abs_rel_err": float(rel.mean()),
+        "max_abs_rel_err": float(rel.max()),
+        "spearman": spearman(predicted, measured),
+        "pairs": [{"macs": int(space.macs(a)), "predicted_ms": float(p), "measured_ms": float(m), "rel_err": float(e)}
+                  for a, p, m, e in zip(archs, predicted, measured, rel)],
+    }
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (no tie correction)."""
+    rx = np.argsort(np.argsort(np.asarray(x)))
+    ry = np.argsort(np.argsort(np.asarray(y)))
+    if len(rx) < 2:
+        return 1.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def build_lut(model_name_or_module, profile, out_path: str | os.PathLike, input_shape=None, **kwargs) -> LatencyModel:
+    """What ``compress lut --target X --model M --out FILE`` runs: measure (or extend) the table at
+    ``out_path`` for one model and calibrate it there. ``profile`` is a Profile or a profile name."""
+    from profiles import Profile, load_profile
+
+    from ..models import resolve_model
+    from ..space import SearchSpace
+
+    if not isinstance(profile, Profile):
+        profile = load_profile(str(profile))
+    shape = tuple(int(s) for s in (input_shape or profile.input_shape))
+    if isinstance(model_name_or_module, nn.Module):
+        net, name = model_name_or_module.eval(), type(model_name_or_module).__name__
+    else:
+        net, _, _ = resolve_model(str(model_name_or_module))
+        name = str(model_name_or_module)
+    space = SearchSpace.build(net, shape, name, channel_multiple=profile.channel_multiple)
+    return build_latency_model(space, net, profile, out_path, **kwargs)

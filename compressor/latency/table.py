@@ -1,0 +1,394 @@
+"""The on-disk latency table: measured latency of single layers on one target, keyed by layer config.
+
+A table belongs to one *profile* (``cpu``, ``jetson-orin-nano``, ...) measured on one *hardware*
+(device name, runtime and its version, threads, batch, precision). Its ``entries`` map a layer
+key (:meth:`LayerConfig.key`: operator, kernel, stride, padding, dilation, groups, input size,
+batch, C_in x C_out) to the median latency in ms, so measurements are shared by every model
+that has the same layer. ``calibrations`` hold, per model fingerprint, the whole-model
+measurements and the fitted ``measured ~ a * sum(layers) + b`` (see ``predictor.py``).
+
+Each measured graph is one layer: a Conv (with bias, as batch norm folds into it on export)
+or a MatMul + Add, built with the ONNX helper API, fp32, timed by the profile's runner.
+Activations, additions, pooling and the layout changes between layers are not in the table:
+the calibration against whole models accounts for them. The per-call overhead of the runtime
+(an Identity graph, key ``null``) is measured too and subtracted from every layer.
+
+Timing is made robust for a shared, noisy machine: every point is timed in several *rounds*,
+each round visiting all points in a shuffled order (so a burst of foreign load spreads over
+many points instead of spoiling one), and the median of the rounds' medians is kept.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from exporters.runners import OrtRunner
+from exporters.stats import cpu_name
+
+from ..errors import CompressError
+from ..fileio import write_json
+from .layers import LayerConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+KIND = "compressor-latency-table"
+NULL_KEY = "null"
+_HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock")
+CLOCKS = ("wall", "cpu")
+_BIG_GRAPH_BYTES = 256 * 2**20  # graphs with more weights are written per measurement, not kept
+
+
+# ---------------------------------------------------------------------- target and hardware
+def choose_runtime(profile) -> str:
+    """The first runtime of ``profile.runtimes`` that can time a graph on this machine."""
+    from exporters.runners import ORT_PROVIDERS, TORCH_DEVICES, available_runners
+
+    usable = available_runners()
+    for name in profile.runtimes:
+        if name == "tensorrt":
+            from exporters.tensorrt_engine import tensorrt_available
+
+            if tensorrt_available()[0]:
+                return name
+        elif (name in ORT_PROVIDERS or name in TORCH_DEVICES) and name in usable:
+            return name
+    raise CompressError(
+        f"none of profile '{profile.name}''s runtimes ({', '.join(profile.runtimes)}) can measure on this "
+        f"machine (usable here: {', '.join(usable)}): measure the table on the target with `compress lut "
+        f"--target {profile.name}` and pass it with --latency-table"
+    )
+
+
+def _on_gpu(runtime: str) -> bool:
+    return runtime in ("tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda")
+
+
+def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precision: str = "fp32",
+                         clock: str = "wall") -> dict:
+    """What a measurement depends on besides the layer: device, runtime + version, threads, batch,
+    precision, clock."""
+    if _on_gpu(runtime):
+        import torch
+
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown gpu"
+    else:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cpus = os.cpu_count() or 1
+        device = f"{cpu_name()} ({cpus} cpus)"
+    if runtime.startswith("onnxruntime"):
+        version = ort.__version__
+    elif runtime == "tensorrt":
+        import tensorrt  # noqa: F401 - only reached when choose_runtime found it
+
+        version = tensorrt.__version__
+    else:
+        import torch
+
+        version = torch.__version__
+        if runtime == "torch-cpu":
+            threads = torch.get_num_threads()
+    return {"device": device, "runtime": runtime, "runtime_version": version, "threads": int(threads),
+            "batch": int(batch), "precision": precision if _on_gpu(runtime) else "fp32", "clock": clock}
+
+
+def describe_hardware(hw: dict) -> str:
+    return (f"{hw.get('device', '?')} with {hw.get('runtime', '?')} {hw.get('runtime_version', '')} "
+            f"({hw.get('threads', 0)} threads, batch {hw.get('batch', 1)}, {hw.get('precision', 'fp32')}, "
+            f"{hw.get('clock', 'wall')} clock)")
+
+
+def make_runner(runtime: str, threads: int = 0, precision: str = "fp32", clock: str = "wall"):
+    """A runner (``measure(model, input_shape, batch, warmup, runs) -> LatencyStats``) for ``runtime``.
+
+    ``clock="cpu"`` (onnxruntime-cpu with one thread only) times each inference by the CPU time
+    of the thread that runs it (see :class:`CpuClockOrtRunner`).
+    """
+    if clock not in CLOCKS:
+        raise CompressError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if clock == "cpu":
+        if runtime != "onnxruntime-cpu" or threads != 1:
+            raise CompressError(f"the cpu clock times one thread: it needs runtime onnxruntime-cpu with 1 thread, "
+                                f"not {runtime} with {threads}; use the wall clock")
+        return CpuClockOrtRunner()
+    if runtime == "tensorrt":
+        from exporters.tensorrt_engine import TrtRunner
+
+        return TrtRunner(precision=precision)
+    from exporters.runners import make_runner as _make
+
+    return _make(runtime, threads)
+
+
+class CpuClockOrtRunner(OrtRunner):
+    """onnxruntime on the CPU with one intra-op thread, each run timed by the CPU time of the
+    calling thread (``time.thread_time``), where onnxruntime then does all the work.
+
+    On an idle machine this equals the wall-clock time; on a shared one it leaves out the time
+    the thread waited for a core, which otherwise inflates long inferences far more than short
+    ones (a 40 ms inference is preempted in most runs, a 0.1 ms layer in almost none), so that a
+    sum of layers and a whole model would be timed on different scales.
+    """
+
+    def __init__(self):
+        super().__init__(["CPUExecutionProvider"], threads=1)
+
+    def _time(self, model, x, warmup, runs):
+        if not isinstance(model, (str, os.PathLike)):
+            raise CompressError("the cpu clock times ONNX files; export the model first")
+        session, _ = self._session(Path(model))
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        for _ in range(warmup):
+            session.run(None, feed)
+        times = []
+        for _ in range(runs):
+            start = time.thread_time()
+            session.run(None, feed)
+            times.append(max(time.thread_time() - start, 1e-6) * 1e3)
+        return times, {"device": cpu_name(), "versions": {"onnxruntime": ort.__version__}, "threads": 1,
+                       "settings": {"providers": session.get_providers(), "intra_op_num_threads": 1,
+                                    "clock": "thread cpu time"}}
+
+
+# ---------------------------------------------------------------------- single-layer graphs
+def layer_onnx(config: LayerConfig, cin: int, cout: int, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a one-layer ONNX graph (input ``input``, output ``logits``, dynamic batch) to ``path``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    cin, cout = config.channels(cin, cout)
+    if config.op == "linear":
+        rows = config.in_hw[0]
+        w = rng.standard_normal((cin, cout), dtype=np.float32) * np.float32(1.0 / np.sqrt(cin))
+        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(cout, np.float32), "B")]
+        nodes = [helper.make_node("MatMul", ["input", "W"], ["mm"]), helper.make_node("Add", ["mm", "B"], ["logits"])]
+        dims = ["batch", cin] if rows == 1 else ["batch", rows, cin]
+    else:
+        groups = cout if config.op == "dwconv" else config.groups
+        kh, kw = config.kernel
+        w = rng.standard_normal((cout, cin // groups, kh, kw), dtype=np.float32)
+        w *= np.float32(1.0 / np.sqrt(max(1, cin // groups * kh * kw)))
+        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(cout, np.float32), "B")]
+        nodes = [helper.make_node("Conv", ["input", "W", "B"], ["logits"], kernel_shape=[kh, kw],
+                                  strides=list(config.stride), pads=list(config.pads), dilations=list(config.dilation),
+                                  group=groups)]
+        dims = ["batch", cin, *config.in_hw]
+    return _write_graph(nodes, dims, inits, path)
+
+
+def null_onnx(path: str | os.PathLike) -> Path:
+    """An Identity graph on a one-element input: the runtime's fixed cost of one call."""
+    from onnx import helper
+
+    return _write_graph([helper.make_node("Identity", ["input"], ["logits"])], ["batch", 1], [], path)
+
+
+def _write_graph(nodes, dims, inits, path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="compressor-lut")
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def layer_module(config: LayerConfig, cin: int, cout: int):
+    """The same layer as an ``nn.Module``, for the torch runtimes."""
+    from torch import nn
+
+    cin, cout = config.channels(cin, cout)
+    if config.op == "linear":
+        return nn.Linear(cin, cout)
+    groups = cout if config.op == "dwconv" else config.groups
+    t, l, b, r = config.pads
+    conv = nn.Conv2d(cin, cout, config.kernel, config.stride, 0, config.dilation, groups)
+    if (t, l) == (b, r):
+        conv.padding = (t, l)
+        return conv
+    return nn.Sequential(nn.ZeroPad2d((l, r, t, b)), conv)
+
+
+@dataclass
+class Probe:
+    """One graph to time: its cache key, how to build it, its input shape (without batch)."""
+
+    key: str
+    input_shape: tuple[int, ...]
+    build_onnx: Callable[[Path], Path]
+    build_module: Callable[[], object] | None = None
+    weight_bytes: int = 0
+
+
+def layer_probe(config: LayerConfig, cin: int, cout: int) -> Probe:
+    ci, co = config.channels(cin, cout)
+    if config.op == "linear":
+        nbytes = 4 * ci * co
+    else:
+        groups = co if config.op == "dwconv" else config.groups
+        nbytes = 4 * co * (ci // groups) * config.kernel[0] * config.kernel[1]
+    return Probe(config.key(cin, cout), config.input_shape(ci), lambda p: layer_onnx(config, cin, cout, p),
+                 lambda: layer_module(config, cin, cout), nbytes)
+
+
+def null_probe() -> Probe:
+    from torch import nn
+
+    return Probe(NULL_KEY, (1,), null_onnx, nn.Identity, 0)
+
+
+def _bar(total: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="graph", leave=False, disable=quiet or not sys.stderr.isatty())
+
+
+def summarize(rounds: Sequence[float], stat: str = "min") -> float:
+    """One latency from the rounds' medians: ``"min"`` (the quietest round: foreign load only ever
+    adds time, so the lowest median is the most repeatable estimate on a shared machine) or
+    ``"median"``."""
+    if stat == "min":
+        return float(np.min(rounds))
+    if stat == "median":
+        return float(np.median(rounds))
+    raise ValueError(f"unknown statistic {stat!r}: use min or median")
+
+
+def measure_probes(runner, probes: Sequence[Probe], *, batch: int, warmup: int, runs: int, rounds: int = 5,
+                   seed: int = 0, quiet: bool = True, desc: str = "latency table") -> list[list[float]]:
+    """Time every probe in ``rounds`` shuffled passes; per probe, the median (p50) of each round, in ms.
+
+    ONNX files are written once to a temporary folder (graphs above 256 MiB of weights are written
+    anew for each measurement and removed after it); torch runtimes time the module directly.
+    """
+    use_module = getattr(runner, "runtime", "").startswith("torch-")
+    out: list[list[float]] = [[] for _ in probes]
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="compressor-lut-") as tmp, _bar(len(probes) * rounds, desc, quiet) as bar:
+        paths: dict[int, Path] = {}
+
+        def target(i: int):
+            p = probes[i]
+            if use_module and p.build_module is not None:
+                return p.build_module()
+            if i in paths:
+                return paths[i]
+            path = p.build_onnx(Path(tmp) / f"g{i}.onnx")
+            if p.weight_bytes <= _BIG_GRAPH_BYTES:
+                paths[i] = path
+            return path
+
+        for _ in range(rounds):
+            for i in rng.permutation(len(probes)):
+                model = target(int(i))
+                stats = runner.measure(model, probes[i].input_shape, batch=batch, warmup=warmup, runs=runs)
+                out[i].append(float(stats.p50))
+                if isinstance(model, Path) and int(i) not in paths:
+                    model.unlink(missing_ok=True)
+                bar.update(1)
+    return out
+
+
+# ---------------------------------------------------------------------- the table
+@dataclass
+class LatencyTable:
+    """Measured single-layer latencies of one profile on one hardware (see the module docstring)."""
+
+    profile: str
+    hardware: dict
+    entries: dict[str, dict] = field(default_factory=dict)  # key -> {"ms": median, "rounds": [...]}
+    calibrations: dict[str, dict] = field(default_factory=dict)  # model fingerprint -> fit and points
+    settings: dict = field(default_factory=dict)  # warmup, runs, rounds of the measurements
+    source: str = ""
+
+    def ms(self, key: str) -> float:
+        return float(self.entries[key]["ms"])
+
+    def missing(self, keys) -> list[str]:
+        """Keys not measured yet, in first-seen order without repeats."""
+        return [k for k in dict.fromkeys(keys) if k not in self.entries]
+
+    def add(self, key: str, rounds: Sequence[float], stat: str = "min") -> None:
+        self.entries[key] = {"ms": summarize(rounds, stat), "rounds": [round(float(r), 6) for r in rounds]}
+
+    def measure(self, runner, probes: Sequence[Probe], *, warmup: int, runs: int, rounds: int = 5, seed: int = 0,
+                stat: str = "min", quiet: bool = True) -> int:
+        """Measure the probes whose keys are missing; returns how many were measured."""
+        todo = list({p.key: p for p in probes if p.key not in self.entries}.values())
+        if not todo:
+            return 0
+        log.info("measuring %d single-layer graphs on %s (%d rounds of %d runs)", len(todo),
+                 describe_hardware(self.hardware), rounds, runs)
+        results = measure_probes(runner, todo, batch=int(self.hardware.get("batch", 1)), warmup=warmup, runs=runs,
+                                 rounds=rounds, seed=seed, quiet=quiet)
+        for p, r in zip(todo, results):
+            self.add(p.key, r, stat)
+        self.settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "stat": stat}
+        return len(todo)
+
+    # ------------------------------------------------------------------ identity checks
+    def check(self, profile: str, hardware: dict | None = None) -> None:
+        """Raise CompressError unless the table was measured for ``profile`` (and ``hardware``, if given)."""
+        mine = {k: self.hardware.get(k) for k in _HW_KEYS}
+        theirs = {k: hardware.get(k) for k in _HW_KEYS} if hardware is not None else mine
+        if self.profile != profile or mine != theirs:
+            where = f" on {describe_hardware(hardware)}" if hardware is not None else ""
+            raise CompressError(
+                f"latency table {self.source or '(in memory)'} was measured for profile {self.profile} on "
+                f"{describe_hardware(self.hardware)}, not for {profile}{where}: build one with "
+                f"`compress lut --target {profile}`"
+            )
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "kind": KIND, "profile": self.profile, "hardware": dict(self.hardware),
+                "settings": dict(self.settings), "entries": dict(sorted(self.entries.items())),
+                "calibrations": dict(self.calibrations)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "latency table") -> "LatencyTable":
+        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT:
+            raise CompressError(f"{source} is not a latency table of format {FORMAT}: build one with `compress lut`")
+        try:
+            entries = {str(k): {"ms": float(v["ms"]), "rounds": [float(x) for x in v.get("rounds", [])]}
+                       for k, v in data["entries"].items()}
+            table = cls(str(data["profile"]), dict(data["hardware"]), entries, dict(data.get("calibrations", {})),
+                        dict(data.get("settings", {})), source)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CompressError(f"{source} is a damaged latency table: build it again with `compress lut`") from None
+        return table
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table as JSON, atomically."""
+        self.source = str(path)
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, profile: str | None = None, hardware: dict | None = None) -> "LatencyTable":
+        """Read a table; with ``profile`` (and ``hardware``) given, refuse one measured for others."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CompressError(f"latency table {path} does not exist: build one with `compress lut`") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CompressError(f"cannot read latency table {path} ({type(exc).__name__}): build it again with "
+                                "`compress lut`") from None
+        table = cls.from_dict(data, str(path))
+        if profile is not None:
+            table.check(profile, hardware)
+        return table
