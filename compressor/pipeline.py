@@ -27,6 +27,7 @@ from .counting import count_macs, count_params
 from .data import load_data, make_loader
 from .errors import CompressError
 from .fileio import write_json
+from .manifest import write_manifest
 from .models import resolve_model
 from .report import write_reports
 from .search import SEARCHERS, SearchContext
@@ -267,6 +268,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "timings_s": stage.seconds,
     }
     write_reports(out, report)
+    write_manifest(out, {"command": "run", **report["settings"], "budget": budget.to_dict(), "data": report["data"]})
     log.info("wrote %s", out)
     return report
 
@@ -330,6 +332,8 @@ def run_nas(config: RunConfig) -> dict:
             "timings_s": stage.seconds,
         }
         write_reports(out, report)
+        write_manifest(out, {"command": "nas", **report["settings"], "budget": config.budget.to_dict(),
+                             "data": report["data"]})
         return report
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):

@@ -30,8 +30,20 @@ def run_dir(tmp_path_factory):
 
 def test_run_writes_every_artifact(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    assert {"arch.json", "model.pt", "model.onnx", "baseline.onnx", "report.json", "report.md"} <= names
+    assert {"arch.json", "model.pt", "model.onnx", "baseline.onnx", "report.json", "report.md", "search.json",
+            "manifest.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_manifest_hashes_every_artifact(run_dir):
+    import hashlib
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    onnx_bytes = (run_dir / "model.onnx").read_bytes()
+    assert manifest["artifacts"]["model.onnx"]["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert set(manifest["artifacts"]) >= {"arch.json", "model.pt", "report.json"}
+    assert manifest["inputs"]["model"] == "resnet18" and manifest["inputs"]["budget"]["macs"] == 20_000_000
+    assert "torch" in manifest["versions"] and "onnxruntime" in manifest["versions"]
 
 
 def test_report_fields_and_budget(run_dir):

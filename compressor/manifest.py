@@ -1,0 +1,52 @@
+"""The run directory's manifest: what went in (settings, data), which versions ran, and the
+SHA-256 of every artifact, so a result can be traced and checked later."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .fileio import write_json
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "numpy", "tensorrt")
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict:
+    """Versions of Python, this package and the libraries that shape a result."""
+    found = {"python": sys.version.split()[0], "compressor": __version__, "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def write_manifest(out: Path, inputs: dict) -> Path:
+    """Write ``manifest.json``: ``inputs``, versions, and the hash and size of every other file in ``out``."""
+    out = Path(out)
+    artifacts = {
+        p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    return write_json(out / MANIFEST, {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": inputs,
+        "versions": versions(),
+        "artifacts": artifacts,
+    })
