@@ -29,6 +29,7 @@ setup(
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "pillow>=9",
+        "matplotlib>=3.5",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["compress=compressor.cli:main"]},

@@ -330,3 +330,22 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
         _fail(exc)
     click.echo(f"built {engine_path} ({info.get('precision', precision)}); time it with "
                f"`compress bench {engine_path} --target {profile.name}`")
+
+
+@main.command("report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default=None,
+              help="Folder for report.md, report.html and merged.json; without it the Markdown table is printed.")
+@click.option("--quiet", "-q", is_flag=True)
+def report_command(paths, out, quiet):
+    """Merge run directories and `compress bench` JSON files (matched to runs by SHA-256) into one report."""
+    from .merge import merge_reports, merged_markdown, write_merged
+
+    _setup_logging(quiet)
+    try:
+        merged = merge_reports(paths)
+        if out:
+            write_merged(out, merged)
+    except CompressError as exc:
+        _fail(exc)
+    click.echo(f"written to {out}" if out else merged_markdown(merged))

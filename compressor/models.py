@@ -9,7 +9,6 @@ import importlib
 import inspect
 import logging
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +90,11 @@ def _user_model(spec: str, num_classes: int | None, kwargs: dict | None = None) 
         raise CompressError(
             f"cannot import {module_name!r} for model {spec!r} ({exc}); check the name and PYTHONPATH"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's module itself is broken
+        raise CompressError(
+            f"importing {module_name!r} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "fix the module"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise CompressError(f"{module_name!r} has no callable {attr!r}; check the model spec {spec!r}")
@@ -98,9 +102,16 @@ def _user_model(spec: str, num_classes: int | None, kwargs: dict | None = None) 
     kwargs = dict(kwargs or {})
     if takes_classes and num_classes is not None:
         kwargs["num_classes"] = num_classes
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except TypeError as exc:
+        raise CompressError(
+            f"{spec!r} could not be called with {sorted(kwargs) or 'no arguments'} ({exc}); the function must "
+            "build the model from num_classes alone (give its other arguments defaults)"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise CompressError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        raise CompressError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module: "
+                            "make the function return the model")
     if num_classes is not None and not takes_classes:
         replace_classifier(model, num_classes)
     return model
@@ -117,18 +128,21 @@ def load_state_file(path: str | Path) -> dict:
     """Read a state_dict file with ``weights_only=True``; unwrap ``{"state_dict": ...}``."""
     path = Path(path)
     if not path.is_file():
-        raise CompressError(f"weights file {str(path)!r} does not exist")
+        raise CompressError(f"weights file {str(path)!r} does not exist: give a state_dict file or a "
+                            "torchvision weights name such as DEFAULT")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise CompressError(f"{path} is not a readable PyTorch checkpoint: it is corrupt or not a torch.save file") from None
+        if "Unsupported global" not in str(exc):
+            raise CompressError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not written by "
+                                "torch.save): save it again with torch.save(model.state_dict(), path)") from None
         raise CompressError(
             f"{path} needs code to load (it holds pickled objects, not only tensors); refused because weights are "
             "read with weights_only=True: save model.state_dict() with torch.save and pass that file"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CompressError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    except Exception:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler
+        raise CompressError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not written by "
+                            "torch.save): save it again with torch.save(model.state_dict(), path)") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

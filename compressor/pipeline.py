@@ -30,7 +30,7 @@ from .fileio import write_json
 from .manifest import write_manifest
 from .models import resolve_model
 from .report import write_reports
-from .search import SEARCHERS, SearchContext
+from .search import SEARCHERS, SearchContext, check_options
 from .space import SearchSpace
 from .surgery import materialize
 from .train import evaluate, pick_device, reinitialize, train
@@ -95,7 +95,7 @@ def resolve_target(name: str) -> Profile:
 
 
 def prepare_out_dir(out: str | None, model: str, overwrite: bool) -> Path:
-    """The run directory: refuse a non-empty one unless ``overwrite``."""
+    """The run directory: refuse a non-empty one unless ``overwrite``. See :func:`_discard` for failures."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = str(Path("runs") / f"{stamp}-{model.replace(':', '_').replace('.', '_')}")
@@ -147,18 +147,40 @@ def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None) -> dict
 
 def run(config: RunConfig) -> dict:
     """Run one compression end to end and return the report (also written to the run directory)."""
-    if config.method not in SEARCHERS:
-        raise CompressError(f"unknown method {config.method!r}: use one of {', '.join(SEARCHERS)}")
+    check_options(config.method, config.options or {})
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
-    created = config.out is None or not Path(config.out).exists()
-    out = prepare_out_dir(config.out, config.model, config.overwrite)
+    out, created = _new_out_dir(config, config.model)
     try:
         return _run(config, profile, shape, out)
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # leave nothing behind for a run that wrote nothing
+        _discard(out, created)
         raise
+
+
+def _new_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
+    """Prepare the run directory; also return the top-most folder this created (None: none)."""
+    missing = None
+    probe = Path(config.out).absolute() if config.out else Path("runs").absolute() / "new-run"
+    while not probe.exists() and probe != probe.parent:
+        missing, probe = probe, probe.parent
+    out = prepare_out_dir(config.out, name, config.overwrite)
+    if missing is not None and missing.name == "new-run":  # the default folder: runs/ existed already
+        missing = out.absolute()
+    return out, missing
+
+
+def _discard(out: Path, created: Path | None) -> None:
+    """After a failed run, remove the empty folders it created, from ``out`` up to ``created``."""
+    if created is None:
+        return
+    created = created.absolute()
+    folder = out.absolute()
+    while folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        if folder == created:
+            break
+        folder = folder.parent
 
 
 def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
@@ -180,6 +202,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
                                 "classes: drop --num-classes or use matching data")
         model, spec, trained = resolve_model(config.model, config.weights, num_classes)
+        _check_runs_at(model, config.train_resolution)
 
     with stage("search_space"):
         space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
@@ -259,7 +282,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(lats["compressed"])},
         "latency": lats,
         "onnx": onnx_info,
-        "architecture": {"file": checkpoint.ARCH_FILE, "widths": arch.widths, "blocks": arch.blocks,
+        "architecture": {"file": checkpoint.ARCH_FILE, "widths": arch.widths, "full_widths": full.widths,
+                         "blocks": arch.blocks,
                          "dropped_blocks": [k for k, v in arch.blocks.items() if not v]},
         "fixed_layers": space.fixed_layers,
         "search": {"steps": len(history), "file": "search.json"},
@@ -298,8 +322,7 @@ def run_nas(config: RunConfig) -> dict:
         raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
-    created = config.out is None or not Path(config.out).exists()
-    out = prepare_out_dir(config.out, "shrinkcnn", config.overwrite)
+    out, created = _new_out_dir(config, "shrinkcnn")
     try:
         stage = _Stages()
         seed_everything(config.seed)
@@ -336,9 +359,20 @@ def run_nas(config: RunConfig) -> dict:
                              "data": report["data"]})
         return report
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        _discard(out, created)
         raise
+
+
+def _check_runs_at(model, resolution: int) -> None:
+    """Raise CompressError unless ``model`` runs on training images of ``resolution``."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, resolution, resolution))
+    except Exception as exc:  # noqa: BLE001 - the user's model does not run at this size
+        raise CompressError(
+            f"the model does not run on {resolution}x{resolution} training images ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}); raise --train-resolution"
+        ) from None
 
 
 def _costs(space: SearchSpace, arch) -> dict:

@@ -1,9 +1,11 @@
-"""Run reports: ``report.json`` (all figures) and ``report.md`` (the table a person reads)."""
+"""Run reports: ``report.json`` (all figures), ``report.md`` (the table a person reads) and
+``report.html`` (the same with plots, see ``compressor.report_html``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .fileio import write_json, write_text
+from .report_html import format_budget, write_html
 from .units import format_count
 
 
@@ -35,7 +37,7 @@ def _table(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     """Render a run report as Markdown."""
     lat_c = report["latency"]["compressed"]
-    budget = ", ".join(f"{k} <= {format_count(v)}" for k, v in report["budget"].items() if v is not None)
+    budget = format_budget(report["budget"])
     shape = "x".join(map(str, report["input_shape"]))
     res = report["train_resolution"]
     lines = [
@@ -73,3 +75,4 @@ def write_reports(out: Path, report: dict) -> None:
     """Write ``report.json`` and ``report.md`` into ``out`` (atomically)."""
     write_json(Path(out) / "report.json", report)
     write_text(Path(out) / "report.md", markdown(report))
+    write_html(Path(out), report)

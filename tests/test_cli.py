@@ -108,7 +108,7 @@ def test_inspect_json():
     (["--target", "cpu"], "no budget given"),
     (["--budget-macs", "300M", "--model", "resnet1000"], "unknown model"),
     (["--budget-macs", "300M", "--model", "no_such_pkg.mod:fn"], "cannot import"),
-    (["--budget-macs", "300M", "--target", "gpu"], "needs a GPU runtime"),
+    (["--budget-macs", "300M", "--target", "gpu"], "none of them is usable on this machine"),
     (["--budget-macs", "300M", "--target", "tpu"], "unknown target"),
     (["--budget-macs", "300M", "--input-shape", "224x224"], "is not CxHxW"),
     (["--budget-macs", "300M", "--data", "/no/such/dir"], "does not exist"),
@@ -142,13 +142,13 @@ def test_tas_method_end_to_end(tmp_path):
 
 def test_nas_shrinkcnn_end_to_end(tmp_path):
     out = tmp_path / "nas"
-    result = invoke("nas", "--budget-macs", "3M", "--train-resolution", "16", "--input-shape", "3x32x32",
+    result = invoke("nas", "--budget-macs", "12M", "--train-resolution", "16", "--input-shape", "3x32x32",
                     "--epochs", "1", "--latency-runs", "5", "--out", str(out), "-q",
                     "--option", "k=2", "--option", "epochs=1", "--option", "max_steps=1",
                     "--option", "train_images=128", "--option", "val_images=64")
     assert result.exit_code == 0, result.output
     r = json.loads((out / "report.json").read_text())
-    assert r["compressed"]["macs"] <= 3_000_000 and r["onnx"]["max_abs_diff"] < 1e-4
+    assert r["compressed"]["macs"] <= 12_000_000 and r["onnx"]["max_abs_diff"] < 1e-4
     snapshots = json.loads((out / "search.json").read_text())["snapshots"]
     assert len(snapshots[-1]["edges"]) < 28  # one shrink step removed at least one edge
     model = compressor.load(out)
@@ -175,3 +175,18 @@ def test_engine_without_tensorrt_is_a_clear_error(run_dir):
     result = invoke("engine", str(run_dir / "model.onnx"), "-q")
     assert result.exit_code == 2 and "TensorRT is not installed" in result.output
     assert not (run_dir / "model.engine").exists()
+
+
+def test_report_merges_a_run_and_a_device_bench(run_dir, tmp_path):
+    bench = tmp_path / "device.bench.json"
+    assert invoke("bench", str(run_dir / "model.onnx"), "--target", "cpu", "--runs", "3", "--warmup", "0",
+                  "--out", str(bench), "-q").exit_code == 0
+    out = tmp_path / "merged"
+    result = invoke("report", str(run_dir), str(bench), "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    merged = json.loads((out / "merged.json").read_text())
+    assert len(merged["runs"]) == 1 and not merged["unmatched"]
+    p50 = json.loads(bench.read_text())["stats"]["p50"]
+    assert f"{p50:.3f}" in (out / "report.md").read_text()
+    assert "<img" in (out / "report.html").read_text()
+    assert (run_dir / "report.html").is_file()  # every run writes its HTML page too

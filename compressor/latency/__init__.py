@@ -8,13 +8,13 @@ on whole-model measurements (ALGORITHMS.md section 4).
 """
 from .layers import DimTable, LayerConfig, LayerInstance, grid_points, trace_layers
 from .predictor import (ExpectedLatency, LatencyModel, build_latency_model, build_lut, calibration_architectures,
-                        evaluate_predictor, fit_affine, measure_architectures, model_fingerprint,
+                        evaluate_predictor, fit_affine, fit_calibration, measure_architectures, model_fingerprint,
                         random_architecture)
 from .table import LatencyTable, choose_runtime, hardware_fingerprint
 
 __all__ = [
     "DimTable", "ExpectedLatency", "LatencyModel", "LatencyTable", "LayerConfig", "LayerInstance",
     "build_latency_model", "build_lut", "calibration_architectures", "choose_runtime", "evaluate_predictor",
-    "fit_affine", "grid_points", "hardware_fingerprint", "measure_architectures", "model_fingerprint",
+    "fit_affine", "fit_calibration", "grid_points", "hardware_fingerprint", "measure_architectures", "model_fingerprint",
     "random_architecture", "trace_layers",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LayerConfig", "LayerInstance", "DimTable", "trace_layers", "grid_points"]
+__all__ = ["LayerConfig", "LayerInstance", "DimTable", "trace_layers", "grid_points", "effective_channels"]
 
 
 @dataclass(frozen=True)
@@ -226,13 +226,22 @@ def trace_layers(space, model: nn.Module, batch: int = 1) -> tuple[list[LayerIns
     return layers, table
 
 
-def grid_points(lo: float, hi: float, n: int, multiple: int = 1, groups: int = 1) -> list[int]:
-    """About ``n`` channel counts from ``lo`` to ``hi`` (both included), inner ones rounded to
-    ``multiple`` (and to ``groups`` for a grouped convolution). Deterministic, so that layers of
-    different models with the same range share measurements."""
+def grid_points(lo: float, hi: float, n: int, step: int = 1) -> list[int]:
+    """About ``n`` channel counts from ``lo`` to ``hi`` (both included), the inner ones multiples
+    of ``step`` (the hardware's channel block). Deterministic, so that layers of different models
+    with the same range share measurements."""
     lo, hi = int(round(lo)), int(round(hi))
     if hi <= lo or n <= 1:
         return [hi] if n <= 1 else sorted({lo, hi})
-    step = int(np.lcm(max(1, multiple), max(1, groups)))
+    step = max(1, int(step))
     inner = [int(round(v / step)) * step for v in np.linspace(lo, hi, n)[1:-1]]
     return sorted({lo, hi, *[v for v in inner if lo < v < hi]})
+
+
+def effective_channels(c, lo, hi, block: int):
+    """Channel count ``c`` rounded up to the hardware's channel ``block`` and clamped to [lo, hi]
+    (numpy arrays). Runtimes pad channels to their vector block (onnxruntime's NCHWc layout: 16
+    with AVX-512, 8 with AVX2), so 56 channels cost what 64 do; the table is interpolated there."""
+    if block > 1:
+        c = np.ceil(np.asarray(c, dtype=np.float64) / block - 1e-9) * block
+    return np.clip(c, lo, hi)

@@ -37,14 +37,14 @@ from torch import nn
 
 from ..architecture import Architecture
 from ..errors import CompressError
-from .layers import DimTable, LayerInstance, grid_points, trace_layers
-from .table import (NULL_KEY, LatencyTable, Probe, summarize, choose_runtime, describe_hardware, hardware_fingerprint,
+from .layers import DimTable, LayerInstance, effective_channels, grid_points, trace_layers
+from .table import (NULL_KEY, channel_block, LatencyTable, Probe, summarize, choose_runtime, describe_hardware, hardware_fingerprint,
                     layer_probe, make_runner, measure_probes, null_probe)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LatencyModel", "ExpectedLatency", "build_latency_model", "evaluate_predictor", "build_lut",
-           "fit_affine", "random_architecture", "calibration_architectures", "measure_architectures",
+           "fit_affine", "fit_calibration", "random_architecture", "calibration_architectures", "measure_architectures",
            "model_fingerprint"]
 
 
@@ -114,6 +114,27 @@ def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, 
     return float(a), float(b)
 
 
+def fit_calibration(features, measured) -> tuple[float, float, float]:
+    """``a, a_mis, b`` of ``measured ~ a * aligned + a_mis * misaligned + b``, on relative error.
+
+    ``features[k] = (aligned, misaligned)``: the summed table latency of architecture k's layers
+    whose channel counts are multiples of the hardware block, and of the others (which runtimes
+    run on slower paths, with layout changes around them, than the table's staircase says).
+    The two-slope fit needs at least 4 architectures with some misaligned latency and must give
+    positive slopes within a factor 3 of each other; otherwise one slope serves both (``fit_affine``).
+    """
+    f = np.asarray(features, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(measured, dtype=np.float64)
+    a, b = fit_affine(f.sum(1), m)
+    if len(m) >= 4 and f[:, 1].max() > 0.02 * f.sum(1).max() and np.ptp(f[:, 1] / f.sum(1)) > 0.02:
+        w = 1.0 / m
+        X = np.stack([f[:, 0] * w, f[:, 1] * w, w], axis=1)
+        (a1, a2, b2), *_ = np.linalg.lstsq(X, np.ones_like(m), rcond=None)
+        if np.isfinite([a1, a2, b2]).all() and a1 > 0 and a2 > 0 and 1 / 3 <= a2 / a1 <= 3:
+            return float(a1), float(a2), float(b2)
+    return a, a, b
+
+
 # ---------------------------------------------------------------------- architectures
 def random_architecture(space, rng: np.random.Generator, keep_prob: float = 0.5) -> Architecture:
     """Every decision group at a uniformly random choice; every block kept with ``keep_prob``."""
@@ -169,22 +190,26 @@ class LatencyModel:
     """Predicted latency (ms) of any architecture of one space on one target (see the module docstring)."""
 
     def __init__(self, space, layers: list[LayerInstance], dims: DimTable, table: LatencyTable,
-                 grid: int, multiple: int, a: float = 1.0, b: float = 0.0, fingerprint: str = ""):
+                 grid: int = 5, a: float = 1.0, b: float = 0.0, fingerprint: str = "", a_mis: float | None = None):
         self.space = space
         self.layers = layers
         self.dims = dims
         self.table = table
         self.grid = grid
-        self.multiple = multiple
+        self.block = int(table.hardware.get("channel_block", 1))
         self.a, self.b = float(a), float(b)
+        self.a_mis = self.a if a_mis is None else float(a_mis)
         self.fingerprint = fingerprint
         lo = dims.dims(dims.min_widths)
         hi = dims.dims(dims.full_widths)
         self.grids: list[tuple[list[int], list[int]]] = []
         for l in layers:
-            groups = l.config.groups if l.config.op == "conv" else 1
-            self.grids.append((grid_points(lo[l.dim_in], hi[l.dim_in], grid, multiple, groups),
-                               grid_points(lo[l.dim_out], hi[l.dim_out], grid, multiple, groups)))
+            step = int(np.lcm(self.block, l.config.groups)) if l.config.op == "conv" else self.block
+            axes = []
+            for d in (l.dim_in, l.dim_out):
+                start = effective_channels(lo[d], lo[d], hi[d], step)
+                axes.append(grid_points(float(start), hi[d], grid, step))
+            self.grids.append((axes[0], axes[1]))
         self._compiled = False
 
     # ------------------------------------------------------------------ the table's side
@@ -223,6 +248,8 @@ class LatencyModel:
         self._dout = np.asarray([l.dim_out for l in self.layers], dtype=np.int64)
         self._block = np.asarray([l.block for l in self.layers], dtype=np.int64)
         self._inside = np.flatnonzero(self._block >= 0)
+        self._var_in = gin[:, -1] > gin[:, 0]  # channel counts that change with the architecture
+        self._var_out = gout[:, -1] > gout[:, 0]
         self._compiled = True
         return self
 
@@ -230,17 +257,38 @@ class LatencyModel:
     def layer_ms(self, widths: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Uncalibrated latency of every layer call (0 inside dropped blocks), in ms."""
         d = self.dims.dims(np.asarray(widths, dtype=np.int64))
-        v = bilinear_np(self._gin, self._gout, self._vals, d[self._din], d[self._dout])
+        cin = effective_channels(d[self._din], self._gin[:, 0], self._gin[:, -1], self.block)
+        cout = effective_channels(d[self._dout], self._gout[:, 0], self._gout[:, -1], self.block)
+        v = bilinear_np(self._gin, self._gout, self._vals, cin, cout)
         if len(self._inside):
             v[self._inside] *= np.asarray(kept, dtype=bool)[self._block[self._inside]]
         return v
+
+    def misaligned(self, widths: np.ndarray) -> np.ndarray:
+        """Per layer call: whether a channel count that the architecture sets is not a multiple of the block."""
+        d = self.dims.dims(np.asarray(widths, dtype=np.int64))
+        if self.block <= 1:
+            return np.zeros(len(self.layers), dtype=bool)
+        r = np.round(d)
+        return ((r[self._din] % self.block != 0) & self._var_in) | ((r[self._dout] % self.block != 0) & self._var_out)
+
+    def features(self, arch: Architecture) -> tuple[float, float]:
+        """(aligned, misaligned) sums of the table latencies, before calibration (see ``fit_calibration``)."""
+        widths, kept = self.space.encode(arch)
+        ms = self.layer_ms(widths, kept)
+        mis = self.misaligned(widths)
+        return float(ms[~mis].sum()), float(ms[mis].sum())
 
     def raw(self, arch: Architecture) -> float:
         """Σ of the layers' table latencies (before calibration), in ms."""
         return float(self.layer_ms(*self.space.encode(arch)).sum())
 
     def predict_encoded(self, widths: np.ndarray, kept: np.ndarray) -> float:
-        return self.a * float(self.layer_ms(widths, kept).sum()) + self.b
+        ms = self.layer_ms(widths, kept)
+        if self.a_mis == self.a:
+            return self.a * float(ms.sum()) + self.b
+        mis = self.misaligned(widths)
+        return self.a * float(ms[~mis].sum()) + self.a_mis * float(ms[mis].sum()) + self.b
 
     def predict(self, arch: Architecture) -> float:
         """Predicted latency of ``arch`` on the target, in ms."""
@@ -300,7 +348,8 @@ class LatencyModel:
         keys = set(self.keys())
         sub = LatencyTable(self.table.profile, dict(self.table.hardware),
                            {k: v for k, v in self.table.entries.items() if k in keys},
-                           {self.fingerprint: self.calibration() or {"a": self.a, "b": self.b, "grid": self.grid}},
+                           {self.fingerprint: self.calibration() or {"a": self.a, "a_misaligned": self.a_mis,
+                                                                     "b": self.b, "grid": self.grid}},
                            dict(self.table.settings))
         return sub.to_dict()
 
@@ -325,7 +374,10 @@ class ExpectedLatency:
             lat.compile()
         dev = torch.device(device) if device is not None else torch.device("cpu")
         f64 = dict(dtype=torch.float64, device=dev)
-        self.a, self.b = lat.a, lat.b
+        self.a, self.b, self.a_mis = lat.a, lat.b, lat.a_mis
+        self.block = lat.block
+        self._var_in = torch.as_tensor(lat._var_in, device=dev)
+        self._var_out = torch.as_tensor(lat._var_out, device=dev)
         self.n_blocks = len(lat.space.blocks)
         self._dims = lat.dims.expected_dims(list(slot_groups), [list(c) for c in candidates], dev)
         self._gin = torch.as_tensor(lat._gin, **f64)
@@ -337,43 +389,65 @@ class ExpectedLatency:
         self._block = torch.as_tensor(lat._block[lat._inside], device=dev)
 
     def layer_ms(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated expected latency of every layer call (slope ``a`` or ``a_mis``), without ``b``."""
         d = self._dims(probs)
-        v = bilinear_torch(self._gin, self._gout, self._vals, d[self._din], d[self._dout])
+        v = bilinear_torch(self._gin, self._gout, self._vals, self._effective(d[self._din]),
+                           self._effective(d[self._dout]))
         if len(self._inside) and keep is not None:
             keep = torch.as_tensor(keep).to(v.device, torch.float64)
             if keep.shape != (self.n_blocks,):
                 raise ValueError(f"keep probabilities must have shape ({self.n_blocks},), got {tuple(keep.shape)}")
             alive = torch.ones_like(v).index_put((self._inside,), keep[self._block])
             v = v * alive
-        return v
+        if self.a_mis == self.a or self.block <= 1:
+            return self.a * v
+        with torch.no_grad():  # which slope applies is a step: its gradient is zero
+            r = torch.round(d)
+            mis = ((torch.remainder(r[self._din], self.block) != 0) & self._var_in) | (
+                (torch.remainder(r[self._dout], self.block) != 0) & self._var_out)
+        return torch.where(mis, self.a_mis * v, self.a * v)
+
+    def _effective(self, c: torch.Tensor) -> torch.Tensor:
+        """Channels rounded up to the hardware block, with a straight-through gradient: the value is
+        the staircase ``predict`` uses, the gradient that of the unrounded interpolation."""
+        if self.block <= 1:
+            return c
+        up = torch.ceil(c / self.block - 1e-9) * self.block
+        return c + (up - c).detach()
 
     def __call__(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Expected latency in ms (float64 scalar tensor)."""
-        return self.a * self.layer_ms(probs, keep).sum() + self.b
+        return self.layer_ms(probs, keep).sum() + self.b
 
     latency = __call__
 
 
 # ---------------------------------------------------------------------- measuring whole models
-def measure_architectures(space, model: nn.Module, archs: Sequence[Architecture], runner, *, batch: int = 1,
-                          warmup: int = 10, runs: int = 50, rounds: int = 5, seed: int = 0, stat: str = "min",
-                          quiet: bool = True) -> list[float]:
-    """Median latency (ms) of each architecture: materialized, exported, timed in shuffled rounds."""
+def arch_probes(space, model: nn.Module, archs: Sequence[Architecture], runner, folder: str | os.PathLike) -> list[Probe]:
+    """One probe per architecture: materialized and exported to ``folder`` (torch runtimes keep the module)."""
     from exporters.onnx_export import export_onnx
 
     from ..surgery import materialize
 
     use_module = getattr(runner, "runtime", "").startswith("torch-")
+    probes = []
+    for k, arch in enumerate(archs):
+        small = materialize(space, model, arch)
+        if use_module:
+            probes.append(Probe(f"arch {arch_hash(arch)}", tuple(space.input_shape), lambda p: p, lambda m=small: m))
+        else:
+            path = export_onnx(small, space.input_shape, Path(folder) / f"arch{k}.onnx")
+            probes.append(Probe(f"arch {arch_hash(arch)}", tuple(space.input_shape), lambda p, path=path: path))
+        del small
+    return probes
+
+
+def measure_architectures(space, model: nn.Module, archs: Sequence[Architecture], runner, *, batch: int = 1,
+                          warmup: int = 10, runs: int = 50, rounds: int = 5, seed: int = 0, stat: str = "min",
+                          quiet: bool = True) -> list[float]:
+    """Latency (ms) of each architecture: materialized, exported, timed in shuffled rounds, reduced by ``stat``."""
     with tempfile.TemporaryDirectory(prefix="compressor-calib-") as tmp:
-        probes = []
-        for k, arch in enumerate(archs):
-            small = materialize(space, model, arch)
-            if use_module:
-                probes.append(Probe(f"arch{k}", tuple(space.input_shape), lambda p: p, lambda m=small: m))
-            else:
-                path = export_onnx(small, space.input_shape, Path(tmp) / f"arch{k}.onnx")
-                probes.append(Probe(f"arch{k}", tuple(space.input_shape), lambda p, path=path: path))
-            del small
+        probes = arch_probes(space, model, archs, runner, tmp)
         results = measure_probes(runner, probes, batch=batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
                                  quiet=quiet, desc="whole models")
     return [summarize(r, stat) for r in results]
@@ -388,13 +462,19 @@ def _settings(profile, warmup, runs, threads, rounds):
     return warmup, runs, m.threads if threads is None else threads
 
 
-def _pooled(table: LatencyTable) -> tuple[float, float] | None:
-    raw, ms = [], []
+def _pooled(table: LatencyTable) -> tuple[float, float, float] | None:
+    feats, ms = [], []
     for cal in table.calibrations.values():
         for p in cal.get("points", []):
-            raw.append(p["raw"])
+            mis = float(p.get("raw_misaligned", 0.0))
+            feats.append((p["raw"] - mis, mis))
             ms.append(p["ms"])
-    return fit_affine(raw, ms) if raw else None
+    return fit_calibration(feats, ms) if feats else None
+
+
+def _apply(lat: LatencyModel, cal: dict) -> None:
+    lat.a, lat.b = float(cal["a"]), float(cal["b"])
+    lat.a_mis = float(cal.get("a_misaligned", lat.a))
 
 
 def _offline_model(space, model, profile, table: LatencyTable, grid: int | None) -> LatencyModel:
@@ -402,13 +482,13 @@ def _offline_model(space, model, profile, table: LatencyTable, grid: int | None)
     fp = model_fingerprint(space, layers)
     cal = table.calibrations.get(fp)
     if grid is None:
-        grid = int(cal["grid"]) if cal and "grid" in cal else 5
-    lat = LatencyModel(space, layers, dims, table, grid, profile.channel_multiple, fingerprint=fp).compile()
+        grid = int(cal["grid"]) if cal and "grid" in cal else int(table.settings.get("grid", 5))
+    lat = LatencyModel(space, layers, dims, table, grid, fingerprint=fp).compile()
     if cal and int(cal.get("grid", grid)) == grid:
-        lat.a, lat.b = float(cal["a"]), float(cal["b"])
+        _apply(lat, cal)
     else:
         pooled = _pooled(table)
-        lat.a, lat.b = pooled if pooled else (1.0, 0.0)
+        lat.a, lat.a_mis, lat.b = pooled if pooled else (1.0, 1.0, 0.0)
         log.warning("latency table %s holds no calibration for %s: using %s (a=%.3g, b=%.3g ms); predictions may be "
                     "off by a constant factor", table.source, fp,
                     "the pooled fit of its other models" if pooled else "the raw sum of layers", lat.a, lat.b)
@@ -416,10 +496,10 @@ def _offline_model(space, model, profile, table: LatencyTable, grid: int | None)
 
 
 def build_latency_model(space, model: nn.Module, profile, table_path: str | os.PathLike | None = None,
-                        calibration_archs: int = 6, *, grid: int = 5, rounds: int = 7, stat: str = "min",
-                        warmup: int | None = None,
-                        runs: int | None = None, threads: int | None = None, runtime: str | None = None,
-                        clock: str = "wall", runner=None, offline: bool = False, recalibrate: bool = False, seed: int = 0,
+                        calibration_archs: int = 8, *, grid: int | None = None, rounds: int = 7, stat: str = "min",
+                        warmup: int | None = None, runs: int | None = None, threads: int | None = None,
+                        runtime: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
+                        offline: bool = False, recalibrate: bool = False, seed: int = 0,
                         quiet: bool = False) -> LatencyModel:
     """A calibrated latency model of ``space`` (built on ``model``) for ``profile``.
 
@@ -432,6 +512,9 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     (onnxruntime-cpu, ``threads=1``) times by thread CPU time, robust on a shared machine.
     ``runner`` replaces the profile's runner (tests).
 
+    ``grid`` is the number of table points per channel dimension (default 5; offline: the one
+    the model was calibrated with).
+
     ``offline=True`` (a table measured on the target, used on another machine): nothing is
     measured; the table must have been made for this profile and hold every layer this model
     needs; its hardware is not compared with this machine's.
@@ -443,9 +526,11 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
             raise CompressError("an offline latency model needs a table: pass --latency-table FILE")
         table = LatencyTable.load(table_path, profile.name)
         return _offline_model(space, model, profile, table, grid)
+    grid = 5 if grid is None else grid
     if runtime is None:
         runtime = getattr(runner, "runtime", None) or choose_runtime(profile)
-    hardware = hardware_fingerprint(runtime, threads, profile.batch, profile.precision, clock)
+    block = channel_block(runtime, profile.channel_multiple) if block is None else block
+    hardware = hardware_fingerprint(runtime, threads, profile.batch, profile.precision, clock, block)
     if table_path is not None and Path(table_path).exists():
         table = LatencyTable.load(table_path, profile.name, hardware)
     else:
@@ -454,44 +539,69 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
         runner = make_runner(runtime, threads, profile.precision, clock)
     layers, dims = trace_layers(space, model, profile.batch)
     fp = model_fingerprint(space, layers)
-    lat = LatencyModel(space, layers, dims, table, grid, profile.channel_multiple, fingerprint=fp)
-    measured = table.measure(runner, lat.probes(), warmup=warmup, runs=runs, rounds=rounds, seed=seed, stat=stat,
-                             quiet=quiet)
-    lat.compile()
+    lat = LatencyModel(space, layers, dims, table, grid, fingerprint=fp)
+    todo = list({p.key: p for p in lat.probes() if p.key not in table.entries}.values())
     cal = table.calibrations.get(fp)
-    if cal is None or recalibrate or int(cal.get("grid", -1)) != grid or measured:
+    archs: list[Architecture] = []
+    if cal is None or recalibrate or int(cal.get("grid", -1)) != grid or todo:
         archs = calibration_architectures(space, calibration_archs, seed)
-        log.info("calibrating on %d whole architectures of %s", len(archs), fp)
-        ms = measure_architectures(space, model, archs, runner, batch=profile.batch, warmup=warmup, runs=runs,
-                                   rounds=rounds, seed=seed, stat=stat, quiet=quiet)
-        raw = [lat.raw(a) for a in archs]
-        a, b = fit_affine(raw, ms)
-        pred = [a * r + b for r in raw]
-        rel = [abs(p - m) / m for p, m in zip(pred, ms)]
-        cal = {"fingerprint": dict(space.fingerprint), "a": a, "b": b, "grid": grid,
-               "null_ms": table.ms(NULL_KEY), "max_rel_err": float(max(rel)), "mean_rel_err": float(np.mean(rel)),
-               "points": [{"arch": arch_hash(x), "macs": int(space.macs(x)), "raw": float(r), "ms": float(m)}
-                          for x, r, m in zip(archs, raw, ms)]}
+    if todo or archs:
+        log.info("measuring %d single-layer graphs and %d whole architectures of %s on %s (%d rounds of %d runs)",
+                 len(todo), len(archs), fp, describe_hardware(hardware), rounds, runs)
+    # layers and whole models are timed in the same shuffled rounds, so that a change in the
+    # machine's speed while they are measured affects both alike and the calibration absorbs it
+    with tempfile.TemporaryDirectory(prefix="compressor-calib-") as tmp:
+        probes = todo + (arch_probes(space, model, archs, runner, tmp) if archs else [])
+        results = measure_probes(runner, probes, batch=profile.batch, warmup=warmup, runs=runs, rounds=rounds,
+                                 seed=seed, quiet=quiet) if probes else []
+    for p, r in zip(todo, results):
+        table.add(p.key, r, stat)
+    if todo:
+        table.settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "stat": stat, "grid": grid}
+    lat.compile()
+    if archs:
+        ms = [summarize(r, stat) for r in results[len(todo):]]
+        feats = [lat.features(x) for x in archs]
+        a, a_mis, b = fit_calibration(feats, ms)
+        rel = [abs(a * f0 + a_mis * f1 + b - m) / m for (f0, f1), m in zip(feats, ms)]
+        cal = {"fingerprint": dict(space.fingerprint), "a": a, "a_misaligned": a_mis, "b": b, "grid": grid,
+               "archs": len(archs), "seed": seed, "null_ms": table.ms(NULL_KEY), "max_rel_err": float(max(rel)),
+               "mean_rel_err": float(np.mean(rel)),
+               "points": [{"arch": arch_hash(x), "macs": int(space.macs(x)), "raw": f0 + f1, "raw_misaligned": f1,
+                           "ms": float(m)} for x, (f0, f1), m in zip(archs, feats, ms)]}
         table.calibrations[fp] = cal
-        log.info("calibration of %s: measured = %.3f * table + %.3f ms (fit error mean %.1f%%, max %.1f%%)", fp, a, b,
-                 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
-    lat.a, lat.b = float(cal["a"]), float(cal["b"])
+        log.info("calibration of %s: measured = %.3f * aligned + %.3f * misaligned + %.3f ms (fit error mean %.1f%%, "
+                 "max %.1f%%)", fp, a, a_mis, b, 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
+    _apply(lat, cal)
     if table_path is not None:
         table.save(table_path)
     log.info("latency model of %s on %s ready in %.1f s (%d graphs measured)", fp, describe_hardware(hardware),
-             time.perf_counter() - t0, measured)
+             time.perf_counter() - t0, len(todo))
     return lat
+
+
+def _errors(predicted, measured) -> dict:
+    rel = np.abs(np.asarray(predicted) - np.asarray(measured)) / np.asarray(measured)
+    return {"within_10pct": float(np.mean(rel <= 0.10)), "mean_abs_rel_err": float(rel.mean()),
+            "max_abs_rel_err": float(rel.max()), "spearman": spearman(predicted, measured)}
 
 
 def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: int = 20, seed: int = 1, *,
                        rounds: int | None = None, stat: str | None = None, warmup: int | None = None,
                        runs: int | None = None, threads: int | None = None, runner=None, keep_prob: float = 0.5,
-                       quiet: bool = True) -> dict:
+                       reference: bool = True, quiet: bool = True) -> dict:
     """Measured vs predicted latency on ``n`` random architectures the calibration did not use.
 
     Measurement settings default to those the table was measured with (its ``settings``).
     Returns ``within_10pct`` (fraction of predictions within ±10% of the measurement),
-    ``mean_abs_rel_err``, ``max_abs_rel_err``, ``spearman`` and ``pairs`` (one dict per architecture).
+    ``mean_abs_rel_err``, ``max_abs_rel_err``, ``spearman`` and ``pairs`` (one dict per
+    architecture), for the model as built.
+
+    With ``reference`` (and a calibration made here), the calibration architectures are timed
+    again in the same rounds: ``drift`` is the median ratio of their latency now to their latency
+    at calibration (how much this machine's speed moved since; 1.0 on a quiet machine), and
+    ``same_session`` holds the same error figures for the calibration refitted on those fresh
+    measurements, which leaves the evaluated architectures unseen and removes the drift.
     """
     done = lat.table.settings
     rounds = int(done.get("rounds", 7)) if rounds is None else rounds
@@ -503,7 +613,8 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
     if runner is None:
         runner = make_runner(lat.table.hardware["runtime"], threads, profile.precision,
                              lat.table.hardware.get("clock", "wall"))
-    used = {p["arch"] for p in lat.calibration().get("points", [])}
+    cal = lat.calibration()
+    used = {p["arch"] for p in cal.get("points", [])}
     rng = np.random.default_rng(seed)
     archs: list[Architecture] = []
     tries = 0
@@ -512,19 +623,24 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
         arch = random_architecture(space, rng, keep_prob)
         if arch_hash(arch) not in used | {arch_hash(a) for a in archs}:
             archs.append(arch)
-    measured = measure_architectures(space, model, archs, runner, batch=profile.batch, warmup=warmup, runs=runs,
-                                     rounds=rounds, seed=seed, stat=stat, quiet=quiet)
+    refs: list[Architecture] = []
+    if reference and "archs" in cal:
+        refs = calibration_architectures(space, int(cal["archs"]), int(cal.get("seed", 0)))
+        then = {p["arch"]: p["ms"] for p in cal["points"]}
+        refs = [r for r in refs if arch_hash(r) in then]
+    ms = measure_architectures(space, model, archs + refs, runner, batch=profile.batch, warmup=warmup, runs=runs,
+                               rounds=rounds, seed=seed, stat=stat, quiet=quiet)
+    measured, ref_now = ms[: len(archs)], ms[len(archs):]
     predicted = [lat.predict(a) for a in archs]
-    rel = np.abs(np.asarray(predicted) - np.asarray(measured)) / np.asarray(measured)
-    return {
-        "n": len(archs),
-        "within_10pct": float(np.mean(rel <= 0.10)),
-        "mean_abs_rel_err": float(rel.mean()),
-        "max_abs_rel_err": float(rel.max()),
-        "spearman": spearman(predicted, measured),
-        "pairs": [{"macs": int(space.macs(a)), "predicted_ms": float(p), "measured_ms": float(m), "rel_err": float(e)}
-                  for a, p, m, e in zip(archs, predicted, measured, rel)],
-    }
+    out = {"n": len(archs), **_errors(predicted, measured)}
+    if refs:
+        out["drift"] = float(np.median([m / then[arch_hash(r)] for r, m in zip(refs, ref_now)]))
+        a, a_mis, b = fit_calibration([lat.features(r) for r in refs], ref_now)
+        pred = [a * f0 + a_mis * f1 + b for f0, f1 in (lat.features(x) for x in archs)]
+        out["same_session"] = {"a": a, "a_misaligned": a_mis, "b": b, **_errors(pred, measured)}
+    out["pairs"] = [{"macs": int(space.macs(a)), "predicted_ms": float(p), "measured_ms": float(m),
+                     "rel_err": float(abs(p - m) / m)} for a, p, m in zip(archs, predicted, measured)]
+    return out
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

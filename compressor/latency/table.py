@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 KIND = "compressor-latency-table"
 NULL_KEY = "null"
-_HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock")
+_HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock", "channel_block")
 CLOCKS = ("wall", "cpu")
 _BIG_GRAPH_BYTES = 256 * 2**20  # graphs with more weights are written per measurement, not kept
 
@@ -74,8 +75,30 @@ def _on_gpu(runtime: str) -> bool:
     return runtime in ("tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda")
 
 
+def channel_block(runtime: str, channel_multiple: int = 8) -> int:
+    """The channel count a runtime pads to (its vector block), which makes latency a staircase in channels.
+
+    onnxruntime's CPU provider on x86 runs convolutions in its NCHWc layout, whose block is 16
+    floats with AVX-512 and 8 with AVX2 (MLAS); elsewhere the profile's channel multiple is used.
+    """
+    if runtime == "onnxruntime-cpu" and platform.machine().lower() in ("x86_64", "amd64"):
+        try:
+            flags = set()
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        except OSError:
+            flags = set()
+        if "avx512f" in flags:
+            return 16
+        if "avx2" in flags:
+            return 8
+    return max(1, int(channel_multiple))
+
+
 def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precision: str = "fp32",
-                         clock: str = "wall") -> dict:
+                         clock: str = "wall", block: int = 1) -> dict:
     """What a measurement depends on besides the layer: device, runtime + version, threads, batch,
     precision, clock."""
     if _on_gpu(runtime):
@@ -101,7 +124,8 @@ def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precisi
         if runtime == "torch-cpu":
             threads = torch.get_num_threads()
     return {"device": device, "runtime": runtime, "runtime_version": version, "threads": int(threads),
-            "batch": int(batch), "precision": precision if _on_gpu(runtime) else "fp32", "clock": clock}
+            "batch": int(batch), "precision": precision if _on_gpu(runtime) else "fp32", "clock": clock,
+            "channel_block": int(block)}
 
 
 def describe_hardware(hw: dict) -> str:
@@ -325,21 +349,6 @@ class LatencyTable:
 
     def add(self, key: str, rounds: Sequence[float], stat: str = "min") -> None:
         self.entries[key] = {"ms": summarize(rounds, stat), "rounds": [round(float(r), 6) for r in rounds]}
-
-    def measure(self, runner, probes: Sequence[Probe], *, warmup: int, runs: int, rounds: int = 5, seed: int = 0,
-                stat: str = "min", quiet: bool = True) -> int:
-        """Measure the probes whose keys are missing; returns how many were measured."""
-        todo = list({p.key: p for p in probes if p.key not in self.entries}.values())
-        if not todo:
-            return 0
-        log.info("measuring %d single-layer graphs on %s (%d rounds of %d runs)", len(todo),
-                 describe_hardware(self.hardware), rounds, runs)
-        results = measure_probes(runner, todo, batch=int(self.hardware.get("batch", 1)), warmup=warmup, runs=runs,
-                                 rounds=rounds, seed=seed, quiet=quiet)
-        for p, r in zip(todo, results):
-            self.add(p.key, r, stat)
-        self.settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "stat": stat}
-        return len(todo)
 
     # ------------------------------------------------------------------ identity checks
     def check(self, profile: str, hardware: dict | None = None) -> None:

@@ -1,0 +1,271 @@
+"""compress report: merging run directories and bench JSONs (matched by the model file's SHA-256)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from compressor import merge as merge_mod
+from compressor.errors import CompressError
+from compressor.merge import merge_reports, merged_markdown, write_merged
+
+
+class Tags(HTMLParser):
+    VOID = frozenset({"br", "hr", "img", "meta", "link", "input"})
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.imgs, self.tags = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        elif tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+        else:
+            self.errors.append(tag)
+
+
+def _stats(p50, device="AMD EPYC", runtime="onnxruntime-cpu"):
+    return {"p50": p50, "p90": p50 * 1.2, "p99": p50 * 1.5, "mean": p50, "std": 0.0, "throughput": 1000 / p50,
+            "warmup": 10, "runs": 50, "batch": 1, "input_shape": [3, 64, 64], "runtime": runtime,
+            "device": device, "versions": {}, "threads": 0, "settings": {}}
+
+
+def make_run(root: Path, name: str, *, method: str, macs: int, acc: float, p50: float, base_p50: float = 2.0,
+             model_bytes: bytes | None = None, baseline_bytes: bytes = b"baseline-weights") -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "model.onnx").write_bytes(model_bytes or f"model of {name}".encode())
+    (d / "baseline.onnx").write_bytes(baseline_bytes)
+    report = {
+        "model": "resnet18", "out": str(d), "method": method, "input_shape": [3, 64, 64],
+        "target": {"name": "cpu", "description": "server CPU", "notes": {"power": "not controlled"}},
+        "budget": {"macs": 20_000_000},
+        "baseline": {"macs": 148_050_944, "params": 11_181_642, "accuracy": 0.9137},
+        "compressed": {"macs": macs, "params": 2_000_000, "accuracy": acc},
+        "latency": {"baseline": _stats(base_p50), "compressed": _stats(p50)},
+        "architecture": {"widths": {"conv1": 8, "layer1.0.conv1": 64}, "full_widths": {"conv1": 64, "layer1.0.conv1": 64},
+                         "blocks": {"layer1.1": False}, "dropped_blocks": ["layer1.1"]},
+    }
+    (d / "report.json").write_text(json.dumps(report))
+    return d
+
+
+def make_bench(path: Path, model_file: Path, p50: float, *, profile="jetson-orin-nano", device="Orin",
+               runtime="tensorrt", hostname="orin1", created="2025-01-01T00:00:00+00:00") -> Path:
+    result = {
+        "format": 1, "created": created,
+        "model": {"file": model_file.name, "path": f"/home/me/{model_file.name}", "format": "onnx",
+                  "bytes": model_file.stat().st_size, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()},
+        "profile": {"name": profile, "description": "Jetson Orin Nano", "device": "gpu", "precision": "fp16",
+                    "notes": {"power_mode": "sudo nvpmodel -m 2 (MAXN_SUPER)"}},
+        "runtime": runtime, "stats": _stats(p50, device, runtime),
+        "host": {"hostname": hostname, "board": "NVIDIA Jetson Orin Nano", "nvpmodel": {"name": "MAXN_SUPER", "id": 2}},
+    }
+    path.write_text(json.dumps(result))
+    return path
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    a = make_run(tmp_path, "run_a", method="greedy", macs=19_575_808, acc=0.8803, p50=0.4603, base_p50=1.5086)
+    b = make_run(tmp_path, "run_b", method="uniform", macs=19_900_000, acc=0.8512, p50=0.3530, base_p50=1.6)
+    bench = make_bench(tmp_path / "orin.json", a / "model.onnx", 0.25)
+    return a, b, bench
+
+
+def _row(md: str, *cells: str) -> list[str]:
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    hits = [r for r in rows if all(c in r for c in cells)]
+    assert len(hits) == 1, (cells, rows)
+    return hits[0]
+
+
+def test_two_runs_and_a_bench_matched_by_sha(two_runs):
+    a, b, bench = two_runs
+    merged = merge_reports([a, b, bench])
+    assert [r["name"] for r in merged["runs"]] == ["run_a", "run_b"]
+    assert merged["benches"][0]["matched"] == [{"run": "run_a", "role": "compressed", "file": "model.onnx"}]
+    assert not merged["unmatched"]
+    md = merged_markdown(merged)
+    header = _row(md, "run", "device")
+    run_dev = "AMD EPYC (onnxruntime-cpu, cpu)"
+    orin = "Orin (tensorrt, jetson-orin-nano)"
+    row = dict(zip(header, _row(md, "run_a", run_dev)))
+    assert row == {"run": "run_a", "model": "resnet18", "method": "greedy", "device": run_dev,
+                   "original p50 (ms)": "1.509", "compressed p50 (ms)": "0.460", "speed-up": "3.28x",
+                   "original accuracy": "91.37%", "compressed accuracy": "88.03%",
+                   "original MACs": "148M", "compressed MACs": "19.6M"}
+    row = dict(zip(header, _row(md, "run_a", orin)))
+    assert (row["original p50 (ms)"], row["compressed p50 (ms)"], row["speed-up"]) == ("-", "0.250", "-")
+    row = dict(zip(header, _row(md, "run_b", run_dev)))
+    assert (row["compressed p50 (ms)"], row["speed-up"], row["compressed accuracy"], row["compressed MACs"]) == (
+        "0.353", "4.53x", "85.12%", "19.9M")
+    assert not [line for line in md.splitlines() if line.startswith("| run_b") and orin in line]
+    assert "power mode MAXN_SUPER (id 2)" in md and "sudo nvpmodel -m 2 (MAXN_SUPER)" in md
+
+
+def test_original_and_compressed_benches_share_a_row_and_shared_baselines_match_all_runs(two_runs, tmp_path):
+    a, b, _ = two_runs
+    comp = make_bench(tmp_path / "a_model.json", a / "model.onnx", 0.25)
+    base = make_bench(tmp_path / "baseline.json", a / "baseline.onnx", 1.0)  # same bytes in both runs
+    merged = merge_reports([a, b, comp, base])
+    md = merged_markdown(merged)
+    orin = "Orin (tensorrt, jetson-orin-nano)"
+    assert _row(md, "run_a", orin)[4:7] == ["1.000", "0.250", "4.00x"]
+    assert _row(md, "run_b", orin)[4:7] == ["1.000", "-", "-"]
+    assert {m["run"] for m in merged["benches"][1]["matched"]} == {"run_a", "run_b"}
+
+
+def test_same_device_label_from_run_and_bench_is_told_apart(two_runs, tmp_path):
+    a, b, _ = two_runs
+    bench = make_bench(tmp_path / "cpu.json", b / "model.onnx", 0.3, profile="cpu", device="AMD EPYC",
+                       runtime="onnxruntime-cpu", hostname="box")
+    labels = [d["label"] for d in merge_reports([a, b, bench])["devices"]]
+    assert labels == ["AMD EPYC (onnxruntime-cpu, cpu) [compress run]", "AMD EPYC (onnxruntime-cpu, cpu) @ box"]
+
+
+def test_bench_files_inside_a_run_dir_are_picked_up(two_runs):
+    a, b, _ = two_runs
+    make_bench(a / "model.jetson-orin-nano.bench.json", a / "model.onnx", 0.2)
+    merged = merge_reports([a, b, a])  # a twice: used once
+    assert len(merged["runs"]) == 2
+    assert _row(merged_markdown(merged), "run_a", "Orin (tensorrt, jetson-orin-nano)")[5] == "0.200"
+
+
+def test_newer_bench_of_the_same_model_and_device_wins(two_runs, tmp_path):
+    a, _, _ = two_runs
+    old = make_bench(tmp_path / "old.json", a / "model.onnx", 0.5, created="2025-01-01T00:00:00+00:00")
+    new = make_bench(tmp_path / "new.json", a / "model.onnx", 0.2, created="2025-02-01T00:00:00+00:00")
+    for order in ([new, old], [old, new]):
+        md = merged_markdown(merge_reports([a, *order]))
+        assert _row(md, "run_a", "Orin (tensorrt, jetson-orin-nano)")[5] == "0.200"
+
+
+def test_unmatched_bench_is_a_warning(two_runs, tmp_path, caplog):
+    a, _, _ = two_runs
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"something else")
+    stray = make_bench(tmp_path / "stray.json", other, 0.1)
+    with caplog.at_level(logging.WARNING, logger="compressor.merge"):
+        merged = merge_reports([a, stray])
+    assert merged["unmatched"] == [str(stray)]
+    assert "matches no model file" in caplog.text
+    assert "Orin" not in merged_markdown(merged).split("## Bench files")[0]
+
+
+def test_run_dirs_with_the_same_name(tmp_path):
+    x = make_run(tmp_path / "x", "run", method="greedy", macs=1_000_000, acc=0.5, p50=0.1)
+    y = make_run(tmp_path / "y", "run", method="greedy", macs=2_000_000, acc=0.6, p50=0.2)
+    assert [r["name"] for r in merge_reports([x, y])["runs"]] == ["x/run", "y/run"]
+
+
+def test_report_json_path_and_nas_run_without_baseline(tmp_path):
+    d = make_run(tmp_path, "nas", method="autoshrink-cell", macs=5_000_000, acc=0.7, p50=0.1)
+    report = json.loads((d / "report.json").read_text())
+    report["baseline"] = None
+    del report["latency"]["baseline"]
+    report["architecture"] = {"cell_edges": [[0, 1]], "dropped_blocks": []}
+    (d / "report.json").write_text(json.dumps(report))
+    merged = merge_reports([d / "report.json"])
+    row = _row(merged_markdown(merged), "nas")
+    assert row[4:11] == ["-", "0.100", "-", "-", "70.00%", "-", "5M"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda t: t / "missing", "does not exist"),
+    (lambda t: t, "is not a run directory"),
+    (lambda t: _write(t / "model.onnx", "x"), "neither a run directory nor a bench JSON"),
+    (lambda t: _write(t / "broken.json", "{not json"), "is not valid JSON"),
+    (lambda t: _write(t / "other.json", '{"hello": 1}'), "neither a run report nor a bench JSON"),
+    (lambda t: _write(t / "list.json", "[1, 2]"), "neither a run report nor a bench JSON"),
+    (lambda t: _write(t / "r" / "report.json", '{"model": "m", "compressed": {}, "latency": {}}'),
+     "compressed has no macs/params/accuracy"),
+    (lambda t: _write(t / "nosha.json", '{"model": {"file": "m.onnx"}, "stats": {"p50": 1, "p90": 1, "p99": 1}, '
+                                         '"profile": {"name": "cpu"}}'), "without the model file's sha256"),
+])
+def test_bad_inputs_are_one_line_errors(tmp_path, setup, message):
+    path = setup(tmp_path)
+    if path.name == "report.json":
+        path = path.parent
+    with pytest.raises(CompressError, match=message) as info:
+        merge_reports([path])
+    assert "\n" not in str(info.value)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_no_runs_is_an_error(two_runs):
+    _, _, bench = two_runs
+    with pytest.raises(CompressError, match="no run directories"):
+        merge_reports([bench])
+    with pytest.raises(CompressError, match="nothing to report"):
+        merge_reports([])
+
+
+def test_write_merged(two_runs, tmp_path):
+    a, b, bench = two_runs
+    merged = merge_reports([a, b, bench])
+    out = tmp_path / "merged"
+    written = write_merged(out, merged)
+    assert sorted(p.name for p in out.iterdir()) == ["merged.json", "report.html", "report.md"]
+    assert [p.name for p in written] == ["report.md", "report.html", "merged.json"]
+    assert (out / "report.md").read_text() == merged_markdown(merged)
+    assert json.loads((out / "merged.json").read_text()) == merged
+    text = (out / "report.html").read_text(encoding="utf-8")
+    parser = Tags()
+    parser.feed(text)
+    assert not parser.errors and not parser.stack
+    # latency per device, accuracy vs latency, kept channels of each run
+    assert len(parser.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
+    for value in ("0.250", "0.460", "3.28x", "88.03%", "19.6M", "MAXN_SUPER", "run_b"):
+        assert value in text
+
+
+def test_write_merged_refuses_a_run_dir_and_leaves_nothing_on_failure(two_runs, tmp_path, monkeypatch):
+    a, b, bench = two_runs
+    merged = merge_reports([a, b, bench])
+    with pytest.raises(CompressError, match="is the run directory of run_a"):
+        write_merged(a, merged)
+    monkeypatch.setattr(merge_mod, "main_rows", lambda merged: 1 / 0)
+    out = tmp_path / "merged"
+    with pytest.raises(ZeroDivisionError):
+        write_merged(out, merged)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_failing_plot_becomes_a_note(two_runs, monkeypatch, caplog):
+    a, b, bench = two_runs
+    monkeypatch.setattr(merge_mod, "scatter_figure", lambda series: 1 / 0)
+    with caplog.at_level(logging.WARNING, logger="compressor.report_html"):
+        text = merge_mod.merged_html(merge_reports([a, b, bench]))
+    assert "accuracy_latency plot could not be drawn (ZeroDivisionError" in text
+    assert "could not draw the accuracy_latency plot" in caplog.text
+    parser = Tags()
+    parser.feed(text)
+    assert len(parser.imgs) == 3 and not parser.errors
+
+
+def test_html_escapes_names(two_runs):
+    a, _, _ = two_runs
+    report = json.loads((a / "report.json").read_text())
+    report["model"] = "<script>alert(1)</script>"
+    (a / "report.json").write_text(json.dumps(report))
+    text = merge_mod.merged_html(merge_reports([a]))
+    parser = Tags()
+    parser.feed(text)
+    assert "script" not in parser.tags and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
