@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -43,8 +44,9 @@ class DefaultGroup(click.Group):
 
 
 def _setup_logging(quiet: bool) -> None:
+    other_rank = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone logs progress
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+        level=logging.WARNING if quiet or other_rank else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
@@ -156,6 +158,8 @@ def run_command(**opts):
         report = run(config)
     except CompressError as exc:
         _fail(exc)
+    if not report:
+        return  # a torchrun rank other than 0: rank 0 writes and reports
     b, c = report["baseline"], report["compressed"]
     click.echo(
         f"{report['model']}: MACs {format_count(b['macs'])} -> {format_count(c['macs'])}, "

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
+from .distributed import is_distributed
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -89,21 +91,27 @@ def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, shard: bool = False
 ) -> DataLoader:
     """A DataLoader whose shuffling (and worker seeding) follows ``seed``.
 
     Two loaders made with the same seed yield the same batches in the same order. When
     shuffling, a final batch that would hold a single sample is dropped, since batch norm
-    cannot train on one sample.
+    cannot train on one sample. With ``shard`` under torchrun, each rank gets its own part of the
+    data (DistributedSampler, reshuffled per epoch by ``train``); otherwise every rank sees all of
+    it, which keeps seeded searches identical across ranks.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CompressError(f"batch size {batch_size!r} must be a positive integer, e.g. 64")
     n = len(dataset)
+    sampler = None
+    if shard and is_distributed():  # each rank trains on its own part of the data
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers,
         drop_last=shuffle and n > 1 and n % batch_size == 1,

@@ -25,6 +25,7 @@ from . import checkpoint
 from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
+from .distributed import broadcast_object, is_main, launched_by_torchrun, process_group
 from .errors import CompressError
 from .fileio import write_json
 from .manifest import write_manifest
@@ -150,12 +151,29 @@ def run(config: RunConfig) -> dict:
     check_options(config.method, config.options or {})
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
-    out, created = _new_out_dir(config, config.model)
-    try:
-        return _run(config, profile, shape, out)
-    except BaseException:
-        _discard(out, created)
-        raise
+    with process_group():
+        out, created = _shared_out_dir(config, config.model)
+        try:
+            return _run(config, profile, shape, out)
+        except BaseException:
+            if is_main():
+                _discard(out, created)
+            raise
+
+
+def _shared_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
+    """Rank 0 prepares the run directory; every rank learns its path (or rank 0's error)."""
+    result: tuple = (None, None, None)
+    if is_main():
+        try:
+            out, created = _new_out_dir(config, name)
+            result = (str(out), str(created) if created else None, None)
+        except CompressError as exc:
+            result = (None, None, str(exc))
+    out, created, error = broadcast_object(result)
+    if error:
+        raise CompressError(error)
+    return Path(out), Path(created) if created else None
 
 
 def _new_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
@@ -193,7 +211,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         if shape[0] != 3:
             raise CompressError(f"input shape {'x'.join(map(str, shape))} has {shape[0]} channels; "
                                 "the images have 3: use 3xHxW")
-        train_loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed)
+        train_loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed, shard=True)
         val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
 
     with stage("model"):
@@ -264,6 +282,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         compressed_acc = evaluate(small, val_loader, device=device, quiet=config.quiet)
         small = small.cpu().eval()
 
+    if not is_main():
+        return {}  # rank 0 alone exports, measures and writes
     onnx_info, lats = deliver(out, small, arch, spec, shape, profile, stage, config.latency_runs, baseline=model)
     write_json(out / "search.json", {"method": config.method, "history": history})
 
@@ -320,6 +340,8 @@ def run_nas(config: RunConfig) -> dict:
 
     if config.budget.macs is None:
         raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")
+    if launched_by_torchrun():
+        raise CompressError("compress nas runs in one process: start it without torchrun")
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
     out, created = _new_out_dir(config, "shrinkcnn")

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .distributed import wrap
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def train(
     With a ``teacher`` the loss is :func:`kd_loss` (``kd_lambda``, ``temperature``); the teacher
     runs in eval mode without gradients. Returns one dict per epoch: ``epoch``, ``loss``,
     ``train_acc``, ``lr``, ``seconds`` and, with a ``val_loader``, ``val_acc``. Shows a progress
-    bar, or logs a line per epoch when ``quiet`` or not on a terminal.
+    bar, or logs a line per epoch when ``quiet`` or not on a terminal. Under torchrun the model
+    trains in DistributedDataParallel (give it a loader made with ``shard=True``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise CompressError(f"epochs {epochs!r} must be a non-negative integer, e.g. 5")
@@ -150,6 +152,7 @@ def train(
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
+    net = wrap(model, device)  # DistributedDataParallel under torchrun, else the model itself
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
@@ -172,7 +175,7 @@ def train(
             seen = 0
             for x, y in train_loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = logits_of(model(x))
+                logits = logits_of(net(x))
                 if teacher is None:
                     loss = F.cross_entropy(logits, y)
                 else:
