@@ -5,15 +5,18 @@
 
 One teacher is trained on the embedded digits and shared by every method. For each budget
 (a fraction of the teacher's MACs at the deployment shape) and method: search, materialize,
-fine-tune with distillation for the same number of epochs, evaluate, export to ONNX and time it
-with onnxruntime on this CPU. Prints a Markdown table: accuracy, MACs, params, onnxruntime p50
-latency and search wall time.
+fine-tune with distillation for the same number of epochs, evaluate and export to ONNX. Latency is timed
+at the end, all models in interleaved rounds (so a burst of load on a shared machine hits every
+model alike), with onnxruntime on this CPU; the table gives the median over rounds of each
+round's p50. Prints a Markdown table: accuracy, MACs, params, p50 latency, search wall time.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +46,8 @@ def main() -> None:
     parser.add_argument("--shape", default="3x224x224")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a method option, e.g. autoshrink:k=5")
-    parser.add_argument("--runs", type=int, default=50, help="timed onnxruntime runs per model")
+    parser.add_argument("--runs", type=int, default=30, help="timed onnxruntime runs per model and round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -65,19 +69,7 @@ def main() -> None:
     full = space.full()
     runner = OrtRunner()
     tmp = Path(tempfile.mkdtemp())
-
-    def latency(model) -> float:
-        path = export_onnx(model, shape, tmp / "m.onnx")
-        return runner.measure(path, shape, warmup=10, runs=args.runs).p50
-
-    base_acc = evaluate(teacher, val_loader, quiet=True)
-    base_lat = latency(teacher)
-    print(f"{args.model} at {args.shape}, trained {args.teacher_epochs} epochs on the digits at "
-          f"{args.resolution}x{args.resolution}: {format_count(space.macs(full))} MACs, "
-          f"{format_count(space.params(full))} params, val accuracy {100 * base_acc:.2f}%, "
-          f"onnxruntime p50 {base_lat:.3f} ms\n")
-    print("| budget | method | val accuracy | MACs | params | p50 ms | search s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    rows: list[dict] = [{"name": "original", "model": teacher, "acc": evaluate(teacher, val_loader, quiet=True)}]
     for fraction in args.fractions:
         budget = Budget(macs=int(space.macs(full) * fraction))
         calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=args.seed)))[0]
@@ -91,10 +83,28 @@ def main() -> None:
             searched = time.perf_counter() - start
             small = materialize(space, teacher, arch)
             train(small, train_loader, args.epochs, lr=0.01, teacher=teacher, quiet=True)
-            acc = evaluate(small.eval(), val_loader, quiet=True)
-            print(f"| {int(100 * fraction)}% ({format_count(budget.macs)}) | {method} | {100 * acc:.2f}% | "
-                  f"{format_count(space.macs(arch))} | {format_count(space.params(arch))} | "
-                  f"{latency(small):.3f} | {searched:.1f} |", flush=True)
+            rows.append({"name": method, "fraction": fraction, "budget": budget.macs, "model": small.eval(),
+                         "acc": evaluate(small.eval(), val_loader, quiet=True), "macs": space.macs(arch),
+                         "params": space.params(arch), "search_s": searched})
+            print(f"searched {method} at {fraction}", file=sys.stderr, flush=True)
+    for i, row in enumerate(rows):
+        row["onnx"] = export_onnx(row["model"], shape, tmp / f"m{i}.onnx")
+    p50s: list[list[float]] = [[] for _ in rows]
+    for _ in range(args.rounds):
+        for i, row in enumerate(rows):
+            p50s[i].append(runner.measure(row["onnx"], shape, warmup=5, runs=args.runs).p50)
+    lat = [statistics.median(v) for v in p50s]
+
+    print(f"{args.model} at {args.shape}, trained {args.teacher_epochs} epochs on the digits at "
+          f"{args.resolution}x{args.resolution}: {format_count(space.macs(full))} MACs, "
+          f"{format_count(space.params(full))} params, val accuracy {100 * rows[0]['acc']:.2f}%, "
+          f"onnxruntime p50 {lat[0]:.3f} ms\n")
+    print("| budget | method | val accuracy | MACs | params | p50 ms | search s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row, p50 in zip(rows[1:], lat[1:]):
+        print(f"| {int(100 * row['fraction'])}% ({format_count(row['budget'])}) | {row['name']} | "
+              f"{100 * row['acc']:.2f}% | {format_count(row['macs'])} | {format_count(row['params'])} | "
+              f"{p50:.3f} | {row['search_s']:.1f} |")
 
 
 if __name__ == "__main__":
