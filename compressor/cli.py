@@ -141,6 +141,8 @@ def main():
               help="Learning rate of teacher training; fine-tuning uses a fifth of it.")
 @click.option("--out", default=None, help="Run directory; default runs/<timestamp>-<model>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty run directory.")
+@click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
+              help="Continue a killed run from its run directory, with its own settings (other options are ignored).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="Training device (cpu, cuda, cuda:1); default: CUDA if available.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=None,
@@ -149,12 +151,16 @@ def main():
 def run_command(**opts):
     """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""
     from .budget import Budget
-    from .pipeline import RunConfig, run
+    from .pipeline import RunConfig, resume_config, run
 
     _setup_logging(opts["quiet"])
     try:
-        budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"))
-        config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
+        resume_dir = opts.pop("resume_dir")
+        if resume_dir:
+            config = resume_config(resume_dir, quiet=opts["quiet"])
+        else:
+            budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"))
+            config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
         report = run(config)
     except CompressError as exc:
         _fail(exc)

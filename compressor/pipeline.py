@@ -7,6 +7,8 @@ writes the run directory (``arch.json``, ``model.pt``, ``model.onnx``, ``baselin
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import logging
 import random
 import time
@@ -22,12 +24,13 @@ from exporters.runners import available_runners, make_runner
 from profiles import Profile, host_model, load_profile
 
 from . import checkpoint
+from .architecture import Architecture
 from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
 from .distributed import broadcast_object, is_main, launched_by_torchrun, process_group
 from .errors import CompressError
-from .fileio import write_json
+from .fileio import write_atomic, write_json
 from .manifest import write_manifest
 from .models import resolve_model
 from .report import write_reports
@@ -40,6 +43,8 @@ from .units import format_count, parse_shape
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+STATE_DIR = "state"  # what a killed run needs to resume: teacher, search result, training checkpoints
+RUN_FILE = "run.json"  # the run's settings, read back by --resume
 
 
 @dataclass
@@ -60,6 +65,7 @@ class RunConfig:
     search_epochs: int = 5
     from_scratch: bool = False
     options: dict | None = None
+    resume: bool = False
     batch_size: int = 64
     lr: float = 0.05
     kd_lambda: float = 0.9
@@ -152,13 +158,39 @@ def run(config: RunConfig) -> dict:
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
     with process_group():
-        out, created = _shared_out_dir(config, config.model)
+        if config.resume:
+            out, created = Path(config.out), None
+        else:
+            out, created = _shared_out_dir(config, config.model)
+            if is_main():
+                write_json(out / RUN_FILE, {**_settings(config), "budget": config.budget.to_dict()})
         try:
             return _run(config, profile, shape, out)
         except BaseException:
             if is_main():
                 _discard(out, created)
             raise
+
+
+def _settings(config: RunConfig) -> dict:
+    return {k: v for k, v in asdict(config).items() if k not in ("budget", "resume")}
+
+
+def resume_config(run_dir: str, quiet: bool = False) -> RunConfig:
+    """The settings of the killed run in ``run_dir``, to continue it with :func:`run`."""
+    path = Path(run_dir)
+    if not (path / RUN_FILE).is_file():
+        raise CompressError(f"{run_dir} is not a run directory (no {RUN_FILE}): give the --out of a run to resume")
+    if (path / "report.json").is_file() and not (path / STATE_DIR).exists():
+        raise CompressError(f"the run in {run_dir} has finished already: there is nothing to resume")
+    try:
+        saved = json.loads((path / RUN_FILE).read_text())
+        budget = Budget(**saved.pop("budget"))
+        config = RunConfig(budget=budget, **saved)
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise CompressError(f"{path / RUN_FILE} is damaged ({exc}); start a new run") from None
+    config.out, config.resume, config.quiet = str(path), True, quiet or config.quiet
+    return config
 
 
 def _shared_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
@@ -240,10 +272,10 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                  "x".join(map(str, shape)), format_count(space.macs(full)), format_count(space.params(full)),
                  len(space.decision_groups), len(space.blocks))
 
+    state = out / STATE_DIR
     if not trained and config.teacher_epochs > 0:
         with stage("teacher_training"):
-            train(model, train_loader, config.teacher_epochs, lr=config.lr, device=device,
-                  val_loader=val_loader, quiet=config.quiet, desc="teacher")
+            _train_teacher(model, config, train_loader, val_loader, device, state)
         model = model.cpu().eval()
         with stage("search_space"):  # channel rankings follow the trained weights
             space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
@@ -252,8 +284,14 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
     model = model.cpu().eval()
 
     with stage("search"):
+        seed_everything(config.seed + 1)  # the search does not depend on what ran before it
         if notes:
             arch, history = full, []
+        elif (state / "search.json").is_file():  # a resumed run: the search had finished
+            saved = json.loads((state / "search.json").read_text())
+            arch, history = Architecture.from_dict(saved["architecture"]), saved["history"]
+            space.check(arch)
+            log.info("search: resumed with the architecture found before")
         else:
             calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=config.seed)))[0]
             ctx = SearchContext(model=model, calibration=calibration, train_data=data.train, val_data=data.val,
@@ -261,6 +299,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                                 seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
             result = SEARCHERS[config.method](space, budget, ctx)
             arch, history = result.architecture, result.history
+            if is_main():
+                write_json(state / "search.json", {"architecture": arch.to_dict(), "history": history})
         if not budget.fits(space, arch):
             raise AssertionError(f"searcher {config.method} returned an architecture over budget")
 
@@ -272,12 +312,15 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
 
     with stage("fine_tuning"):
+        seed_everything(config.seed + 2)
         if config.from_scratch:
             reinitialize(small)  # TAS's official code: train the pruned network from fresh weights
         if (arch != full or config.from_scratch) and config.epochs > 0:
+            # a fresh loader: its shuffling must not depend on whether the teacher trained in this process
+            train_loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed, shard=True)
             train(small, train_loader, config.epochs, lr=config.lr / 5, teacher=model, kd_lambda=config.kd_lambda,
                   temperature=config.temperature, device=device, val_loader=val_loader, quiet=config.quiet,
-                  desc="fine-tune")
+                  desc="fine-tune", checkpoint=state / "finetune.pt")
         small = small.cpu().eval()
         compressed_acc = evaluate(small, val_loader, device=device, quiet=config.quiet)
         small = small.cpu().eval()
@@ -307,11 +350,12 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                          "dropped_blocks": [k for k, v in arch.blocks.items() if not v]},
         "fixed_layers": space.fixed_layers,
         "search": {"steps": len(history), "file": "search.json"},
-        "settings": {k: v for k, v in asdict(config).items() if k != "budget"},
+        "settings": _settings(config),
         "notes": notes,
         "timings_s": stage.seconds,
     }
     write_reports(out, report)
+    shutil.rmtree(state, ignore_errors=True)  # finished: the resume state is no longer needed
     write_manifest(out, {"command": "run", **report["settings"], "budget": budget.to_dict(), "data": report["data"]})
     log.info("wrote %s", out)
     return report
@@ -383,6 +427,19 @@ def run_nas(config: RunConfig) -> dict:
     except BaseException:
         _discard(out, created)
         raise
+
+
+def _train_teacher(model, config: RunConfig, train_loader, val_loader, device, state: Path) -> None:
+    """Train the original (or load it, when a resumed run had trained it already)."""
+    done = state / "teacher.pt"
+    if done.is_file():
+        model.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
+        log.info("teacher: resumed with the weights trained before")
+        return
+    train(model, train_loader, config.teacher_epochs, lr=config.lr, device=device, val_loader=val_loader,
+          quiet=config.quiet, desc="teacher", checkpoint=state / "teacher-training.pt")
+    if is_main():
+        write_atomic(done, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 def _check_runs_at(model, resolution: int) -> None:

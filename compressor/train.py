@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .distributed import wrap
+from .distributed import is_main, wrap
 from .errors import CompressError
+from .fileio import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,35 @@ def logits_of(output) -> torch.Tensor:
     raise TypeError(f"cannot find class logits in a model output of type {type(output).__name__}")
 
 
+def _save_checkpoint(path, epoch, history, model, optimizer, scheduler, loader) -> None:
+    state = {
+        "epoch": epoch,
+        "history": history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": loader.generator.get_state() if loader.generator is not None else None,
+    }
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(path, model, optimizer, scheduler, loader) -> tuple[int, list]:
+    """Load a training checkpoint into the objects; return the last finished epoch and the history."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from another model or a damaged file
+        raise CompressError(f"cannot resume from {path} ({type(exc).__name__}); it belongs to another run "
+                            "or is damaged: delete it to start that stage again") from None
+    torch.set_rng_state(state["torch_rng"])
+    if state["loader_rng"] is not None and loader.generator is not None:
+        loader.generator.set_state(state["loader_rng"])
+    return int(state["epoch"]), list(state["history"])
+
+
 def reinitialize(model: nn.Module) -> nn.Module:
     """Fresh parameters for every module that can reset its own (``reset_parameters``), in place."""
     for m in model.modules():
@@ -124,6 +155,7 @@ def train(
     val_loader: DataLoader | None = None,
     quiet: bool = False,
     desc: str = "train",
+    checkpoint: str | Path | None = None,
 ) -> list[dict]:
     """Train ``model`` in place with SGD (momentum 0.9, Nesterov) and a per-step cosine schedule.
 
@@ -132,6 +164,10 @@ def train(
     ``train_acc``, ``lr``, ``seconds`` and, with a ``val_loader``, ``val_acc``. Shows a progress
     bar, or logs a line per epoch when ``quiet`` or not on a terminal. Under torchrun the model
     trains in DistributedDataParallel (give it a loader made with ``shard=True``).
+
+    With ``checkpoint`` (a file path) the state after every epoch (weights, optimiser, schedule,
+    random generators, history) is written there atomically, and a later call with the same path
+    continues from the last finished epoch, giving the same result as an uninterrupted run.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise CompressError(f"epochs {epochs!r} must be a non-negative integer, e.g. 5")
@@ -162,10 +198,15 @@ def train(
     )
 
     history: list[dict] = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="batch",
+    first = 1
+    if checkpoint is not None and Path(checkpoint).is_file():
+        done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader)
+        first = done + 1
+        logger.info("%s: resuming after epoch %d from %s", desc, first - 1, checkpoint)
+    bar = tqdm(total=epochs * steps_per_epoch, initial=(first - 1) * steps_per_epoch, desc=desc, unit="batch",
                disable=_bar_disabled(quiet), dynamic_ncols=True)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler reshuffles
                 train_loader.sampler.set_epoch(epoch)
             start = time.perf_counter()
@@ -213,6 +254,8 @@ def train(
                             record["seconds"])
             else:
                 bar.set_postfix_str(f"ep {epoch}/{epochs} {summary}")
+            if checkpoint is not None and is_main():
+                _save_checkpoint(checkpoint, epoch, history, model, optimizer, scheduler, train_loader)
     finally:
         bar.close()
         model.train(was_training)

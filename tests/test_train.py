@@ -181,3 +181,33 @@ def test_reinitialize_gives_fresh_weights_and_batchnorm_stats():
     assert not torch.any(net[0].weight == 7.0)
     assert torch.all(net[1].weight == 1.0) and torch.all(net[1].bias == 0.0)
     assert torch.all(net[1].running_mean == 0.0)
+
+
+def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    import compressor.train as training
+
+    data = load_data(None, resolution=8, seed=0)
+
+    def run(checkpoint=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(8, 10))
+        loader = make_loader(data.train, 64, shuffle=True, seed=3)
+        return model, train(model, loader, 3, lr=0.05, quiet=True, checkpoint=checkpoint)
+
+    straight, history = run()
+    # a run with checkpoints; keep the file as it was after epoch 2
+    ckpt, after_epoch = tmp_path / "ckpt.pt", {}
+    save = training._save_checkpoint
+
+    def save_and_keep(path, epoch, *args):
+        save(path, epoch, *args)
+        after_epoch[epoch] = ckpt.read_bytes()
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_and_keep)
+    run(ckpt)
+    ckpt.write_bytes(after_epoch[2])  # as if the process had been killed during epoch 3
+    resumed, resumed_history = run(ckpt)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]

@@ -15,6 +15,6 @@ from .table import LatencyTable, choose_runtime, hardware_fingerprint
 __all__ = [
     "DimTable", "ExpectedLatency", "LatencyModel", "LatencyTable", "LayerConfig", "LayerInstance",
     "build_latency_model", "build_lut", "calibration_architectures", "choose_runtime", "evaluate_predictor",
-    "fit_affine", "fit_calibration", "grid_points", "hardware_fingerprint", "measure_architectures", "model_fingerprint",
-    "random_architecture", "trace_layers",
+    "fit_affine", "fit_calibration", "grid_points", "hardware_fingerprint", "measure_architectures",
+    "model_fingerprint", "random_architecture", "trace_layers",
 ]

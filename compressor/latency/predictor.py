@@ -1,23 +1,30 @@
 """Latency predictor: a per-layer lookup table measured on the target, calibrated on whole models.
 
-``predict(arch) = a * Σ_layers LUT(C_in, C_out) * [layer's block kept] + b``
+``predict(arch) = a * Σ_layers LUT(C_in, C_out) + c * weight_MB + b`` over the layer calls
+outside dropped blocks.
 
 * **LUT**: for every Conv2d/Linear call of the model, latency measured on the target for a grid of
   (C_in, C_out) spanning the channel counts the space can reach (about ``grid`` values per
-  dimension from the smallest to the full width, inner ones multiples of the profile's channel
-  multiple), minus the runtime's fixed cost of one call. Between grid points it is bilinear in
-  (C_in, C_out) (depthwise layers: linear in their one channel count); the channel counts of an
-  architecture come from :class:`~compressor.latency.layers.DimTable`, exact for every coupling.
+  dimension from the smallest to the full width, inner ones multiples of the hardware's channel
+  block), minus the runtime's fixed cost of one call. Runtimes pad channels to their vector block
+  (onnxruntime's NCHWc layout: 16 floats with AVX-512), so latency is a staircase in channels:
+  a channel count is rounded up to the block, then the table is interpolated bilinearly in
+  (C_in, C_out) (depthwise layers: linearly in their one channel count). The channel counts of
+  an architecture come from :class:`~compressor.latency.layers.DimTable`, exact for every coupling.
 * **Calibration**: runtimes fuse layers and add work the table does not see (activations,
-  additions, pooling, layout changes), so the raw sum is biased. ``a`` and ``b`` are fitted on
-  whole-model measurements of a few architectures (full, smallest, uniform widths, random ones)
-  by least squares on the *relative* error, and stored in the table per model fingerprint.
-  A table given for prediction only (built on another machine) that lacks this model's
-  calibration uses a pooled fit of every calibration it holds (a warning says so).
+  additions, pooling, layout changes), and a layer timed alone has its weights in cache while a
+  whole model reads them from memory, so the raw sum is biased. ``a``, ``c`` and ``b`` are
+  fitted on whole-model measurements of a few architectures (full, smallest, uniform widths,
+  random ones) by least squares on the *relative* error (see :func:`fit_calibration`), and
+  stored in the table per model fingerprint. Layers and whole models are timed in the same
+  shuffled rounds. A table given for prediction only (built on another machine) that lacks this
+  model's calibration uses a pooled fit of every calibration it holds (a warning says so).
 
 :meth:`LatencyModel.expected` is the same expression under width distributions (TAS): E[C_in],
-E[C_out] from the softmax, the bilinear LUT at those expectations, times the keep probability
-of the layer's block, then ``a * sum + b``; it equals ``predict`` at one-hot probabilities.
+E[C_out] from the softmax, the LUT at those expectations (rounded up to the block with a
+straight-through gradient), ``c`` times E[C_in]·E[C_out]'s weight MB, each times the keep
+probability of the layer's block, summed, plus ``b``; it equals ``predict`` at one-hot
+probabilities.
 """
 from __future__ import annotations
 
@@ -38,14 +45,14 @@ from torch import nn
 from ..architecture import Architecture
 from ..errors import CompressError
 from .layers import DimTable, LayerInstance, effective_channels, grid_points, trace_layers
-from .table import (NULL_KEY, channel_block, LatencyTable, Probe, summarize, choose_runtime, describe_hardware, hardware_fingerprint,
-                    layer_probe, make_runner, measure_probes, null_probe)
+from .table import (NULL_KEY, LatencyTable, Probe, channel_block, choose_runtime, describe_hardware,
+                    hardware_fingerprint, layer_probe, make_runner, measure_probes, null_probe, summarize)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LatencyModel", "ExpectedLatency", "build_latency_model", "evaluate_predictor", "build_lut",
-           "fit_affine", "fit_calibration", "random_architecture", "calibration_architectures", "measure_architectures",
-           "model_fingerprint"]
+           "fit_affine", "fit_calibration", "random_architecture", "calibration_architectures",
+           "measure_architectures", "model_fingerprint"]
 
 
 # ---------------------------------------------------------------------- interpolation
@@ -65,7 +72,7 @@ def _locate_np(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def bilinear_np(gin: np.ndarray, gout: np.ndarray, vals: np.ndarray, cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``vals[l, i, o]`` (on grids ``gin[l]`` x ``gout[l]``) at (cin[l], cout[l])."""
+    """Bilinear interpolation of ``vals[k, i, o]`` (on grids ``gin[k]`` x ``gout[k]``) at (cin[k], cout[k])."""
     i, ti = _locate_np(gin, cin)
     o, to = _locate_np(gout, cout)
     r = np.arange(len(vals))
@@ -114,25 +121,51 @@ def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, 
     return float(a), float(b)
 
 
-def fit_calibration(features, measured) -> tuple[float, float, float]:
-    """``a, a_mis, b`` of ``measured ~ a * aligned + a_mis * misaligned + b``, on relative error.
+def _fit3(f: np.ndarray, m: np.ndarray) -> tuple[float, float, float] | None:
+    w = 1.0 / m
+    X = np.stack([f[:, 0] * w, f[:, 1] * w, w], axis=1)
+    (a, c, b), *_ = np.linalg.lstsq(X, np.ones_like(m), rcond=None)
+    if np.isfinite([a, c, b]).all() and a > 0 and c >= 0:
+        return float(a), float(c), float(b)
+    return None
 
-    ``features[k] = (aligned, misaligned)``: the summed table latency of architecture k's layers
-    whose channel counts are multiples of the hardware block, and of the others (which runtimes
-    run on slower paths, with layout changes around them, than the table's staircase says).
-    The two-slope fit needs at least 4 architectures with some misaligned latency and must give
-    positive slopes within a factor 3 of each other; otherwise one slope serves both (``fit_affine``).
+
+def _fit(f: np.ndarray, m: np.ndarray, three: bool) -> tuple[float, float, float]:
+    fitted = _fit3(f, m) if three else None
+    if fitted is None:
+        a, b = fit_affine(f[:, 0], m)
+        return a, 0.0, b
+    return fitted
+
+
+def _loo_error(f: np.ndarray, m: np.ndarray, three: bool) -> float:
+    """Mean relative error of leave-one-out predictions."""
+    errs = []
+    for k in range(len(m)):
+        keep = np.arange(len(m)) != k
+        a, c, b = _fit(f[keep], m[keep], three)
+        errs.append(abs(a * f[k, 0] + c * f[k, 1] + b - m[k]) / m[k])
+    return float(np.mean(errs))
+
+
+def fit_calibration(features, measured) -> tuple[float, float, float]:
+    """``a, c, b`` of ``measured ~ a * table + c * weight_mb + b``, on relative error.
+
+    ``features[k] = (table, weight_mb)``: architecture k's summed table latency (ms) and the
+    megabytes of its Conv/Linear weights. A single layer timed alone keeps its weights in cache
+    from one run to the next; inside a whole model every layer's weights are read again from
+    memory each inference (the model's weights, or the activations passing between its layers,
+    exceed the cache), a cost in proportion to the weights that ``c`` (ms per MB, about
+    1 / memory bandwidth) carries. The weight term is kept only when it predicts better: with at
+    least 5 architectures, a fit with ``a > 0`` and ``c >= 0``, and a lower leave-one-out error
+    than the affine fit (:func:`fit_affine`, ``c = 0``) on the same points.
     """
     f = np.asarray(features, dtype=np.float64).reshape(-1, 2)
     m = np.asarray(measured, dtype=np.float64)
-    a, b = fit_affine(f.sum(1), m)
-    if len(m) >= 4 and f[:, 1].max() > 0.02 * f.sum(1).max() and np.ptp(f[:, 1] / f.sum(1)) > 0.02:
-        w = 1.0 / m
-        X = np.stack([f[:, 0] * w, f[:, 1] * w, w], axis=1)
-        (a1, a2, b2), *_ = np.linalg.lstsq(X, np.ones_like(m), rcond=None)
-        if np.isfinite([a1, a2, b2]).all() and a1 > 0 and a2 > 0 and 1 / 3 <= a2 / a1 <= 3:
-            return float(a1), float(a2), float(b2)
-    return a, a, b
+    if len(m) >= 5 and np.ptp(f[:, 1]) > 0 and _fit3(f, m) is not None:
+        if _loo_error(f, m, True) < _loo_error(f, m, False):
+            return _fit(f, m, True)
+    return _fit(f, m, False)
 
 
 # ---------------------------------------------------------------------- architectures
@@ -143,26 +176,19 @@ def random_architecture(space, rng: np.random.Generator, keep_prob: float = 0.5)
     return space.architecture(widths, blocks)
 
 
-def calibration_architectures(space, n: int = 6, seed: int = 0) -> list[Architecture]:
-    """``n`` architectures spanning the space: full, smallest, then uniform widths and random ones alternating."""
+def calibration_architectures(space, n: int = 12, seed: int = 0) -> list[Architecture]:
+    """``n`` distinct architectures: full, smallest, uniform half width, then random ones (widths
+    uniform over the choices, blocks kept with probability 1/2), like those a search visits."""
     rng = np.random.default_rng(seed)
-    fixed = [space.full(), space.smallest()]
-    ratios = iter([0.5, 0.25, 0.75, 0.35, 0.6, 0.9])
     out: list[Architecture] = []
     seen: set[str] = set()
-    k = 0
-    while len(out) < n and k < 20 * n + 20:
-        if k < len(fixed):
-            arch = fixed[k]
-        elif k % 2 == 0:
-            r = next(ratios, None)
-            arch = space.uniform(r) if r is not None else random_architecture(space, rng)
-        else:
-            arch = random_architecture(space, rng)
-        k += 1
-        h = arch_hash(arch)
-        if h not in seen:
-            seen.add(h)
+    fixed = [space.full(), space.smallest(), space.uniform(0.5)]
+    for k in range(40 * n + 40):
+        if len(out) >= n:
+            break
+        arch = fixed[k] if k < len(fixed) else random_architecture(space, rng)
+        if arch_hash(arch) not in seen:
+            seen.add(arch_hash(arch))
             out.append(arch)
     return out
 
@@ -177,7 +203,7 @@ def model_fingerprint(space, layers: Sequence[LayerInstance]) -> str:
     fp = space.fingerprint
     struct = {
         "fingerprint": {k: fp.get(k) for k in ("model", "input_shape", "num_classes", "channel_multiple", "min_ratio")},
-        "layers": [[l.name, l.config.key(0, 0), l.block] for l in layers],
+        "layers": [[lay.name, lay.config.key(0, 0), lay.block] for lay in layers],
         "groups": [[g.name, g.channels, list(g.choices)] for g in space.groups],
         "blocks": [b.name for b in space.blocks],
     }
@@ -190,7 +216,7 @@ class LatencyModel:
     """Predicted latency (ms) of any architecture of one space on one target (see the module docstring)."""
 
     def __init__(self, space, layers: list[LayerInstance], dims: DimTable, table: LatencyTable,
-                 grid: int = 5, a: float = 1.0, b: float = 0.0, fingerprint: str = "", a_mis: float | None = None):
+                 grid: int = 5, a: float = 1.0, b: float = 0.0, fingerprint: str = "", c: float = 0.0):
         self.space = space
         self.layers = layers
         self.dims = dims
@@ -198,15 +224,15 @@ class LatencyModel:
         self.grid = grid
         self.block = int(table.hardware.get("channel_block", 1))
         self.a, self.b = float(a), float(b)
-        self.a_mis = self.a if a_mis is None else float(a_mis)
+        self.c = float(c)  # ms per MB of weights (see ``fit_calibration``)
         self.fingerprint = fingerprint
         lo = dims.dims(dims.min_widths)
         hi = dims.dims(dims.full_widths)
         self.grids: list[tuple[list[int], list[int]]] = []
-        for l in layers:
-            step = int(np.lcm(self.block, l.config.groups)) if l.config.op == "conv" else self.block
+        for lay in layers:
+            step = int(np.lcm(self.block, lay.config.groups)) if lay.config.op == "conv" else self.block
             axes = []
-            for d in (l.dim_in, l.dim_out):
+            for d in (lay.dim_in, lay.dim_out):
                 start = effective_channels(lo[d], lo[d], hi[d], step)
                 axes.append(grid_points(float(start), hi[d], grid, step))
             self.grids.append((axes[0], axes[1]))
@@ -216,12 +242,12 @@ class LatencyModel:
     def probes(self) -> list[Probe]:
         """Every single-layer graph the model needs, deduplicated, plus the runtime's null graph."""
         found: dict[str, Probe] = {NULL_KEY: null_probe()}
-        for l, (gi, go) in zip(self.layers, self.grids):
+        for lay, (gi, go) in zip(self.layers, self.grids):
             for ci in gi:
                 for co in go:
-                    key = l.config.key(ci, co)
+                    key = lay.config.key(ci, co)
                     if key not in found:
-                        found[key] = layer_probe(l.config, ci, co)
+                        found[key] = layer_probe(lay.config, ci, co)
         return list(found.values())
 
     def keys(self) -> list[str]:
@@ -238,57 +264,54 @@ class LatencyModel:
         n = len(self.layers)
         G = max([max(len(gi), len(go)) for gi, go in self.grids] + [2])
         gin, gout, vals = np.zeros((n, G)), np.zeros((n, G)), np.zeros((n, G, G))
-        for k, (l, (gi, go)) in enumerate(zip(self.layers, self.grids)):
-            v = np.array([[self.table.ms(l.config.key(ci, co)) for co in go] for ci in gi]) - null
+        for k, (lay, (gi, go)) in enumerate(zip(self.layers, self.grids)):
+            v = np.array([[self.table.ms(lay.config.key(ci, co)) for co in go] for ci in gi]) - null
             gin[k] = np.pad(gi, (0, G - len(gi)), mode="edge")
             gout[k] = np.pad(go, (0, G - len(go)), mode="edge")
             vals[k] = np.pad(np.maximum(v, 0.0), ((0, G - len(gi)), (0, G - len(go))), mode="edge")
         self._gin, self._gout, self._vals = gin, gout, vals
-        self._din = np.asarray([l.dim_in for l in self.layers], dtype=np.int64)
-        self._dout = np.asarray([l.dim_out for l in self.layers], dtype=np.int64)
-        self._block = np.asarray([l.block for l in self.layers], dtype=np.int64)
+        self._din = np.asarray([lay.dim_in for lay in self.layers], dtype=np.int64)
+        self._dout = np.asarray([lay.dim_out for lay in self.layers], dtype=np.int64)
+        self._block = np.asarray([lay.block for lay in self.layers], dtype=np.int64)
         self._inside = np.flatnonzero(self._block >= 0)
-        self._var_in = gin[:, -1] > gin[:, 0]  # channel counts that change with the architecture
-        self._var_out = gout[:, -1] > gout[:, 0]
+        # weight MB of a layer = coef * C_in * C_out (a depthwise layer's C_in is the constant 1)
+        self._wcoef = np.asarray([4e-6 * lay.config.kernel[0] * lay.config.kernel[1] / lay.config.groups
+                                  for lay in self.layers])
         self._compiled = True
         return self
 
     # ------------------------------------------------------------------ prediction
+    def _parts(self, widths: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per layer call: uncalibrated table latency (ms) and weight MB, both 0 inside dropped blocks."""
+        d = self.dims.dims(np.asarray(widths, dtype=np.int64))
+        cin, cout = d[self._din], d[self._dout]
+        v = bilinear_np(self._gin, self._gout, self._vals,
+                        effective_channels(cin, self._gin[:, 0], self._gin[:, -1], self.block),
+                        effective_channels(cout, self._gout[:, 0], self._gout[:, -1], self.block))
+        w = self._wcoef * cin * cout
+        if len(self._inside):
+            alive = np.asarray(kept, dtype=bool)[self._block[self._inside]]
+            v[self._inside] *= alive
+            w[self._inside] *= alive
+        return v, w
+
     def layer_ms(self, widths: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Uncalibrated latency of every layer call (0 inside dropped blocks), in ms."""
-        d = self.dims.dims(np.asarray(widths, dtype=np.int64))
-        cin = effective_channels(d[self._din], self._gin[:, 0], self._gin[:, -1], self.block)
-        cout = effective_channels(d[self._dout], self._gout[:, 0], self._gout[:, -1], self.block)
-        v = bilinear_np(self._gin, self._gout, self._vals, cin, cout)
-        if len(self._inside):
-            v[self._inside] *= np.asarray(kept, dtype=bool)[self._block[self._inside]]
-        return v
-
-    def misaligned(self, widths: np.ndarray) -> np.ndarray:
-        """Per layer call: whether a channel count that the architecture sets is not a multiple of the block."""
-        d = self.dims.dims(np.asarray(widths, dtype=np.int64))
-        if self.block <= 1:
-            return np.zeros(len(self.layers), dtype=bool)
-        r = np.round(d)
-        return ((r[self._din] % self.block != 0) & self._var_in) | ((r[self._dout] % self.block != 0) & self._var_out)
+        return self._parts(widths, kept)[0]
 
     def features(self, arch: Architecture) -> tuple[float, float]:
-        """(aligned, misaligned) sums of the table latencies, before calibration (see ``fit_calibration``)."""
-        widths, kept = self.space.encode(arch)
-        ms = self.layer_ms(widths, kept)
-        mis = self.misaligned(widths)
-        return float(ms[~mis].sum()), float(ms[mis].sum())
+        """(table ms, weight MB) of ``arch``: what the calibration is fitted on."""
+        v, w = self._parts(*self.space.encode(arch))
+        return float(v.sum()), float(w.sum())
 
     def raw(self, arch: Architecture) -> float:
         """Σ of the layers' table latencies (before calibration), in ms."""
-        return float(self.layer_ms(*self.space.encode(arch)).sum())
+        return self.features(arch)[0]
 
     def predict_encoded(self, widths: np.ndarray, kept: np.ndarray) -> float:
-        ms = self.layer_ms(widths, kept)
-        if self.a_mis == self.a:
-            return self.a * float(ms.sum()) + self.b
-        mis = self.misaligned(widths)
-        return self.a * float(ms[~mis].sum()) + self.a_mis * float(ms[mis].sum()) + self.b
+        """Predicted latency (ms) from ``space.encode(arch)``."""
+        v, w = self._parts(widths, kept)
+        return self.a * float(v.sum()) + self.c * float(w.sum()) + self.b
 
     def predict(self, arch: Architecture) -> float:
         """Predicted latency of ``arch`` on the target, in ms."""
@@ -299,11 +322,16 @@ class LatencyModel:
         widths, kept = self.space.encode(arch)
         d = self.dims.dims(widths)
         ms = self.layer_ms(widths, kept)
-        return [{"layer": l.name, "op": l.config.op, "c_in": int(d[l.dim_in]), "c_out": int(d[l.dim_out]),
-                 "block": l.block, "ms": float(v)} for l, v in zip(self.layers, ms)]
+        rows = []
+        for lay, v in zip(self.layers, ms):
+            cin = d[lay.dim_out if lay.config.op == "dwconv" else lay.dim_in]
+            rows.append({"layer": lay.name, "op": lay.config.op, "c_in": int(cin), "c_out": int(d[lay.dim_out]),
+                         "block": lay.block, "ms": float(v)})
+        return rows
 
     # ------------------------------------------------------------------ expectations (TAS)
-    def expected_cost(self, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]], device=None) -> "ExpectedLatency":
+    def expected_cost(self, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]],
+                      device=None) -> "ExpectedLatency":
         """Expected latency with ``ExpectedCost``'s conventions (padded ``(n_slots, K)`` probabilities)."""
         return ExpectedLatency(self, slot_groups, candidates, device)
 
@@ -348,7 +376,7 @@ class LatencyModel:
         keys = set(self.keys())
         sub = LatencyTable(self.table.profile, dict(self.table.hardware),
                            {k: v for k, v in self.table.entries.items() if k in keys},
-                           {self.fingerprint: self.calibration() or {"a": self.a, "a_misaligned": self.a_mis,
+                           {self.fingerprint: self.calibration() or {"a": self.a, "c_ms_per_mb": self.c,
                                                                      "b": self.b, "grid": self.grid}},
                            dict(self.table.settings))
         return sub.to_dict()
@@ -369,15 +397,15 @@ class ExpectedLatency:
     keep probability of every block.
     """
 
-    def __init__(self, lat: LatencyModel, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]], device=None):
+    def __init__(self, lat: LatencyModel, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]],
+                 device=None):
         if not lat._compiled:
             lat.compile()
         dev = torch.device(device) if device is not None else torch.device("cpu")
         f64 = dict(dtype=torch.float64, device=dev)
-        self.a, self.b, self.a_mis = lat.a, lat.b, lat.a_mis
+        self.a, self.b, self.c = lat.a, lat.b, lat.c
         self.block = lat.block
-        self._var_in = torch.as_tensor(lat._var_in, device=dev)
-        self._var_out = torch.as_tensor(lat._var_out, device=dev)
+        self._wcoef = torch.as_tensor(lat._wcoef, **f64)
         self.n_blocks = len(lat.space.blocks)
         self._dims = lat.dims.expected_dims(list(slot_groups), [list(c) for c in candidates], dev)
         self._gin = torch.as_tensor(lat._gin, **f64)
@@ -388,24 +416,20 @@ class ExpectedLatency:
         self._inside = torch.as_tensor(lat._inside, device=dev)
         self._block = torch.as_tensor(lat._block[lat._inside], device=dev)
 
-    def layer_ms(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Calibrated expected latency of every layer call (slope ``a`` or ``a_mis``), without ``b``."""
+    def layer_costs(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated expected latency of every layer call (``a`` * table + ``c`` * weight MB), without ``b``."""
         d = self._dims(probs)
-        v = bilinear_torch(self._gin, self._gout, self._vals, self._effective(d[self._din]),
-                           self._effective(d[self._dout]))
+        cin, cout = d[self._din], d[self._dout]
+        v = self.a * bilinear_torch(self._gin, self._gout, self._vals, self._effective(cin), self._effective(cout))
+        if self.c:
+            v = v + self.c * self._wcoef * cin * cout
         if len(self._inside) and keep is not None:
             keep = torch.as_tensor(keep).to(v.device, torch.float64)
             if keep.shape != (self.n_blocks,):
                 raise ValueError(f"keep probabilities must have shape ({self.n_blocks},), got {tuple(keep.shape)}")
             alive = torch.ones_like(v).index_put((self._inside,), keep[self._block])
             v = v * alive
-        if self.a_mis == self.a or self.block <= 1:
-            return self.a * v
-        with torch.no_grad():  # which slope applies is a step: its gradient is zero
-            r = torch.round(d)
-            mis = ((torch.remainder(r[self._din], self.block) != 0) & self._var_in) | (
-                (torch.remainder(r[self._dout], self.block) != 0) & self._var_out)
-        return torch.where(mis, self.a_mis * v, self.a * v)
+        return v
 
     def _effective(self, c: torch.Tensor) -> torch.Tensor:
         """Channels rounded up to the hardware block, with a straight-through gradient: the value is
@@ -417,13 +441,14 @@ class ExpectedLatency:
 
     def __call__(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Expected latency in ms (float64 scalar tensor)."""
-        return self.layer_ms(probs, keep).sum() + self.b
+        return self.layer_costs(probs, keep).sum() + self.b
 
     latency = __call__
 
 
 # ---------------------------------------------------------------------- measuring whole models
-def arch_probes(space, model: nn.Module, archs: Sequence[Architecture], runner, folder: str | os.PathLike) -> list[Probe]:
+def arch_probes(space, model: nn.Module, archs: Sequence[Architecture], runner,
+                folder: str | os.PathLike) -> list[Probe]:
     """One probe per architecture: materialized and exported to ``folder`` (torch runtimes keep the module)."""
     from exporters.onnx_export import export_onnx
 
@@ -466,15 +491,14 @@ def _pooled(table: LatencyTable) -> tuple[float, float, float] | None:
     feats, ms = [], []
     for cal in table.calibrations.values():
         for p in cal.get("points", []):
-            mis = float(p.get("raw_misaligned", 0.0))
-            feats.append((p["raw"] - mis, mis))
+            feats.append((p["raw"], p.get("weight_mb", 0.0)))
             ms.append(p["ms"])
     return fit_calibration(feats, ms) if feats else None
 
 
 def _apply(lat: LatencyModel, cal: dict) -> None:
     lat.a, lat.b = float(cal["a"]), float(cal["b"])
-    lat.a_mis = float(cal.get("a_misaligned", lat.a))
+    lat.c = float(cal.get("c_ms_per_mb", 0.0))
 
 
 def _offline_model(space, model, profile, table: LatencyTable, grid: int | None) -> LatencyModel:
@@ -488,7 +512,7 @@ def _offline_model(space, model, profile, table: LatencyTable, grid: int | None)
         _apply(lat, cal)
     else:
         pooled = _pooled(table)
-        lat.a, lat.a_mis, lat.b = pooled if pooled else (1.0, 1.0, 0.0)
+        lat.a, lat.c, lat.b = pooled if pooled else (1.0, 0.0, 0.0)
         log.warning("latency table %s holds no calibration for %s: using %s (a=%.3g, b=%.3g ms); predictions may be "
                     "off by a constant factor", table.source, fp,
                     "the pooled fit of its other models" if pooled else "the raw sum of layers", lat.a, lat.b)
@@ -496,7 +520,7 @@ def _offline_model(space, model, profile, table: LatencyTable, grid: int | None)
 
 
 def build_latency_model(space, model: nn.Module, profile, table_path: str | os.PathLike | None = None,
-                        calibration_archs: int = 8, *, grid: int | None = None, rounds: int = 7, stat: str = "min",
+                        calibration_archs: int = 12, *, grid: int | None = None, rounds: int = 7, stat: str = "min",
                         warmup: int | None = None, runs: int | None = None, threads: int | None = None,
                         runtime: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
                         offline: bool = False, recalibrate: bool = False, seed: int = 0,
@@ -562,16 +586,16 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     if archs:
         ms = [summarize(r, stat) for r in results[len(todo):]]
         feats = [lat.features(x) for x in archs]
-        a, a_mis, b = fit_calibration(feats, ms)
-        rel = [abs(a * f0 + a_mis * f1 + b - m) / m for (f0, f1), m in zip(feats, ms)]
-        cal = {"fingerprint": dict(space.fingerprint), "a": a, "a_misaligned": a_mis, "b": b, "grid": grid,
+        a, c, b = fit_calibration(feats, ms)
+        rel = [abs(a * f0 + c * f1 + b - m) / m for (f0, f1), m in zip(feats, ms)]
+        cal = {"fingerprint": dict(space.fingerprint), "a": a, "c_ms_per_mb": c, "b": b, "grid": grid,
                "archs": len(archs), "seed": seed, "null_ms": table.ms(NULL_KEY), "max_rel_err": float(max(rel)),
                "mean_rel_err": float(np.mean(rel)),
-               "points": [{"arch": arch_hash(x), "macs": int(space.macs(x)), "raw": f0 + f1, "raw_misaligned": f1,
+               "points": [{"arch": arch_hash(x), "macs": int(space.macs(x)), "raw": f0, "weight_mb": f1,
                            "ms": float(m)} for x, (f0, f1), m in zip(archs, feats, ms)]}
         table.calibrations[fp] = cal
-        log.info("calibration of %s: measured = %.3f * aligned + %.3f * misaligned + %.3f ms (fit error mean %.1f%%, "
-                 "max %.1f%%)", fp, a, a_mis, b, 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
+        log.info("calibration of %s: measured = %.3f * table + %.4f ms/MB * weights + %.3f ms (fit error mean %.1f%%, "
+                 "max %.1f%%)", fp, a, c, b, 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
     _apply(lat, cal)
     if table_path is not None:
         table.save(table_path)
@@ -635,9 +659,11 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
     out = {"n": len(archs), **_errors(predicted, measured)}
     if refs:
         out["drift"] = float(np.median([m / then[arch_hash(r)] for r, m in zip(refs, ref_now)]))
-        a, a_mis, b = fit_calibration([lat.features(r) for r in refs], ref_now)
-        pred = [a * f0 + a_mis * f1 + b for f0, f1 in (lat.features(x) for x in archs)]
-        out["same_session"] = {"a": a, "a_misaligned": a_mis, "b": b, **_errors(pred, measured)}
+        a, c, b = fit_calibration([lat.features(r) for r in refs], ref_now)
+        pred = [a * f0 + c * f1 + b for f0, f1 in (lat.features(x) for x in archs)]
+        out["same_session"] = {"a": a, "c_ms_per_mb": c, "b": b, **_errors(pred, measured)}
+        out["reference"] = [{"arch": arch_hash(r), "then_ms": then[arch_hash(r)], "now_ms": float(m)}
+                            for r, m in zip(refs, ref_now)]
     out["pairs"] = [{"macs": int(space.macs(a)), "predicted_ms": float(p), "measured_ms": float(m),
                      "rel_err": float(abs(p - m) / m)} for a, p, m in zip(archs, predicted, measured)]
     return out

@@ -1,21 +1,24 @@
 """The on-disk latency table: measured latency of single layers on one target, keyed by layer config.
 
 A table belongs to one *profile* (``cpu``, ``jetson-orin-nano``, ...) measured on one *hardware*
-(device name, runtime and its version, threads, batch, precision). Its ``entries`` map a layer
-key (:meth:`LayerConfig.key`: operator, kernel, stride, padding, dilation, groups, input size,
-batch, C_in x C_out) to the median latency in ms, so measurements are shared by every model
-that has the same layer. ``calibrations`` hold, per model fingerprint, the whole-model
-measurements and the fitted ``measured ~ a * sum(layers) + b`` (see ``predictor.py``).
+(device name, runtime and its version, threads, batch, precision, clock, channel block). Its
+``entries`` map a layer key (:meth:`LayerConfig.key`: operator, kernel, stride, padding,
+dilation, groups, input size, batch, C_in x C_out) to a latency in ms, so measurements are
+shared by every model that has the same layer. ``calibrations`` hold, per model fingerprint,
+the whole-model measurements and the fitted coefficients (see ``predictor.py``).
 
-Each measured graph is one layer: a Conv (with bias, as batch norm folds into it on export)
-or a MatMul + Add, built with the ONNX helper API, fp32, timed by the profile's runner.
-Activations, additions, pooling and the layout changes between layers are not in the table:
-the calibration against whole models accounts for them. The per-call overhead of the runtime
-(an Identity graph, key ``null``) is measured too and subtracted from every layer.
+Each measured graph is one layer: a Conv (with bias, as batch norm folds into it on export) or
+a MatMul + Add, built with the ONNX helper API, fp32, timed by the profile's runner. Activations,
+additions, pooling and the layout changes between layers are not in the table: the calibration
+against whole models accounts for them. The runtime's fixed cost of one call (an Identity graph,
+key ``null``) is measured too and subtracted from every layer.
 
-Timing is made robust for a shared, noisy machine: every point is timed in several *rounds*,
-each round visiting all points in a shuffled order (so a burst of foreign load spreads over
-many points instead of spoiling one), and the median of the rounds' medians is kept.
+Timing is made robust for a shared, noisy machine: every graph is timed in several *rounds*,
+each round visiting all graphs in a shuffled order (so a burst of foreign load spreads over many
+graphs instead of spoiling one); each round gives a median, and the rounds are reduced by
+``min`` (default: the quietest round, as foreign load only ever adds time) or ``median``. With
+``clock="cpu"`` (onnxruntime-cpu, one thread) runs are timed by the thread's CPU time, which
+leaves out the time the thread waited for a core.
 """
 from __future__ import annotations
 
@@ -189,8 +192,7 @@ class CpuClockOrtRunner(OrtRunner):
 # ---------------------------------------------------------------------- single-layer graphs
 def layer_onnx(config: LayerConfig, cin: int, cout: int, path: str | os.PathLike, seed: int = 0) -> Path:
     """Write a one-layer ONNX graph (input ``input``, output ``logits``, dynamic batch) to ``path``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     cin, cout = config.channels(cin, cout)
@@ -240,12 +242,12 @@ def layer_module(config: LayerConfig, cin: int, cout: int):
     if config.op == "linear":
         return nn.Linear(cin, cout)
     groups = cout if config.op == "dwconv" else config.groups
-    t, l, b, r = config.pads
+    top, left, bottom, right = config.pads
     conv = nn.Conv2d(cin, cout, config.kernel, config.stride, 0, config.dilation, groups)
-    if (t, l) == (b, r):
-        conv.padding = (t, l)
+    if (top, left) == (bottom, right):
+        conv.padding = (top, left)
         return conv
-    return nn.Sequential(nn.ZeroPad2d((l, r, t, b)), conv)
+    return nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv)
 
 
 @dataclass
