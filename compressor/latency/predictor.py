@@ -403,7 +403,7 @@ class ExpectedLatency:
             lat.compile()
         dev = torch.device(device) if device is not None else torch.device("cpu")
         f64 = dict(dtype=torch.float64, device=dev)
-        self.a, self.b, self.c = lat.a, lat.b, lat.c
+        self.lat = lat  # its a, b, c are read at each call
         self.block = lat.block
         self._wcoef = torch.as_tensor(lat._wcoef, **f64)
         self.n_blocks = len(lat.space.blocks)
@@ -420,9 +420,9 @@ class ExpectedLatency:
         """Calibrated expected latency of every layer call (``a`` * table + ``c`` * weight MB), without ``b``."""
         d = self._dims(probs)
         cin, cout = d[self._din], d[self._dout]
-        v = self.a * bilinear_torch(self._gin, self._gout, self._vals, self._effective(cin), self._effective(cout))
-        if self.c:
-            v = v + self.c * self._wcoef * cin * cout
+        v = self.lat.a * bilinear_torch(self._gin, self._gout, self._vals, self._effective(cin), self._effective(cout))
+        if self.lat.c:
+            v = v + self.lat.c * self._wcoef * cin * cout
         if len(self._inside) and keep is not None:
             keep = torch.as_tensor(keep).to(v.device, torch.float64)
             if keep.shape != (self.n_blocks,):
@@ -441,7 +441,7 @@ class ExpectedLatency:
 
     def __call__(self, probs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Expected latency in ms (float64 scalar tensor)."""
-        return self.layer_costs(probs, keep).sum() + self.b
+        return self.layer_costs(probs, keep).sum() + self.lat.b
 
     latency = __call__
 

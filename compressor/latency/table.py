@@ -350,7 +350,7 @@ class LatencyTable:
         return [k for k in dict.fromkeys(keys) if k not in self.entries]
 
     def add(self, key: str, rounds: Sequence[float], stat: str = "min") -> None:
-        self.entries[key] = {"ms": summarize(rounds, stat), "rounds": [round(float(r), 6) for r in rounds]}
+        self.entries[key] = {"ms": round(summarize(rounds, stat), 6), "rounds": [round(float(r), 6) for r in rounds]}
 
     # ------------------------------------------------------------------ identity checks
     def check(self, profile: str, hardware: dict | None = None) -> None:
