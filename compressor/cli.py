@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .errors import CompressError
 from .search import SEARCHERS
-from .units import format_count, parse_shape, parse_size
+from .units import format_count, parse_latency_ms, parse_shape, parse_size
 
 log = logging.getLogger("compressor")
 
@@ -65,6 +65,15 @@ def _size(what: str):
         except CompressError as exc:
             raise click.BadParameter(str(exc)) from None
     return convert
+
+
+def _latency(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_latency_ms(value)
+    except CompressError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _shape(ctx, param, value):
@@ -123,6 +132,11 @@ def main():
               help="Upper bound on MACs at the deployment shape, batch 1 (K/M/G suffixes: 300M).")
 @click.option("--budget-params", callback=_size("--budget-params"), default=None,
               help="Upper bound on parameters (K/M/G suffixes: 2.5M).")
+@click.option("--budget-latency", callback=_latency, default=None,
+              help="Upper bound on latency on the target (4ms, 800us), predicted by a lookup table measured on "
+                   "the target and checked by measuring the result.")
+@click.option("--latency-table", default=None,
+              help="Latency table file (compress lut); default ~/.cache/compressor/latency-<target>.json.")
 @click.option("--method", type=click.Choice(sorted(SEARCHERS)), default="greedy", show_default=True,
               help="Search method.")
 @click.option("--search-epochs", type=click.IntRange(min=1), default=5, show_default=True,
@@ -159,7 +173,8 @@ def run_command(**opts):
         if resume_dir:
             config = resume_config(resume_dir, quiet=opts["quiet"])
         else:
-            budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"))
+            budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"),
+                            latency_ms=opts.pop("budget_latency"))
             config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
         report = run(config)
     except CompressError as exc:
@@ -359,3 +374,39 @@ def report_command(paths, out, quiet):
     except CompressError as exc:
         _fail(exc)
     click.echo(f"written to {out}" if out else merged_markdown(merged))
+
+
+@main.command("lut")
+@click.option("--target", default="cpu", show_default=True, help="Target profile; run this on that device.")
+@click.option("--model", default="resnet18", show_default=True, help="Model whose layers to measure.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--input-shape", callback=_shape, default=None, help="CxHxW; default from the profile.")
+@click.option("--out", default=None, help="Table file; default ~/.cache/compressor/latency-<target>.json.")
+@click.option("--evaluate", "n_eval", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also measure this many random architectures and report the predictor's error.")
+@click.option("--quiet", "-q", is_flag=True)
+def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
+    """Measure a per-layer latency table on this device, calibrated on whole models."""
+    from pathlib import Path
+
+    from .latency import build_latency_model, evaluate_predictor
+    from .models import resolve_model
+    from .pipeline import latency_clock, resolve_target
+    from .space import SearchSpace
+
+    _setup_logging(quiet)
+    try:
+        profile = resolve_target(target)
+        shape = parse_shape(input_shape) if input_shape else profile.input_shape
+        path = Path(out) if out else Path.home() / ".cache" / "compressor" / f"latency-{profile.name}.json"
+        net, _, _ = resolve_model(model, None, num_classes)
+        space = SearchSpace.build(net, shape, model, channel_multiple=profile.channel_multiple)
+        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), quiet=quiet)
+        line = f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name}"
+        if n_eval:
+            err = evaluate_predictor(lat, space, net, profile, n=n_eval)
+            line += (f"; on {n_eval} random architectures {100 * err['within_10pct']:.0f}% of predictions are "
+                     f"within 10% (mean error {100 * err['mean_abs_rel_err']:.1f}%)")
+    except CompressError as exc:
+        _fail(exc)
+    click.echo(line)

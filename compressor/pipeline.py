@@ -12,7 +12,7 @@ import shutil
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -65,6 +65,7 @@ class RunConfig:
     search_epochs: int = 5
     from_scratch: bool = False
     options: dict | None = None
+    latency_table: str | None = None
     resume: bool = False
     batch_size: int = 64
     lr: float = 0.05
@@ -259,14 +260,15 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         full = space.full()
         budget = config.budget
         notes = []
-        if budget.fits(space, full):
+        if (budget.macs, budget.params) != (None, None) and replace(budget, latency_ms=None).fits(space, full) \
+                and budget.latency_ms is None:
             notes.append("the model already meets the budget; it is kept as is")
             log.warning(notes[-1])
         elif not space.decisions():
             why = "; ".join(e["reason"] for e in space.fixed_layers) or "it has no prunable channel groups or blocks"
             raise CompressError(f"{config.model} has nothing the search can shrink ({why[:300]}); "
                                 "try another model or raise the budget")
-        else:
+        elif budget.latency_ms is None:
             budget.check_reachable(space)  # before any training: fail fast
         log.info("%s at %s: %s MACs, %s params, %d width decisions, %d removable blocks", config.model,
                  "x".join(map(str, shape)), format_count(space.macs(full)), format_count(space.params(full)),
@@ -280,6 +282,11 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         with stage("search_space"):  # channel rankings follow the trained weights
             space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
     model = model.cpu().eval()
+    if budget.latency_ms is not None:
+        with stage("latency_model"):
+            budget = budget.with_latency_model(_latency_model(space, model, profile, config, out))
+            if not notes:
+                budget.check_reachable(space)
     baseline_acc = evaluate(model, val_loader, device=device, quiet=config.quiet)
     model = model.cpu().eval()
 
@@ -310,6 +317,11 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         counted = {"macs": count_macs(small, shape), "params": count_params(small)}
         if closed != counted:
             raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
+
+    latency_check = None
+    if budget.latency_ms is not None and is_main():
+        with stage("latency_check"):
+            arch, small, latency_check = _meet_measured_latency(space, model, arch, small, budget, profile, shape, out)
 
     with stage("fine_tuning"):
         seed_everything(config.seed + 2)
@@ -350,6 +362,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                          "dropped_blocks": [k for k, v in arch.blocks.items() if not v]},
         "fixed_layers": space.fixed_layers,
         "search": {"steps": len(history), "file": "search.json"},
+        "latency_check": latency_check,
         "settings": _settings(config),
         "notes": notes,
         "timings_s": stage.seconds,
@@ -440,6 +453,50 @@ def _train_teacher(model, config: RunConfig, train_loader, val_loader, device, s
           quiet=config.quiet, desc="teacher", checkpoint=state / "teacher-training.pt")
     if is_main():
         write_atomic(done, lambda tmp: torch.save(model.state_dict(), tmp))
+
+
+def latency_clock(profile: Profile) -> str:
+    """How the latency table times layers: thread CPU time where that is exact (onnxruntime on one
+    CPU thread, robust on a shared machine), else wall-clock time."""
+    single = profile.measure.threads == 1 and measuring_runtime(profile) == "onnxruntime-cpu"
+    return "cpu" if single else "wall"
+
+
+def _latency_model(space, model, profile: Profile, config: RunConfig, out: Path):
+    """The calibrated latency model for a latency budget, from (and into) the latency table."""
+    from .latency import build_latency_model
+
+    table = Path(config.latency_table) if config.latency_table else Path.home() / ".cache" / "compressor" / \
+        f"latency-{profile.name}.json"
+    lat = build_latency_model(space, model, profile, table, clock=latency_clock(profile), quiet=config.quiet)
+    if is_main():
+        write_json(out / "latency_model.json", lat.to_dict())
+    return lat
+
+
+def _meet_measured_latency(space, model, arch, small, budget: Budget, profile: Profile, shape, out: Path,
+                           rounds: int = 3):
+    """Measure the searched architecture on the target; while it is over the latency budget, scale
+    the prediction by measured/predicted and repair the architecture to the budget again."""
+    from .search import repair
+
+    checks = []
+    for _ in range(rounds):
+        predicted = budget.latency.predict(arch)
+        path = export_onnx(small, shape, out / STATE_DIR / "latency-check.onnx", opset=ONNX_OPSET)
+        measured = _measure(path, profile, shape, None)["p50"]
+        checks.append({"predicted_ms": predicted, "measured_ms": measured, "macs": space.macs(arch)})
+        log.info("latency check: predicted %.3f ms, measured %.3f ms (budget %.3f ms)", predicted, measured,
+                 budget.latency_ms)
+        if measured <= budget.latency_ms:
+            break
+        budget.latency.rescale(measured / predicted)
+        arch = repair(space, budget, arch).architecture
+        small = materialize(space, model, arch)
+    else:
+        log.warning("measured latency %.3f ms is still over the %.3f ms budget after %d corrections",
+                    checks[-1]["measured_ms"], budget.latency_ms, rounds)
+    return arch, small, checks
 
 
 def _check_runs_at(model, resolution: int) -> None:

@@ -190,3 +190,17 @@ def test_report_merges_a_run_and_a_device_bench(run_dir, tmp_path):
     assert f"{p50:.3f}" in (out / "report.md").read_text()
     assert "<img" in (out / "report.html").read_text()
     assert (run_dir / "report.html").is_file()  # every run writes its HTML page too
+
+
+def test_latency_budget_end_to_end(tmp_path):
+    """--budget-latency: a table measured here, a search on predicted latency, a measured check."""
+    out, table = tmp_path / "lat", tmp_path / "table.json"
+    result = invoke("--budget-latency", "0.4ms", "--latency-table", str(table), "--out", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "report.json").read_text())
+    assert r["budget"]["latency_ms"] == 0.4
+    checks = r["latency_check"]
+    assert checks and all(c["measured_ms"] > 0 for c in checks)
+    assert checks[-1]["predicted_ms"] <= 0.4 * 1.0001  # the prediction the search obeyed
+    assert table.is_file() and (out / "latency_model.json").is_file()
+    assert "latency_ms <= 0.4 ms" in (out / "report.md").read_text()

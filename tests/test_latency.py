@@ -331,3 +331,24 @@ def lat_runner():
     from compressor.latency.table import make_runner
 
     return make_runner("onnxruntime-cpu", threads=1, clock="cpu")
+
+
+@pytest.mark.parametrize("method", ["uniform", "greedy", "tas", "asng", "autoshrink"])
+def test_every_method_meets_a_latency_budget(built, r18, method):
+    """Each searcher reads the latency bound through Budget exactly like MACs (TAS through the
+    differentiable expected latency), so its result's predicted latency is within the budget."""
+    from compressor.budget import Budget
+    from compressor.data import load_data
+    from compressor.search import SEARCHERS, SearchContext
+
+    lat, space = built.lat, r18.space
+    full_ms = lat.predict(space.full())
+    budget = Budget(latency_ms=0.5 * full_ms).with_latency_model(lat)
+    data = load_data(None, resolution=16, seed=0)
+    options = {"tas": {"steps_per_epoch": 2}, "asng": {"steps_per_epoch": 2},
+               "autoshrink": {"k": 2, "finetune_steps": 1, "eval_batches": 1, "commit_steps": 1,
+                              "calib_batches": 1}}.get(method, {})
+    ctx = SearchContext(model=r18.model, train_data=data.train, val_data=data.val, batch_size=32, epochs=1,
+                        quiet=True, options=options)
+    arch = SEARCHERS[method](space, budget, ctx).architecture
+    assert lat.predict(arch) <= budget.latency_ms < full_ms

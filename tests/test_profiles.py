@@ -54,7 +54,7 @@ def test_load_cpu_profile():
     assert p.batch == 1
     assert p.input_shape == (3, 224, 224)
     assert p.channel_multiple == 8
-    assert p.measure == Measure(warmup=10, runs=50, threads=0)
+    assert p.measure == Measure(warmup=10, runs=50, threads=1)
     assert p.source.endswith("cpu.toml")
     d = p.to_dict()
     assert d["input_shape"] == [3, 224, 224] and d["measure"]["runs"] == 50

@@ -317,6 +317,10 @@ class LatencyModel:
         """Predicted latency of ``arch`` on the target, in ms."""
         return self.predict_encoded(*self.space.encode(arch))
 
+    def rescale(self, factor: float) -> None:
+        """Scale every prediction by ``factor`` (a measured/predicted ratio seen on the target)."""
+        self.a, self.b, self.c = self.a * factor, self.b * factor, self.c * factor
+
     def details(self, arch: Architecture) -> list[dict]:
         """Per layer call: name, C_in, C_out, uncalibrated ms (a debugging view)."""
         widths, kept = self.space.encode(arch)

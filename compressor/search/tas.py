@@ -459,6 +459,7 @@ class TASSupernet:
         self.alpha = nn.Parameter((torch.randn(self.width_mask.shape, generator=gen) * init_std).to(device))
         self.beta = nn.Parameter((torch.randn(self.depth_mask.shape, generator=gen) * init_std).to(device))
         self.cost = ExpectedCost(space, self.slot_groups, self.candidates, device)
+        self.latency = None  # see use_latency
 
         def longs(values):
             return torch.as_tensor(values, dtype=torch.long, device=device)
@@ -614,7 +615,9 @@ class TASSupernet:
         return keep.index_put((self._keep_rows,), reach[self._keep_at])
 
     def expected_cost(self, metric: str = "macs") -> torch.Tensor:
-        """Expected MACs or params under softmax(α) and softmax(β), differentiable in both."""
+        """Expected MACs, params or latency under softmax(α) and softmax(β), differentiable in both."""
+        if metric == "latency_ms":
+            return self.latency_cost(self.width_probs(), self.keep_probs())
         return self.cost(metric, self.width_probs(), self.keep_probs())
 
     def argmax_encoded(self) -> tuple[np.ndarray, np.ndarray]:
@@ -631,9 +634,17 @@ class TASSupernet:
                 kept[j] = k < d
         return widths, kept
 
-    def argmax_costs(self) -> dict[str, int]:
+    def use_latency(self, latency_model) -> None:
+        """Also offer ``latency_ms``: predicted by ``latency_model``, expected latency differentiable."""
+        self.latency = latency_model
+        self.latency_cost = latency_model.expected_cost(self.slot_groups, self.candidates, self.alpha.device)
+
+    def argmax_costs(self) -> dict[str, float]:
         widths, kept = self.argmax_encoded()
-        return {"macs": self.space.cost.macs(widths, kept), "params": self.space.cost.params(widths, kept)}
+        costs = {"macs": self.space.cost.macs(widths, kept), "params": self.space.cost.params(widths, kept)}
+        if self.latency is not None:
+            costs["latency_ms"] = self.latency.predict_encoded(widths, kept)
+        return costs
 
     def architecture(self) -> Architecture:
         """The argmax architecture: most probable width of every group and depth of every stage."""
@@ -670,6 +681,8 @@ def _search(space, budget, context, opts: TASOptions, device):
     gen = torch.Generator().manual_seed(context.seed)
     model = copy.deepcopy(context.model).to(device)
     net = TASSupernet(space, model, opts.ratios, opts.init_std, gen)
+    if budget.latency_ms is not None:
+        net.use_latency(budget.latency)
     weights = [p for p in model.parameters() if p.requires_grad]
     first, second = split_halves(context.train_data, context.seed)
     w_loader = make_loader(first, context.batch_size, shuffle=True, seed=context.seed)
