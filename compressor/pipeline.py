@@ -145,9 +145,10 @@ def measuring_runtime(profile: Profile) -> str | None:
     return next((r for r in profile.runtimes if r in usable), None)
 
 
-def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None) -> dict:
+def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None, slowest: int = 0) -> dict:
     runtime = measuring_runtime(profile)
-    runner = make_runner(runtime, threads=profile.measure.threads, precision=profile.precision)
+    runner = make_runner(runtime, threads=profile.measure.threads, precision=profile.precision,
+                         profile_nodes=slowest)
     stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
                            runs=runs or profile.measure.runs)
     return stats.to_dict()
@@ -383,7 +384,7 @@ def deliver(out: Path, small, arch, spec, shape, profile: Profile, stage: "_Stag
         parity = verify_onnx(small, onnx_path, shape)
         baseline_onnx = export_onnx(baseline, shape, out / "baseline.onnx", opset=ONNX_OPSET) if baseline else None
     with stage("latency"):
-        lats = {"compressed": _measure(onnx_path, profile, shape, runs)}
+        lats = {"compressed": _measure(onnx_path, profile, shape, runs, slowest=10)}
         if baseline_onnx is not None:
             lats["baseline"] = _measure(baseline_onnx, profile, shape, runs)
     onnx_info = {"path": onnx_path.name, "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],

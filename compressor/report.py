@@ -60,6 +60,11 @@ def markdown(report: dict) -> str:
         "",
         f"Dropped blocks: {', '.join(report['architecture']['dropped_blocks']) or 'none'}.",
     ]
+    slowest = lat_c.get("settings", {}).get("slowest_nodes")
+    if slowest:
+        lines += ["", "Slowest nodes of the compressed model (onnxruntime profile, mean of 10 runs):", "",
+                  "| node | op | ms | share |", "|---|---|---:|---:|"]
+        lines += [f"| `{n['node']}` | {n['op']} | {n['mean_ms']:.3f} | {100 * n['share']:.1f}% |" for n in slowest]
     if report["fixed_layers"]:
         lines += ["", "Layers left fixed:"]
         lines += [f"- {', '.join(e['layers'][:6])}{' ...' if len(e['layers']) > 6 else ''}: {e['reason']}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import json
 import logging
 import os
 import tempfile
@@ -70,12 +71,15 @@ class OrtRunner(Runner):
 
     ``providers`` defaults to the CPU provider; ``threads`` sets intra-op threads (0: onnxruntime's
     default, one per physical core). Inputs are host numpy arrays, so on GPU providers the
-    host-device copies are part of each timed run.
+    host-device copies are part of each timed run. With ``profile_nodes`` > 0, a separate
+    profiled session (onnxruntime's JSON profile, after the timed runs so its overhead stays out
+    of them) names that many slowest nodes in ``settings["slowest_nodes"]``.
     """
 
-    def __init__(self, providers: Sequence[str] | None = None, threads: int = 0):
+    def __init__(self, providers: Sequence[str] | None = None, threads: int = 0, profile_nodes: int = 0):
         self.providers = list(providers or ["CPUExecutionProvider"])
         self.threads = threads
+        self.profile_nodes = profile_nodes
         missing = [p for p in self.providers if p not in ort.get_available_providers()]
         if missing:
             raise CompressError(
@@ -86,12 +90,16 @@ class OrtRunner(Runner):
         self.runtime = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
 
     def _time(self, model, x, warmup, runs):
-        if isinstance(model, nn.Module):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = export_onnx(model, x.shape[1:], Path(tmp) / "model.onnx")
-                session, options = self._session(path)
-        else:
-            session, options = self._session(Path(model))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, x.shape[1:], Path(tmp) / "model.onnx") if isinstance(model, nn.Module) \
+                else Path(model)
+            times, meta = self._time_file(path, x, warmup, runs)
+            if self.profile_nodes > 0:
+                meta["settings"]["slowest_nodes"] = self._slowest_nodes(path, x, tmp)
+        return times, meta
+
+    def _time_file(self, path: Path, x, warmup, runs):
+        session, options = self._session(path)
         inp = session.get_inputs()[0]
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         feed = {inp.name: x.numpy().astype(dtype)}
@@ -116,10 +124,31 @@ class OrtRunner(Runner):
             },
         }
 
-    def _session(self, path: Path) -> tuple[ort.InferenceSession, ort.SessionOptions]:
+    def _slowest_nodes(self, path: Path, x, folder: str, runs: int = 10) -> list[dict]:
+        """The ``profile_nodes`` nodes with the largest mean kernel time in onnxruntime's profile."""
+        session, _ = self._session(path, profile_prefix=str(Path(folder) / "ort-profile"))
+        inp = session.get_inputs()[0]
+        feed = {inp.name: x.numpy().astype(np.float16 if inp.type == "tensor(float16)" else np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        total: dict[str, list] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                entry = total.setdefault(e["name"].removesuffix("_kernel_time"), [e.get("args", {}).get("op_name", "?"), 0.0])
+                entry[1] += e.get("dur", 0) / 1e3 / runs
+        overall = sum(v[1] for v in total.values()) or 1.0
+        ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[: self.profile_nodes]
+        return [{"node": name, "op": op, "mean_ms": round(ms, 4), "share": round(ms / overall, 4)}
+                for name, (op, ms) in ranked]
+
+    def _session(self, path: Path, profile_prefix: str | None = None) -> tuple[ort.InferenceSession, ort.SessionOptions]:
         if not path.is_file():
             raise CompressError(f"ONNX file {path} does not exist; export the model first")
         options = ort.SessionOptions()
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -215,15 +244,15 @@ def available_runners() -> list[str]:
     return names
 
 
-def make_runner(runtime: str, threads: int = 0, precision: str = "fp16"):
-    """The runner for a profile's runtime name; ``threads`` applies to onnxruntime only,
-    ``precision`` to TensorRT (which builds an engine from the ONNX file it is given)."""
+def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile_nodes: int = 0):
+    """The runner for a profile's runtime name; ``threads`` and ``profile_nodes`` apply to
+    onnxruntime only, ``precision`` to TensorRT (which builds an engine from the ONNX file)."""
     if runtime == "tensorrt":
         from exporters.tensorrt_engine import TrtRunner
 
         return TrtRunner(precision=precision)
     if runtime in ORT_PROVIDERS:
-        return OrtRunner(ORT_PROVIDERS[runtime], threads)
+        return OrtRunner(ORT_PROVIDERS[runtime], threads, profile_nodes)
     if runtime in TORCH_DEVICES:
         return TorchRunner(TORCH_DEVICES[runtime])
     raise CompressError(

@@ -144,5 +144,21 @@ def test_make_runner():
     runner = make_runner("onnxruntime-cpu", threads=2)
     assert isinstance(runner, OrtRunner) and runner.threads == 2
     assert isinstance(make_runner("torch-cpu"), TorchRunner)
-    with pytest.raises(CompressError, match="no runner for runtime 'tensorrt'"):
-        make_runner("tensorrt")
+    from exporters.tensorrt_engine import TrtRunner
+
+    assert isinstance(make_runner("tensorrt", precision="fp32"), TrtRunner)  # builds lazily: no GPU needed yet
+    with pytest.raises(CompressError, match="no runner for runtime 'openvino'"):
+        make_runner("openvino")
+
+
+def test_ort_node_profile_names_the_slowest_nodes():
+    from torch import nn
+
+    from exporters.runners import OrtRunner
+
+    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 4, 1), nn.Flatten(),
+                        nn.Linear(4 * 16 * 16, 10)).eval()
+    stats = OrtRunner(threads=1, profile_nodes=2).measure(net, (3, 16, 16), warmup=1, runs=3)
+    nodes = stats.settings["slowest_nodes"]
+    assert len(nodes) == 2 and nodes[0]["mean_ms"] >= nodes[1]["mean_ms"] > 0
+    assert nodes[0]["op"] == "Conv" and 0 < nodes[0]["share"] <= 1  # the 3x3 conv dominates
