@@ -169,7 +169,7 @@ def run(config: RunConfig) -> dict:
         try:
             return _run(config, profile, shape, out)
         except BaseException:
-            if is_main():
+            if is_main() and not config.resume:  # a resumed run keeps its state for another try
                 _discard(out, created)
             raise
 
@@ -223,11 +223,17 @@ def _new_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
 
 
 def _discard(out: Path, created: Path | None) -> None:
-    """After a failed run, remove the empty folders it created, from ``out`` up to ``created``."""
-    if created is None:
+    """After a failed run, remove the run directory it created (its settings and resume state
+    included) and the empty folders above it, up to ``created``. A killed run never gets here, so
+    it keeps what --resume needs."""
+    if created is None:  # a folder that existed before: remove only what this run put there
+        (out / RUN_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)
         return
     created = created.absolute()
     folder = out.absolute()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder = folder.parent if folder != created else folder
     while folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         if folder == created:
@@ -305,6 +311,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             ctx = SearchContext(model=model, calibration=calibration, train_data=data.train, val_data=data.val,
                                 batch_size=config.batch_size, epochs=config.search_epochs, device=device,
                                 seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
+            if budget.latency_ms is not None:
+                ctx.measure = _target_measure(space, model, profile, shape, out)
             result = SEARCHERS[config.method](space, budget, ctx)
             arch, history = result.architecture, result.history
             if is_main():
@@ -473,6 +481,19 @@ def _latency_model(space, model, profile: Profile, config: RunConfig, out: Path)
     if is_main():
         write_json(out / "latency_model.json", lat.to_dict())
     return lat
+
+
+def _target_measure(space, model, profile: Profile, shape, out: Path):
+    """A function measuring an architecture's p50 latency on the target (rank 0 measures, every
+    rank receives the same figure)."""
+    def measure(arch) -> float:
+        value = None
+        if is_main():
+            small = materialize(space, model, arch)
+            path = export_onnx(small, shape, out / STATE_DIR / "measure.onnx", opset=ONNX_OPSET)
+            value = _measure(path, profile, shape, None)["p50"]
+        return broadcast_object(value)
+    return measure
 
 
 def _meet_measured_latency(space, model, arch, small, budget: Budget, profile: Profile, shape, out: Path,

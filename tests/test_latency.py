@@ -352,3 +352,32 @@ def test_every_method_meets_a_latency_budget(built, r18, method):
                         quiet=True, options=options)
     arch = SEARCHERS[method](space, budget, ctx).architecture
     assert lat.predict(arch) <= budget.latency_ms < full_ms
+
+
+def test_autoshrink_remeasures_each_committed_step(built, r18):
+    """With a latency budget and a target to measure on, every committed architecture is measured
+    and the prediction rescaled to it, so later steps steer by the target's figures."""
+    import copy
+
+    from compressor.budget import Budget
+    from compressor.data import load_data
+    from compressor.search import SearchContext, autoshrink_search
+
+    lat, space = copy.deepcopy(built.lat), r18.space
+    seen = []
+
+    def measure(arch):  # a target 1.5x slower than the table says
+        seen.append(arch)
+        return 1.5 * built.lat.predict(arch)
+
+    budget = Budget(latency_ms=0.8 * lat.predict(space.full())).with_latency_model(lat)
+    data = load_data(None, resolution=16, seed=0)
+    ctx = SearchContext(model=r18.model, train_data=data.train, val_data=data.val, batch_size=32, epochs=1,
+                        quiet=True, measure=measure,
+                        options={"k": 2, "finetune_steps": 1, "eval_batches": 1, "commit_steps": 1,
+                                 "calib_batches": 1})
+    result = autoshrink_search(space, budget, ctx)
+    steps = [h for h in result.history if "measured_ms" in h]
+    assert steps and len(seen) == len(steps)
+    assert lat.predict(result.architecture) == pytest.approx(1.5 * built.lat.predict(result.architecture))
+    assert lat.predict(result.architecture) <= budget.latency_ms

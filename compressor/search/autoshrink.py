@@ -7,7 +7,7 @@ The paper shrinks a DAG cell one edge at a time; applied to a pretrained model t
    of ``notch`` = 10% steps of the group's original width, rounded to the group's choices);
 2. sample ``k`` of them at random (fewer if fewer exist);
 3. score each candidate on the proxy data by accuracy and cost,
-   ``score = accuracy - cost_weight * (log10(cost) - cost_offset)`` with cost = MACs by default
+   ``score = accuracy - cost_weight * (log10(cost) - cost_offset)`` with cost = MACs by default (predicted latency in ms under a latency budget)
    (the paper's ``accuracy - 0.1 * (log10(MACs) - 6)``);
 4. commit the best-scoring move and take a snapshot (architecture, score, cost);
 5. repeat until the budget holds (optionally ``extra_steps`` further), and return the best-scoring
@@ -454,7 +454,8 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     budget by :func:`~compressor.search.greedy.repair`, whose moves follow with ``"repair": True``.
     """
     context = context or SearchContext()
-    cost_fn = cost_fn or macs_cost
+    if cost_fn is None:  # with a latency budget, the score's cost term is the (target-calibrated) latency
+        cost_fn = (lambda s, arch: budget.latency.predict(arch)) if budget.latency_ms is not None else macs_cost
     opts = parse_options(context.options, context.epochs)
     full = space.full()
     if budget.fits(space, full):
@@ -507,7 +508,10 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
             move = moves[int(picks[best])]
             arch = apply_move(space, arch, move)
             scorer.commit(arch, seed=_seed(context.seed, step, -1))
+            measured = _remeasure(space, budget, context, arch)
             snap = _snapshot(space, budget, cost_fn, opts, arch, candidates[best]["accuracy"])
+            if measured is not None:
+                snap["measured_ms"] = measured
             history.append({"step": step, **move.to_dict(), "candidates": candidates, **snap})
             log.info("autoshrink step %d: %s %s -> %s; acc %.4f score %.4f, %s", step, move.kind, move.name,
                      move.value, snap["accuracy"], snap["score"], budget.costs(space, arch))
@@ -528,6 +532,19 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     log.info("autoshrink: %d steps, chose step %d (score %.4f, acc %.4f), %s", len(history), chosen["step"],
              chosen["score"], chosen["accuracy"], budget.costs(space, result))
     return SearchResult(result, history)
+
+
+def _remeasure(space, budget, context, arch) -> float | None:
+    """With a latency budget and a way to measure on the target: measure the committed
+    architecture and rescale the latency prediction to it, so later steps steer by the target."""
+    if budget.latency_ms is None or context.measure is None:
+        return None
+    measured = float(context.measure(arch))
+    predicted = budget.latency.predict(arch)
+    if predicted > 0:
+        budget.latency.rescale(measured / predicted)
+    log.info("autoshrink: measured %.3f ms where %.3f ms was predicted", measured, predicted)
+    return measured
 
 
 def _seed(seed: int, step: int, i: int) -> int:

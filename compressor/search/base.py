@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ class SearchContext:
     seed: int = 0
     quiet: bool = False
     options: dict = field(default_factory=dict)
+    measure: Callable[[Architecture], float] | None = None  # latency (ms) of an architecture, on the target
 
 
 @dataclass
