@@ -6,7 +6,6 @@ deployment input shape, the channel multiple a search rounds widths to, and how 
 """
 from __future__ import annotations
 
-import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +70,9 @@ def host_model() -> str:
     tree = Path("/proc/device-tree/model")
     if tree.is_file():
         return tree.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from exporters.stats import cpu_name
+
+    return cpu_name()
 
 
 def list_profiles() -> list[str]:
