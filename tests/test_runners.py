@@ -125,6 +125,21 @@ def test_torch_runner_cuda():
     assert stats.device == torch.cuda.get_device_name(0) and "cuda" in stats.versions
 
 
+def test_torch_runner_cuda_graph_matches_eager_timing_scale():
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine; CUDA-graph timing needs a GPU")
+    graphed = TorchRunner("cuda", cuda_graph=True).measure(tiny_cnn(), SHAPE, batch=2, warmup=3, runs=20)
+    eager = TorchRunner("cuda").measure(tiny_cnn(), SHAPE, batch=2, warmup=3, runs=20)
+    _check_sane(graphed, "torch-cuda", 2, 3, 20)
+    assert graphed.settings["mode"] == "CUDA graph replay"
+    assert graphed.p50 <= eager.p50 * 1.5  # replay drops launch overhead; it is not slower
+
+
+def test_cuda_graph_on_cpu_is_a_user_error():
+    with pytest.raises(CompressError, match="needs a CUDA device"):
+        TorchRunner("cpu", cuda_graph=True)
+
+
 def test_torch_runner_cuda_absent_is_a_user_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here; this checks the error raised without it")
