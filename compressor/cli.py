@@ -182,11 +182,12 @@ def run_command(**opts):
     if not report:
         return  # a torchrun rank other than 0: rank 0 writes and reports
     b, c = report["baseline"], report["compressed"]
+    latency = (f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms" if c["latency_ms"]
+               else "latency to be measured on the target (see report.md)")
     click.echo(
         f"{report['model']}: MACs {format_count(b['macs'])} -> {format_count(c['macs'])}, "
         f"params {format_count(b['params'])} -> {format_count(c['params'])}, "
-        f"accuracy {100 * b['accuracy']:.1f}% -> {100 * c['accuracy']:.1f}%, "
-        f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms; "
+        f"accuracy {100 * b['accuracy']:.1f}% -> {100 * c['accuracy']:.1f}%, {latency}; "
         f"written to {report['out']}"
     )
 

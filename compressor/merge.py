@@ -87,7 +87,8 @@ def _check_run(report: dict, where: str) -> None:
     lat = report.get("latency")
     if not isinstance(lat, dict):
         raise CompressError(f"{where} is not a compress run report (no latency); {_HINT}")
-    _check_stats(lat.get("compressed"), f"{where} (compressed latency)")
+    if lat.get("compressed") is not None:  # None: measured only on the device (compress bench)
+        _check_stats(lat["compressed"], f"{where} (compressed latency)")
     if lat.get("baseline") is not None:
         _check_stats(lat["baseline"], f"{where} (baseline latency)")
 
@@ -218,7 +219,9 @@ def merge_reports(paths) -> dict:
 
     for i, (run_dir, report) in enumerate(runs):
         lat = report["latency"]
-        comp = lat["compressed"]
+        comp = lat.get("compressed")
+        if comp is None:
+            continue  # not measured where it ran: its device benches give its rows
         target = report.get("target") or {}
         key = ("run", target.get("name", "?"), comp.get("device", "?"), comp.get("runtime", "?"), None)
         devices.setdefault(key, {"source": "compress run", "profile": target.get("name", "?"),

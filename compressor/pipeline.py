@@ -86,9 +86,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_target(name: str) -> Profile:
-    """Load the target profile and check that this machine can measure on it."""
+def measurable_here(profile: Profile) -> bool:
+    """Whether this machine is the profile's device and has one of its runtimes."""
+    return profile.runs_here() and measuring_runtime(profile) is not None
+
+
+def resolve_target(name: str, offline_ok: bool = False) -> Profile:
+    """Load the target profile and check that this machine can measure on it.
+
+    With ``offline_ok`` (a latency table measured on the device was given), a target this machine
+    cannot measure is accepted: the search uses the table, and the result is measured on the
+    device afterwards (``compress bench``, merged with ``compress report``).
+    """
     profile = load_profile(name)
+    if offline_ok and not measurable_here(profile):
+        log.warning("this machine cannot measure on target %s: searching with the latency table; measure the "
+                    "result on the device with `compress bench model.onnx --target %s`", profile.name, profile.name)
+        return profile
     if not profile.runs_here():
         raise CompressError(
             f"target {profile.name!r} is a {profile.host_model} board and this machine is {host_model()!r}: "
@@ -157,7 +171,7 @@ def _measure(onnx_path: Path, profile: Profile, shape, runs: int | None, slowest
 def run(config: RunConfig) -> dict:
     """Run one compression end to end and return the report (also written to the run directory)."""
     check_options(config.method, config.options or {})
-    profile = resolve_target(config.target)
+    profile = resolve_target(config.target, offline_ok=config.latency_table is not None)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
     with process_group():
         if config.resume:
@@ -289,9 +303,13 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         with stage("search_space"):  # channel rankings follow the trained weights
             space = SearchSpace.build(model, shape, config.model, channel_multiple=profile.channel_multiple)
     model = model.cpu().eval()
-    if budget.latency_ms is not None:
+    measurable = measurable_here(profile)
+    lat_model = None
+    if budget.latency_ms is not None or (config.latency_table and not measurable):
         with stage("latency_model"):
-            budget = budget.with_latency_model(_latency_model(space, model, profile, config, out))
+            lat_model = _latency_model(space, model, profile, config, out, offline=not measurable)
+        if budget.latency_ms is not None:
+            budget = budget.with_latency_model(lat_model)
             if not notes:
                 budget.check_reachable(space)
     baseline_acc = evaluate(model, val_loader, device=device, quiet=config.quiet)
@@ -311,7 +329,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             ctx = SearchContext(model=model, calibration=calibration, train_data=data.train, val_data=data.val,
                                 batch_size=config.batch_size, epochs=config.search_epochs, device=device,
                                 seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
-            if budget.latency_ms is not None:
+            if budget.latency_ms is not None and measurable:
                 ctx.measure = _target_measure(space, model, profile, shape, out)
             result = SEARCHERS[config.method](space, budget, ctx)
             arch, history = result.architecture, result.history
@@ -328,7 +346,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
 
     latency_check = None
-    if budget.latency_ms is not None and is_main():
+    if budget.latency_ms is not None and measurable and is_main():
         with stage("latency_check"):
             arch, small, latency_check = _meet_measured_latency(space, model, arch, small, budget, profile, shape, out)
 
@@ -348,7 +366,12 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
 
     if not is_main():
         return {}  # rank 0 alone exports, measures and writes
-    onnx_info, lats = deliver(out, small, arch, spec, shape, profile, stage, config.latency_runs, baseline=model)
+    onnx_info, lats = deliver(out, small, arch, spec, shape, profile, stage, config.latency_runs, baseline=model,
+                              measure=measurable)
+    if not measurable:
+        notes.append(f"latency was not measured: this machine is not the {profile.name} target; measure model.onnx "
+                     f"and baseline.onnx there with `compress bench FILE --target {profile.name}` and merge the "
+                     "results with `compress report`")
     write_json(out / "search.json", {"method": config.method, "history": history})
 
     report = {
@@ -362,8 +385,10 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                  "num_classes": data.num_classes},
         "budget": budget.to_dict(),
-        "baseline": {**_costs(space, full), "accuracy": baseline_acc, "latency_ms": _pcts(lats["baseline"])},
-        "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(lats["compressed"])},
+        "baseline": {**_costs(space, full), "accuracy": baseline_acc, "latency_ms": _pcts(lats.get("baseline"))},
+        "compressed": {**closed, "accuracy": compressed_acc, "latency_ms": _pcts(lats.get("compressed"))},
+        "predicted_latency_ms": {"baseline": lat_model.predict(full), "compressed": lat_model.predict(arch)}
+        if lat_model is not None else None,
         "latency": lats,
         "onnx": onnx_info,
         "architecture": {"file": checkpoint.ARCH_FILE, "widths": arch.widths, "full_widths": full.widths,
@@ -384,17 +409,20 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
 
 
 def deliver(out: Path, small, arch, spec, shape, profile: Profile, stage: "_Stages", runs: int | None,
-            baseline=None) -> tuple[dict, dict]:
-    """Save the model, export and verify ONNX, measure latency (of ``baseline`` too, if given)."""
+            baseline=None, measure: bool = True) -> tuple[dict, dict]:
+    """Save the model, export and verify ONNX, measure latency (of ``baseline`` too, if given)
+    unless ``measure`` is false (a target this machine is not)."""
     with stage("export"):
         checkpoint.save(small, arch, spec, out)
         onnx_path = export_onnx(small, shape, out / "model.onnx", opset=ONNX_OPSET)
         parity = verify_onnx(small, onnx_path, shape)
         baseline_onnx = export_onnx(baseline, shape, out / "baseline.onnx", opset=ONNX_OPSET) if baseline else None
-    with stage("latency"):
-        lats = {"compressed": _measure(onnx_path, profile, shape, runs, slowest=10)}
-        if baseline_onnx is not None:
-            lats["baseline"] = _measure(baseline_onnx, profile, shape, runs)
+    lats: dict = {"compressed": None, "baseline": None}
+    if measure:
+        with stage("latency"):
+            lats["compressed"] = _measure(onnx_path, profile, shape, runs, slowest=10)
+            if baseline_onnx is not None:
+                lats["baseline"] = _measure(baseline_onnx, profile, shape, runs)
     onnx_info = {"path": onnx_path.name, "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],
                  "checker": parity["checker"]}
     return onnx_info, lats
@@ -471,13 +499,17 @@ def latency_clock(profile: Profile) -> str:
     return "cpu" if single else "wall"
 
 
-def _latency_model(space, model, profile: Profile, config: RunConfig, out: Path):
-    """The calibrated latency model for a latency budget, from (and into) the latency table."""
+def _latency_model(space, model, profile: Profile, config: RunConfig, out: Path, offline: bool = False):
+    """The calibrated latency model for a latency budget, from (and into) the latency table;
+    ``offline``: only read the table (measured on the target device, used elsewhere)."""
     from .latency import build_latency_model
 
     table = Path(config.latency_table) if config.latency_table else Path.home() / ".cache" / "compressor" / \
         f"latency-{profile.name}.json"
-    lat = build_latency_model(space, model, profile, table, clock=latency_clock(profile), quiet=config.quiet)
+    if offline:
+        lat = build_latency_model(space, model, profile, table, offline=True, quiet=config.quiet)
+    else:
+        lat = build_latency_model(space, model, profile, table, clock=latency_clock(profile), quiet=config.quiet)
     if is_main():
         write_json(out / "latency_model.json", lat.to_dict())
     return lat
@@ -537,5 +569,5 @@ def _costs(space: SearchSpace, arch) -> dict:
     return {"macs": space.macs(arch), "params": space.params(arch)}
 
 
-def _pcts(stats: dict) -> dict:
-    return {k: stats[k] for k in ("p50", "p90", "p99")}
+def _pcts(stats: dict | None) -> dict | None:
+    return {k: stats[k] for k in ("p50", "p90", "p99")} if stats else None

@@ -13,9 +13,18 @@ def _pct(new: float, old: float) -> str:
     return f"{100 * new / old:.1f}%" if old else "-"
 
 
+def _latency_rows(report: dict) -> list[str]:
+    """Latency rows when it was not measured here: the prediction, said to be one."""
+    pred = report.get("predicted_latency_ms") or {}
+    if not pred:
+        return ["| latency | not measured here (see the note) | | |"]
+    b, c = pred.get("baseline"), pred.get("compressed")
+    return [f"| latency, predicted by the table (ms) | {b:.3f} | {c:.3f} | {_pct(c, b)} |"]
+
+
 def _table(report: dict) -> list[str]:
     b, c = report["baseline"], report["compressed"]
-    lat_b, lat_c = report["latency"].get("baseline"), report["latency"]["compressed"]
+    lat_b, lat_c = report["latency"].get("baseline"), report["latency"].get("compressed")
     if b is None:
         rows = ["| | model |", "|---|---:|",
                 f"| MACs | {format_count(c['macs'])} |", f"| params | {format_count(c['params'])} |",
@@ -29,6 +38,8 @@ def _table(report: dict) -> list[str]:
         f"| params | {format_count(b['params'])} | {format_count(c['params'])} | {_pct(c['params'], b['params'])} |",
         f"| val accuracy | {100 * b['accuracy']:.2f}% | {100 * c['accuracy']:.2f}% | |",
     ]
+    if lat_c is None or lat_b is None:
+        return rows + _latency_rows(report)
     rows += [f"| latency {k} (ms) | {lat_b[k]:.3f} | {lat_c[k]:.3f} | {_pct(lat_c[k], lat_b[k])} |"
              for k in ("p50", "p90", "p99")]
     return rows + [f"| throughput (inf/s) | {lat_b['throughput']:.1f} | {lat_c['throughput']:.1f} | |"]
@@ -36,7 +47,7 @@ def _table(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     """Render a run report as Markdown."""
-    lat_c = report["latency"]["compressed"]
+    lat_c = report["latency"].get("compressed")
     budget = format_budget(report["budget"])
     shape = "x".join(map(str, report["input_shape"]))
     res = report["train_resolution"]
@@ -48,7 +59,8 @@ def markdown(report: dict) -> str:
         f"- Costs at the deployment input {shape}; trained and evaluated at {res}x{res} on "
         f"{report['data']['source']} ({report['data']['train']} train / {report['data']['val']} val images)",
         f"- Latency: {lat_c['runtime']} on {lat_c['device']}, batch {lat_c['batch']}, {lat_c['warmup']} warm-up "
-        f"+ {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}",
+        f"+ {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}" if lat_c else
+        "- Latency: not measured on this machine (see the note)",
         "",
         *_table(report),
     ]
@@ -60,7 +72,7 @@ def markdown(report: dict) -> str:
         "",
         f"Dropped blocks: {', '.join(report['architecture']['dropped_blocks']) or 'none'}.",
     ]
-    slowest = lat_c.get("settings", {}).get("slowest_nodes")
+    slowest = (lat_c or {}).get("settings", {}).get("slowest_nodes")
     if slowest:
         lines += ["", "Slowest nodes of the compressed model (onnxruntime profile, mean of 10 runs):", "",
                   "| node | op | ms | share |", "|---|---|---:|---:|"]

@@ -381,3 +381,45 @@ def test_autoshrink_remeasures_each_committed_step(built, r18):
     assert steps and len(seen) == len(steps)
     assert lat.predict(result.architecture) == pytest.approx(1.5 * built.lat.predict(result.architecture))
     assert lat.predict(result.architecture) <= budget.latency_ms
+
+
+def test_search_for_a_board_with_a_table_measured_there(tmp_path):
+    """--target jetson-orin-nano on this machine: refused without a table; with a table measured on
+    the board (faked here), the search uses it, nothing is measured here, and the report says so."""
+    import json
+
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+    from compressor.models import resolve_model
+    from profiles import load_profile
+
+    board = load_profile("jetson-orin-nano")
+    args = ["--target", "jetson-orin-nano", "--input-shape", "3x64x64", "--train-resolution", "16",
+            "--teacher-epochs", "0", "--epochs", "0", "-q"]
+    refused = CliRunner().invoke(main, [*args, "--budget-macs", "50M", "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "Jetson Orin Nano board" in refused.output
+
+    net, _, _ = resolve_model("resnet18", None, 10)
+    space = SearchSpace.build(net, (3, 64, 64), "resnet18", channel_multiple=board.channel_multiple)
+    table = tmp_path / "orin.json"
+    lat = build_latency_model(space, net, board, table, runner=FakeRunner(), grid=3, rounds=1,
+                              calibration_archs=5, block=1, quiet=True)
+    budget_ms = 0.5 * lat.predict(space.full())
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [*args, "--budget-latency", f"{budget_ms}ms", "--latency-table", str(table),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"] == {"compressed": None, "baseline": None}
+    assert report["predicted_latency_ms"]["compressed"] <= budget_ms
+    assert any("compress bench" in n for n in report["notes"])
+    assert "predicted by the table" in (out / "report.md").read_text()
+    # the device's measurement is merged in afterwards (a CPU bench stands in for the board's here)
+    bench = tmp_path / "device.bench.json"
+    assert CliRunner().invoke(main, ["bench", str(out / "model.onnx"), "--target", "cpu", "--runs", "3",
+                                     "--warmup", "0", "--out", str(bench), "-q"]).exit_code == 0
+    merged = CliRunner().invoke(main, ["report", str(out), str(bench), "--out", str(tmp_path / "merged"), "-q"])
+    assert merged.exit_code == 0, merged.output
+    rows = json.loads((tmp_path / "merged" / "merged.json").read_text())["runs"][0]["latency"]
+    assert len(rows) == 1 and rows[0]["compressed"]["p50"] > 0
