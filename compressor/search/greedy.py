@@ -93,24 +93,27 @@ def repair(space: SearchSpace, budget: Budget, start: Architecture, bscores: dic
         return sum((before[k] - after[k]) / state.scale[k] for k in before)
 
     while not budget.fits(space, state.arch()):
-        best = None
+        best, flat = None, None  # flat: the cheapest move that saves nothing (a latency plateau)
+        moves = []
         for g in state.groups:
             i = _step_index(g, state.widths[g.name])
-            if i == 0:
-                continue
-            narrower = g.choices[i - 1]
-            loss = float(g.importance[narrower:state.widths[g.name]].sum())
-            after = state.cost(state.arch({**state.widths, g.name: narrower}))
+            if i > 0:
+                narrower = g.choices[i - 1]
+                loss = float(g.importance[narrower:state.widths[g.name]].sum())
+                moves.append((loss, ("width", g.name, narrower), state.arch({**state.widths, g.name: narrower})))
+        for b in space.blocks:
+            if state.kept[b.name]:
+                moves.append((bscores[b.name], ("block", b.name, False), state.arch(kept={**state.kept, b.name: False})))
+        for loss, move, arch in moves:
+            after = state.cost(arch)
             gain = saved(current, after)
             if gain > 0 and (best is None or loss / gain < best[0]):
-                best = (loss / gain, ("width", g.name, narrower), after)
-        for b in space.blocks:
-            if not state.kept[b.name]:
-                continue
-            after = state.cost(state.arch(kept={**state.kept, b.name: False}))
-            gain = saved(current, after)
-            if gain > 0 and (best is None or bscores[b.name] / gain < best[0]):
-                best = (bscores[b.name] / gain, ("block", b.name, False), after)
+                best = (loss / gain, move, after)
+            elif gain == 0 and (flat is None or loss < flat[0]):
+                flat = (loss, move, after)
+        # Where a runtime pads channels to a block, a notch inside a block saves no predicted latency:
+        # take the cheapest such move to cross the plateau rather than stop over budget.
+        best = best or flat
         if best is None:
             break  # nothing left to shrink; callers check reachability first
         _, (kind, name, value), current = best
