@@ -1,4 +1,5 @@
-"""A run killed mid-search (SIGKILL) and continued with --resume ends with the same artifacts."""
+"""A run killed mid-search (SIGKILL) and continued with --resume ends with the same artifacts:
+the asng search continues from its last epoch (θ, supernet, optimiser, random state), not from scratch."""
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ def dirs(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "compressor", *ARGS, "--out", str(killed)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
     for line in proc.stderr:
-        if "stage: search" in line and "search_space" not in line:
+        if "asng epoch 1/3" in line:  # mid-search: one of three epochs done and checkpointed
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -43,6 +44,8 @@ def test_killed_run_left_state_and_no_report(dirs):
     root, _ = dirs
     killed = root / "killed"
     assert (killed / "run.json").is_file() and (killed / "state" / "teacher.pt").is_file()
+    state = torch.load(killed / "state" / "search-asng.pt", weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1  # the search state after its first epoch
     assert not (killed / "report.json").exists()
     assert not [p for p in killed.rglob("*.tmp")]
 
@@ -50,8 +53,9 @@ def test_killed_run_left_state_and_no_report(dirs):
 def test_resume_ends_with_the_same_artifacts(dirs):
     root, _ = dirs
     killed, straight = root / "killed", root / "straight"
-    resumed = _compress("--resume", str(killed), "-q")
+    resumed = _compress("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "asng: resuming after epoch 1" in resumed.stderr
     assert (killed / "arch.json").read_text() == (straight / "arch.json").read_text()
     a = torch.load(straight / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)

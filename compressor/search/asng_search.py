@@ -109,7 +109,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import make_loader, split_halves
+from ..distributed import is_main
 from ..errors import CompressError
+from ..fileio import write_atomic
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks
 from ..train import logits_of, pick_device
@@ -247,6 +249,30 @@ def _options(options: dict) -> dict:
     return out
 
 
+def _save(path, epoch, history, supernet, optimizer, scheduler, asng) -> None:
+    """The search state after ``epoch``, written atomically: enough to continue it exactly."""
+    state = {"epoch": epoch, "history": history, "supernet": supernet.state_dict(), "asng": asng.state_dict(),
+             "optimizer": optimizer.state_dict() if optimizer else None,
+             "scheduler": scheduler.state_dict() if scheduler else None, "torch_rng": torch.get_rng_state()}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(path, supernet, optimizer, scheduler, asng) -> tuple[int, list]:
+    """Load a search state saved by :func:`_save`; return the next epoch and the history so far."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        supernet.load_state_dict(state["supernet"])
+        asng.load_state_dict(state["asng"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
+        raise CompressError(f"cannot resume the asng search from {path} ({type(exc).__name__}): delete it to "
+                            "search again") from None
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]) + 1, list(state["history"])
+
+
 def _cycle(loader) -> Iterator:
     """Batches of ``loader`` forever; each pass reshuffles (its generator follows the seed)."""
     while True:
@@ -336,10 +362,18 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
 
     batches_w, batches_a = _cycle(loader_w), _cycle(loader_a)
     history: list[dict] = []
-    bar = tqdm(total=total, desc="asng", unit="step", disable=True if context.quiet else None, dynamic_ncols=True)
+    first = 1
+    if context.checkpoint is not None and context.checkpoint.is_file():
+        first, history = _restore(context.checkpoint, supernet, optimizer, scheduler, asng)
+        for _ in range(steps * (first - 1)):  # replay the data order up to where the search stopped
+            next(batches_w)
+            next(batches_a)
+        log.info("asng: resuming after epoch %d from %s", first - 1, context.checkpoint)
+    bar = tqdm(total=total, initial=steps * (first - 1), desc="asng", unit="step",
+               disable=True if context.quiet else None, dynamic_ncols=True)
     converged = False
     try:
-        for epoch in range(1, context.epochs + 1):
+        for epoch in range(first, context.epochs + 1):
             start = time.perf_counter()
             sums = {"weight_loss": 0.0, "arch_loss": 0.0, "penalized_loss": 0.0, "over_budget": 0.0}
             done = updates = 0
@@ -382,6 +416,8 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
             if optimizer is None:
                 record["weight_loss"] = None
             history.append(record)
+            if context.checkpoint is not None and is_main():  # before the epoch is reported as done
+                _save(context.checkpoint, epoch, history, supernet, optimizer, scheduler, asng)
             summary = (f"conv {record['convergence']:.4f} step {record['step_size']:.3g} "
                        f"excess {record['argmax_excess']:.3f}")
             bar.set_postfix_str(f"ep {epoch}/{context.epochs} {summary}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,6 +32,7 @@ class SearchContext:
     quiet: bool = False
     options: dict = field(default_factory=dict)
     measure: Callable[[Architecture], float] | None = None  # latency (ms) of an architecture, on the target
+    checkpoint: Path | None = None  # where a searcher that supports it keeps its state after every epoch
 
 
 @dataclass
