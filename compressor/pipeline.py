@@ -331,7 +331,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                                 seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
             if budget.latency_ms is not None and measurable:
                 ctx.measure = _target_measure(space, model, profile, shape, out)
-            ctx.checkpoint = state / f"search-{config.method}.pt"  # used by asng (per epoch)
+            ctx.checkpoint = state / f"search-{config.method}.pt"  # used by tas and asng (per epoch)
             result = SEARCHERS[config.method](space, budget, ctx)
             arch, history = result.architecture, result.history
             if is_main():

@@ -56,7 +56,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import make_loader, split_halves
+from ..distributed import is_main
 from ..errors import CompressError
+from ..fileio import write_atomic
 from ..space import Coupling, SearchSpace, round_width
 from ..surgery import channel_dim
 from ..train import logits_of, pick_device
@@ -704,11 +706,20 @@ def _search(space, budget, context, opts: TASOptions, device):
              len(net.slot_groups), min(sizes), max(sizes), len(net.stages), [len(s) for s in net.stages], total)
     history: list[dict] = []
     w_iter, a_iter = _cycle(w_loader), _cycle(a_loader)
-    bar = tqdm(total=total, desc="tas", unit="step", disable=True if context.quiet else None, dynamic_ncols=True)
-    step = 0
+    first = 1
+    optimizers = {"w_opt": w_opt, "a_opt": a_opt, "sched": sched}
+    if context.checkpoint is not None and context.checkpoint.is_file():
+        first, history = _restore(context.checkpoint, model, net, optimizers, gen)
+        for _ in range(steps * (first - 1)):  # replay the data order up to where the search stopped
+            next(w_iter)
+            next(a_iter)
+        log.info("tas: resuming after epoch %d from %s", first - 1, context.checkpoint)
+    bar = tqdm(total=total, initial=steps * (first - 1), desc="tas", unit="step",
+               disable=True if context.quiet else None, dynamic_ncols=True)
+    step = steps * (first - 1)
     model.train()
     try:
-        for epoch in range(1, context.epochs + 1):
+        for epoch in range(first, context.epochs + 1):
             start = time.perf_counter()
             sums = {"weight_ce": 0.0, "ce": 0.0, "cost_loss": 0.0}
             for _ in range(steps):
@@ -755,10 +766,12 @@ def _search(space, budget, context, opts: TASOptions, device):
                 current = net.argmax_costs()
                 record = {"epoch": epoch, "tau": tau, **{k: v / steps for k, v in sums.items()}}
                 for k in bounds:
-                    record[f"argmax_{k}"] = int(current[k])
+                    record[f"argmax_{k}"] = current[k]
                     record[f"expected_{k}"] = float(net.expected_cost(k))
                 record["seconds"] = time.perf_counter() - start
             history.append(record)
+            if context.checkpoint is not None and is_main():  # before the epoch is reported as done
+                _save(context.checkpoint, epoch, history, model, net, optimizers, gen)
             summary = " ".join(f"{k} {record[k]:.4g}" for k in record if k not in ("epoch", "seconds"))
             if bar.disable:
                 log.info("tas epoch %d/%d: %s (%.1fs)", epoch, context.epochs, summary, record["seconds"])
@@ -766,6 +779,32 @@ def _search(space, budget, context, opts: TASOptions, device):
         bar.close()
         net.remove()
     return net.architecture(), history
+
+
+def _save(path, epoch, history, model, net, optimizers: dict, gen) -> None:
+    """The search state after ``epoch`` (weights, α, β, optimisers, random state), written atomically."""
+    state = {"epoch": epoch, "history": history, "model": model.state_dict(), "alpha": net.alpha.detach().cpu(),
+             "beta": net.beta.detach().cpu(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             **{k: v.state_dict() for k, v in optimizers.items()}}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(path, model, net, optimizers: dict, gen) -> tuple[int, list]:
+    """Load a search state saved by :func:`_save`; return the next epoch and the history so far."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        with torch.no_grad():
+            net.alpha.copy_(state["alpha"])
+            net.beta.copy_(state["beta"])
+        for key, obj in optimizers.items():
+            obj.load_state_dict(state[key])
+    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
+        raise CompressError(f"cannot resume the tas search from {path} ({type(exc).__name__}): delete it to "
+                            "search again") from None
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]) + 1, list(state["history"])
 
 
 def _finish(space, budget, context, opts, arch, history):
