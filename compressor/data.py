@@ -120,6 +120,17 @@ def make_loader(
     )
 
 
+def cycle(loader: DataLoader, skip: int = 0):
+    """Batches of ``loader`` forever (each pass reshuffles by its seeded generator), after
+    drawing and discarding the first ``skip``: a resumed search replays the same data order."""
+    drawn = 0
+    while True:
+        for batch in loader:
+            if drawn >= skip:
+                yield batch
+            drawn += 1
+
+
 def _stratified_split(targets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of a per-class random split; every class with 2+ samples lands on both sides."""
     targets = np.asarray(targets)

@@ -108,7 +108,7 @@ from tqdm.auto import tqdm
 
 from ..architecture import Architecture
 from ..budget import Budget
-from ..data import make_loader, split_halves
+from ..data import cycle, make_loader, split_halves
 from ..distributed import is_main
 from ..errors import CompressError
 from ..fileio import write_atomic
@@ -273,12 +273,6 @@ def _restore(path, supernet, optimizer, scheduler, asng) -> tuple[int, list]:
     return int(state["epoch"]) + 1, list(state["history"])
 
 
-def _cycle(loader) -> Iterator:
-    """Batches of ``loader`` forever; each pass reshuffles (its generator follows the seed)."""
-    while True:
-        yield from loader
-
-
 def _costs(space: SearchSpace, arch: Architecture) -> dict:
     return {"macs": space.macs(arch), "params": space.params(arch)}
 
@@ -360,15 +354,13 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
     log.info("asng: %d decisions (N=%d), %d epochs of %d steps, batch %d, on %s", asng.num_decisions, asng.N,
              context.epochs, steps, context.batch_size, device)
 
-    batches_w, batches_a = _cycle(loader_w), _cycle(loader_a)
     history: list[dict] = []
     first = 1
     if context.checkpoint is not None and context.checkpoint.is_file():
         first, history = _restore(context.checkpoint, supernet, optimizer, scheduler, asng)
-        for _ in range(steps * (first - 1)):  # replay the data order up to where the search stopped
-            next(batches_w)
-            next(batches_a)
         log.info("asng: resuming after epoch %d from %s", first - 1, context.checkpoint)
+    done_steps = steps * (first - 1)  # a resumed search replays the data order up to where it stopped
+    batches_w, batches_a = cycle(loader_w, skip=done_steps), cycle(loader_a, skip=done_steps)
     bar = tqdm(total=total, initial=steps * (first - 1), desc="asng", unit="step",
                disable=True if context.quiet else None, dynamic_ncols=True)
     converged = False

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from ..architecture import Architecture
 from ..budget import Budget
-from ..data import make_loader, split_halves
+from ..data import cycle, make_loader, split_halves
 from ..distributed import is_main
 from ..errors import CompressError
 from ..fileio import write_atomic
@@ -658,11 +658,6 @@ class TASSupernet:
 
 
 # ---------------------------------------------------------------------- the search
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
 def tas_search(space: SearchSpace, budget: Budget, context: SearchContext) -> SearchResult:
     """TAS on a deep copy of ``context.model``; returns the argmax architecture within ``budget``."""
     opts = TASOptions.from_dict(context.options)
@@ -705,15 +700,13 @@ def _search(space, budget, context, opts: TASOptions, device):
     log.info("tas: %d width decisions (%d-%d candidates each), %d depth stages of %s blocks, %d steps",
              len(net.slot_groups), min(sizes), max(sizes), len(net.stages), [len(s) for s in net.stages], total)
     history: list[dict] = []
-    w_iter, a_iter = _cycle(w_loader), _cycle(a_loader)
     first = 1
     optimizers = {"w_opt": w_opt, "a_opt": a_opt, "sched": sched}
     if context.checkpoint is not None and context.checkpoint.is_file():
         first, history = _restore(context.checkpoint, model, net, optimizers, gen)
-        for _ in range(steps * (first - 1)):  # replay the data order up to where the search stopped
-            next(w_iter)
-            next(a_iter)
         log.info("tas: resuming after epoch %d from %s", first - 1, context.checkpoint)
+    done_steps = steps * (first - 1)  # a resumed search replays the data order up to where it stopped
+    w_iter, a_iter = cycle(w_loader, skip=done_steps), cycle(a_loader, skip=done_steps)
     bar = tqdm(total=total, initial=steps * (first - 1), desc="tas", unit="step",
                disable=True if context.quiet else None, dynamic_ncols=True)
     step = steps * (first - 1)
