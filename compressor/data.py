@@ -24,7 +24,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
-from .distributed import is_distributed
+from .distributed import is_distributed, rank, world_size
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -97,16 +97,19 @@ def make_loader(
 
     Two loaders made with the same seed yield the same batches in the same order. When
     shuffling, a final batch that would hold a single sample is dropped, since batch norm
-    cannot train on one sample. With ``shard`` under torchrun, each rank gets its own part of the
-    data (DistributedSampler, reshuffled per epoch by ``train``); otherwise every rank sees all of
-    it, which keeps seeded searches identical across ranks.
+    cannot train on one sample. With ``shard`` the order comes from a DistributedSampler
+    (reshuffled per pass by :func:`cycle` and :func:`compressor.train.train`): under torchrun each
+    rank gets its own part of every pass, and in one process the order is that of a world of
+    one, so batch ``k`` of one process at batch size ``2b`` holds exactly the images of batch
+    ``k`` of two ranks at batch size ``b``. Without ``shard`` every rank sees all of the data.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CompressError(f"batch size {batch_size!r} must be a positive integer, e.g. 64")
-    n = len(dataset)
     sampler = None
-    if shard and is_distributed():  # each rank trains on its own part of the data
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle)
+    if shard and (shuffle or is_distributed()):
+        sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=shuffle, seed=seed,
+                                     drop_last=shuffle)
+    n = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -121,10 +124,15 @@ def make_loader(
 
 
 def cycle(loader: DataLoader, skip: int = 0):
-    """Batches of ``loader`` forever (each pass reshuffles by its seeded generator), after
-    drawing and discarding the first ``skip``: a resumed search replays the same data order."""
+    """Batches of ``loader`` forever, each pass reshuffled (by the loader's seeded generator, or
+    by the pass number for a DistributedSampler), after drawing and discarding the first
+    ``skip``: a resumed search replays the same data order."""
     drawn = 0
+    passes = 0
     while True:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(passes)
+        passes += 1
         for batch in loader:
             if drawn >= skip:
                 yield batch

@@ -1,8 +1,10 @@
-"""Running under ``torchrun``: process group set-up, rank checks, and data sharding.
+"""Running under ``torchrun``: process group set-up, rank checks and the collectives the stages use.
 
-Teacher training and fine-tuning run with DistributedDataParallel over a DistributedSampler;
-searches run the same seeded computation on every rank, so their decisions agree without
-communication; rank 0 alone writes files and measures latency. CPU runs use gloo, GPU runs NCCL.
+Teacher training, fine-tuning and the supernet training of ``tas`` and ``asng`` run with
+DistributedDataParallel over a DistributedSampler: every rank trains on its own shard and the
+gradients (of the weights, and of the architecture logits) are averaged, so every rank holds the
+same weights and takes the same decisions. ``autoshrink`` splits the candidates of a step among
+the ranks instead. Rank 0 alone writes files and measures latency. CPU runs use gloo, GPU runs NCCL.
 """
 from __future__ import annotations
 
@@ -27,7 +29,13 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
+    """This process's rank (0 in one process)."""
     return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """How many processes share the work (1 in one process)."""
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main() -> bool:
@@ -68,10 +76,52 @@ def broadcast_object(obj):
     return box[0]
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when distributed, else unchanged."""
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over the ranks, on every rank (``values`` itself in one process)."""
+    if not is_distributed():
+        return values
+    out = values.detach().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
+
+
+def average_gradients(params) -> None:
+    """Replace the gradient of each of ``params`` by its mean over the ranks (those without one are skipped)."""
+    if not is_distributed():
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers into ``module`` on every rank, in place."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def wrap(model: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when distributed, else unchanged.
+
+    ``find_unused``: some parameters may take no part in a forward pass (a search that drops
+    blocks), so DDP must look for them after every backward pass.
+    """
     if not is_distributed():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused)

@@ -28,7 +28,7 @@ from .architecture import Architecture
 from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
-from .distributed import broadcast_object, is_main, launched_by_torchrun, process_group
+from .distributed import all_gather_object, broadcast_object, is_main, launched_by_torchrun, process_group
 from .errors import CompressError
 from .fileio import write_atomic, write_json
 from .manifest import write_manifest
@@ -331,9 +331,9 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                                 seed=config.seed, quiet=config.quiet, options=dict(config.options or {}))
             if budget.latency_ms is not None and measurable:
                 ctx.measure = _target_measure(space, model, profile, shape, out)
-            ctx.checkpoint = state / f"search-{config.method}.pt"  # used by tas and asng (per epoch)
+            ctx.checkpoint = state / f"search-{config.method}.pt"  # tas, asng: per epoch; autoshrink: per step
             result = SEARCHERS[config.method](space, budget, ctx)
-            arch, history = result.architecture, result.history
+            arch, history = _agreed(result.architecture), result.history
             if is_main():
                 write_json(state / "search.json", {"architecture": arch.to_dict(), "history": history})
         if not budget.fits(space, arch):
@@ -347,9 +347,14 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
 
     latency_check = None
-    if budget.latency_ms is not None and measurable and is_main():
+    if budget.latency_ms is not None and measurable:
         with stage("latency_check"):
-            arch, small, latency_check = _meet_measured_latency(space, model, arch, small, budget, profile, shape, out)
+            if is_main():  # rank 0 measures; the others take its architecture
+                arch, small, latency_check = _meet_measured_latency(space, model, arch, small, budget, profile,
+                                                                    shape, out)
+            shared = Architecture.from_dict(broadcast_object(arch.to_dict()))
+            if shared != arch:
+                arch, small = shared, materialize(space, model, shared)
 
     with stage("fine_tuning"):
         seed_everything(config.seed + 2)
@@ -527,6 +532,16 @@ def _target_measure(space, model, profile: Profile, shape, out: Path):
             value = _measure(path, profile, shape, None)["p50"]
         return broadcast_object(value)
     return measure
+
+
+def _agreed(arch: Architecture) -> Architecture:
+    """Rank 0's architecture on every rank. The searches reach the same one on every rank; should
+    they not (nondeterministic GPU kernels), the disagreement is logged and rank 0's is used."""
+    found = all_gather_object(arch.to_dict())
+    if any(f != found[0] for f in found[1:]):
+        log.warning("the ranks found different architectures (ranks %s differ from rank 0); using rank 0's",
+                    [r for r, f in enumerate(found) if f != found[0]])
+    return Architecture.from_dict(found[0])
 
 
 def _meet_measured_latency(space, model, arch, small, budget: Budget, profile: Profile, shape, out: Path,

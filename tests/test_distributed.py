@@ -52,3 +52,20 @@ def test_distributed_result_matches_one_process(runs):
     # Fine-tuning differs by design: each rank distils on half the data per step and DDP averages
     # the gradients (an effective batch twice as large); after one epoch the accuracies stay close.
     assert abs(r1["compressed"]["accuracy"] - r2["compressed"]["accuracy"]) < 0.25
+
+
+def test_data_parallel_search_inside_a_run(tmp_path):
+    # asng trains its supernet with DDP over shards (a dropped block's weights take no part in some
+    # passes); the run completes, every rank ends with rank 0's architecture, one set of artifacts
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+         "-m", "compressor", *ARGS, "--method", "asng", "--search-epochs", "1", "--option", "steps_per_epoch=4",
+         "--out", str(tmp_path / "asng")],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "different architectures" not in run.stderr
+    history = json.loads((tmp_path / "asng" / "search.json").read_text())["history"]
+    assert history[0]["steps"] == 4 and history[0]["weight_loss"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asng"]
+    assert run.stdout.count("resnet18: MACs") == 1

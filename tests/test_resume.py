@@ -1,6 +1,7 @@
 """A run killed mid-search (SIGKILL) and continued with --resume ends with the same artifacts:
 the tas and asng searches continue from their last epoch (weights, architecture parameters or θ,
-optimisers, random state), not from scratch."""
+optimisers, random state), autoshrink from its last step (architecture, snapshots, shared weights,
+data position, random state), not from scratch."""
 import json
 import os
 import signal
@@ -10,8 +11,16 @@ import sys
 import pytest
 import torch
 
-COMMON = ["--budget-macs", "20M", "--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "1",
-          "--epochs", "2", "--latency-runs", "3", "--search-epochs", "3", "--option", "steps_per_epoch=20"]
+COMMON = ["--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "1", "--epochs", "2",
+          "--latency-runs", "3"]
+EPOCHS = ["--budget-macs", "20M", "--search-epochs", "3", "--option", "steps_per_epoch=20"]
+# method: (arguments, the log line after which the state of one epoch or step is on disk, its unit)
+METHODS = {
+    "asng": (EPOCHS, "asng epoch 1/3", "epoch"),
+    "tas": (EPOCHS, "tas epoch 1/3", "epoch"),
+    "autoshrink": (["--budget-macs", "90M", "--option", "k=3", "--option", "finetune_steps=2", "--option",
+                    "commit_steps=2", "--option", "eval_batches=2"], "autoshrink step 2:", "step"),
+}
 
 
 def _env():
@@ -23,18 +32,19 @@ def _compress(*args, **kw):
                           env=_env(), timeout=600, **kw)
 
 
-@pytest.fixture(scope="module", params=["asng", "tas"])
+@pytest.fixture(scope="module", params=sorted(METHODS))
 def dirs(request, tmp_path_factory):
     method = request.param
+    extra, marker, _ = METHODS[method]
     root = tmp_path_factory.mktemp(f"resume-{method}")
-    args = ["--method", method, *COMMON]
+    args = ["--method", method, *COMMON, *extra]
     straight = _compress(*args, "-q", "--out", str(root / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
     killed = root / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "compressor", *args, "--out", str(killed)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
     for line in proc.stderr:
-        if f"{method} epoch 1/3" in line:  # mid-search: one of three epochs done and checkpointed
+        if marker in line:  # mid-search: an epoch or a step done and checkpointed
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -47,7 +57,13 @@ def test_killed_run_left_state_and_no_report(dirs):
     killed = root / "killed"
     assert (killed / "run.json").is_file() and (killed / "state" / "teacher.pt").is_file()
     state = torch.load(killed / "state" / f"search-{method}.pt", weights_only=True)
-    assert state["epoch"] == 1 and len(state["history"]) == 1  # the search state after its first epoch
+    unit = METHODS[method][2]
+    if unit == "epoch":
+        assert state["epoch"] == 1 and len(state["history"]) == 1  # the search state after its first epoch
+    else:  # steps are short: the kill may land after a later step
+        assert state["step"] >= 2 and len(state["history"]) == state["step"]
+        straight = json.loads((root / "straight" / "search.json").read_text())["history"]
+        assert state["step"] < len(straight)  # killed before the search ended
     assert not (killed / "report.json").exists()
     assert not [p for p in killed.rglob("*.tmp")]
 
@@ -57,7 +73,7 @@ def test_resume_ends_with_the_same_artifacts(dirs):
     killed, straight = root / "killed", root / "straight"
     resumed = _compress("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{method}: resuming after epoch 1" in resumed.stderr
+    assert f"{method}: resuming after {METHODS[method][2]} " in resumed.stderr
     assert (killed / "arch.json").read_text() == (straight / "arch.json").read_text()
     a = torch.load(straight / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)

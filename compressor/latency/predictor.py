@@ -321,6 +321,14 @@ class LatencyModel:
         """Scale every prediction by ``factor`` (a measured/predicted ratio seen on the target)."""
         self.a, self.b, self.c = self.a * factor, self.b * factor, self.c * factor
 
+    def coefficients(self) -> list[float]:
+        """The calibration ``[a, b, c]`` (ms = a·table ms + c·weight MB + b), e.g. to save a search's state."""
+        return [self.a, self.b, self.c]
+
+    def set_coefficients(self, coefficients) -> None:
+        """Restore a calibration returned by :meth:`coefficients`."""
+        self.a, self.b, self.c = (float(v) for v in coefficients)
+
     def details(self, arch: Architecture) -> list[dict]:
         """Per layer call: name, C_in, C_out, uncalibrated ms (a debugging view)."""
         widths, kept = self.space.encode(arch)

@@ -28,6 +28,11 @@ Alternation
 
 An epoch is ``steps_per_epoch`` steps (default: one pass over the first half).
 
+Under torchrun every rank takes its own shard of each half (DistributedSampler): the weight
+gradients are averaged by DistributedDataParallel, the distribution step's losses by an
+all-reduce, and the samples come from the same seeded sampler on every rank, so every rank
+applies the same update to the same θ. ``context.batch_size`` is per rank.
+
 The supernet is a deep copy of ``context.model``; ``context.model`` itself is never modified
 (the pipeline materialises the child from it and uses it as the teacher). The trained supernet
 weights are discarded.
@@ -109,7 +114,7 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import cycle, make_loader, split_halves
-from ..distributed import is_main
+from ..distributed import all_mean, is_main, wrap
 from ..errors import CompressError
 from ..fileio import write_atomic
 from ..space import ChannelGroup, SearchSpace, round_width
@@ -333,8 +338,9 @@ def _block_scores(space: SearchSpace, context: SearchContext) -> dict:
 def _search(space, budget, context, opts, encoding, half_w, half_a, device):
     supernet = copy.deepcopy(context.model).to(device)
     params = [p for p in supernet.parameters() if p.requires_grad]
-    loader_w = make_loader(half_w, context.batch_size, shuffle=True, seed=context.seed)
-    loader_a = make_loader(half_a, context.batch_size, shuffle=True, seed=context.seed + 1)
+    # under torchrun every rank takes its own shard of each half; gradients and losses are averaged
+    loader_w = make_loader(half_w, context.batch_size, shuffle=True, seed=context.seed, shard=True)
+    loader_a = make_loader(half_a, context.batch_size, shuffle=True, seed=context.seed + 1, shard=True)
     steps = opts["steps_per_epoch"] or len(loader_w)
     total = steps * context.epochs
     optimizer = scheduler = None
@@ -364,6 +370,7 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
     bar = tqdm(total=total, initial=steps * (first - 1), desc="asng", unit="step",
                disable=True if context.quiet else None, dynamic_ncols=True)
     converged = False
+    ddp = wrap(supernet, device, find_unused=True)  # a dropped block's weights take no part in a pass
     try:
         for epoch in range(first, context.epochs + 1):
             start = time.perf_counter()
@@ -374,8 +381,8 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
                 x, y = next(batches_w)
                 if optimizer is not None:
                     lr = optimizer.param_groups[0]["lr"]
-                    sums["weight_loss"] += _weight_step(space, supernet, encoding, asng.sample(_LAMBDA), x, y,
-                                                        device, optimizer, params, opts["grad_clip"], epoch)
+                    sums["weight_loss"] += _weight_step(space, supernet, ddp, encoding, asng.sample(_LAMBDA), x,
+                                                        y, device, optimizer, params, opts["grad_clip"], epoch)
                     scheduler.step()
                 x, y = next(batches_a)
                 samples = asng.sample(_LAMBDA)
@@ -428,18 +435,22 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
     return history, encoding.architecture(asng.argmax())
 
 
-def _weight_step(space, supernet, encoding, samples, x, y, device, optimizer, params, clip, epoch) -> float:
-    """Mean CE of the samples on one batch, backpropagated into the shared weights; one SGD step."""
+def _weight_step(space, supernet, ddp, encoding, samples, x, y, device, optimizer, params, clip, epoch) -> float:
+    """Mean CE of the samples on one batch, backpropagated into the shared weights; one SGD step.
+
+    ``ddp`` is the supernet as the forward passes call it (in DistributedDataParallel under torchrun,
+    which averages the gradients over the ranks; the masks hook into ``supernet``'s modules).
+    """
     supernet.train()
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for indices in samples:
         with apply_masks(space, supernet, encoding.architecture(indices)):
-            loss = F.cross_entropy(logits_of(supernet(x)), y)
+            loss = F.cross_entropy(logits_of(ddp(x)), y)
         (loss / len(samples)).backward()
-        total += loss.item()
-    mean = total / len(samples)
+        total += loss.detach()
+    mean = float(all_mean(total / len(samples)))
     if not math.isfinite(mean):
         raise CompressError(f"the asng supernet training diverged (loss {mean} in epoch {epoch}): "
                             "lower the learning rate, e.g. --option w_lr=0.01")
@@ -450,16 +461,19 @@ def _weight_step(space, supernet, encoding, samples, x, y, device, optimizer, pa
 
 @torch.no_grad()
 def _evaluate(space, budget, supernet, encoding, samples, x, y, device, penalty):
-    """CE of each sample on one batch (batch-norm statistics from the batch), and penalised losses."""
+    """CE of each sample on one batch (batch-norm statistics from the batch; under torchrun the
+    mean over the ranks' shards), and penalised losses."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    losses, penalized, over = [], [], 0
+    local = []
     with batch_stat_eval(supernet):
         for indices in samples:
-            arch = encoding.architecture(indices)
-            with apply_masks(space, supernet, arch):
-                loss = F.cross_entropy(logits_of(supernet(x)), y).item()
-            excess = budget.excess(space, arch)
-            over += excess > 1.0
-            losses.append(loss)
-            penalized.append(penalized_loss(loss, excess, penalty))
+            with apply_masks(space, supernet, encoding.architecture(indices)):
+                local.append(F.cross_entropy(logits_of(supernet(x)), y))
+    losses, penalized, over = [], [], 0
+    for indices, loss in zip(samples, all_mean(torch.stack(local)).tolist()):
+        arch = encoding.architecture(indices)
+        excess = budget.excess(space, arch)
+        over += excess > 1.0
+        losses.append(loss)
+        penalized.append(penalized_loss(loss, excess, penalty))
     return losses, penalized, over / len(samples)

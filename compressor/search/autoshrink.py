@@ -28,6 +28,16 @@ Candidates are scored in one of two ways (``proxy_train``):
   (``reset_parameters`` of every module) and trained from scratch with Adam (``scratch_lr`` 4e-3)
   for at most ``scratch_epochs`` epochs on a proxy subset, with early stopping (``patience``).
 
+Under torchrun the ``k`` candidates of a step are split among the ranks (candidate ``i`` is scored
+by rank ``i mod world``, on all of the data and with the seed a single process would use) and the
+scores are gathered, so the decisions are exactly those of one process and a step takes about
+``1/world`` of the time while ``k >= world``. Every rank commits the chosen move; rank 0's
+supernet is then copied to the others.
+
+With ``context.checkpoint`` the search state (step, architecture, history, the shared weights,
+the position in the training stream, the random generator and the latency calibration) is
+written there atomically after every step, and a later call with the same path continues from it.
+
 The cost term is a function (:data:`CostFn`, default :func:`macs_cost`) so that a measured or
 predicted latency can replace MACs: pass ``cost_fn=`` to :func:`autoshrink_search` (and set
 ``cost_offset`` to the log10 of a reference cost in that unit).
@@ -50,7 +60,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import make_loader
+from ..distributed import all_gather_object, broadcast_module, is_main, rank, world_size
 from ..errors import CompressError
+from ..fileio import write_atomic
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks, materialize
 from ..train import logits_of, reinitialize
@@ -232,7 +244,8 @@ class _Batches:
 
     def __init__(self, dataset, batch_size: int, seed: int):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.epoch = 0
+        self.epoch = 0  # passes started
+        self.position = 0  # batches drawn in the current pass
         self._it = None
 
     def take(self, n: int) -> list:
@@ -242,15 +255,26 @@ class _Batches:
             if self._it is None:
                 self._it = iter(make_loader(self.dataset, self.batch_size, shuffle=True, seed=self.seed + self.epoch))
                 self.epoch += 1
+                self.position = 0
                 fresh = True
             try:
                 out.append(next(self._it))
+                self.position += 1
                 fresh = False
             except StopIteration:
                 self._it = None
                 if fresh:
                     raise CompressError("the training set yields no batches: provide training images") from None
         return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where a stream with ``state`` stood (replaying the current pass up to it)."""
+        self.epoch, self._it = max(int(state["epoch"]) - 1, 0), None
+        if int(state["epoch"]) > 0:
+            self.take(int(state["position"]))
 
 
 def fixed_batches(dataset, batch_size: int, count: int, seed: int) -> list:
@@ -364,6 +388,14 @@ class _SharedScorer:
         batches = self.train.take(self.opts["commit_steps"])
         with apply_masks(self.space, self.supernet, arch):
             _sgd_steps(self.supernet, batches, self.opts["finetune_lr"], self.device)
+        broadcast_module(self.supernet)  # every rank committed alike; rank 0's copy settles any rounding
+
+    def state_dict(self) -> dict:
+        return {"supernet": self.supernet.state_dict(), "train": self.train.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.train.load_state_dict(state["train"])
 
 
 class _ScratchScorer:
@@ -389,6 +421,12 @@ class _ScratchScorer:
                                   batch_size=self.batch_size, seed=seed, device=self.device)
 
     def commit(self, arch: Architecture, seed: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
         pass
 
 
@@ -477,9 +515,13 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     arch = full
     history: list[dict] = []
     extra_left = opts["extra_steps"]
-    bar = tqdm(desc="autoshrink", unit="step", disable=True if context.quiet else None, dynamic_ncols=True)
+    step = 0
+    if context.checkpoint is not None and context.checkpoint.is_file():
+        step, arch, history, extra_left = _restore(context.checkpoint, space, budget, rng, scorer)
+        log.info("autoshrink: resuming after step %d from %s", step, context.checkpoint)
+    bar = tqdm(desc="autoshrink", unit="step", initial=step, disable=True if context.quiet else None,
+               dynamic_ncols=True)
     try:
-        step = 0
         while True:
             fits = budget.fits(space, arch)
             if fits:
@@ -493,19 +535,18 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
                 log.warning("autoshrink: no shrink move left after %d steps", step)
                 break
             step += 1
-            picks = rng.choice(len(moves), size=min(opts["k"], len(moves)), replace=False)
+            picks = [moves[int(i)] for i in rng.choice(len(moves), size=min(opts["k"], len(moves)), replace=False)]
             scorer.begin_step(step)
+            accuracies = _score_candidates(scorer, space, arch, picks, context.seed, step)
             candidates = []
-            for i, idx in enumerate(picks):
-                move = moves[int(idx)]
+            for move, acc in zip(picks, accuracies):
                 cand = apply_move(space, arch, move)
-                acc = scorer.accuracy(cand, seed=_seed(context.seed, step, i))
                 cost = cost_fn(space, cand)
                 candidates.append({**move.to_dict(), "accuracy": acc, "cost": cost,
                                    "score": score(acc, cost, opts["cost_weight"], opts["cost_offset"]),
                                    **budget.costs(space, cand)})
             best = max(range(len(candidates)), key=lambda i: (candidates[i]["score"], -i))
-            move = moves[int(picks[best])]
+            move = picks[best]
             arch = apply_move(space, arch, move)
             scorer.commit(arch, seed=_seed(context.seed, step, -1))
             measured = _remeasure(space, budget, context, arch)
@@ -513,6 +554,8 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
             if measured is not None:
                 snap["measured_ms"] = measured
             history.append({"step": step, **move.to_dict(), "candidates": candidates, **snap})
+            if context.checkpoint is not None and is_main():  # before the step is reported as done
+                _save(context.checkpoint, step, arch, history, extra_left, budget, rng, scorer)
             log.info("autoshrink step %d: %s %s -> %s; acc %.4f score %.4f, %s", step, move.kind, move.name,
                      move.value, snap["accuracy"], snap["score"], budget.costs(space, arch))
             bar.update()
@@ -532,6 +575,40 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     log.info("autoshrink: %d steps, chose step %d (score %.4f, acc %.4f), %s", len(history), chosen["step"],
              chosen["score"], chosen["accuracy"], budget.costs(space, result))
     return SearchResult(result, history)
+
+
+def _score_candidates(scorer, space, arch, moves: list[Move], seed: int, step: int) -> list[float]:
+    """Accuracy of ``arch`` after each move; under torchrun rank ``r`` scores the candidates
+    ``i`` with ``i mod world == r`` (with candidate ``i``'s own seed) and the results are gathered."""
+    mine = {i: scorer.accuracy(apply_move(space, arch, move), seed=_seed(seed, step, i))
+            for i, move in enumerate(moves) if i % world_size() == rank()}
+    found = {i: acc for part in all_gather_object(mine) for i, acc in part.items()}
+    return [found[i] for i in range(len(moves))]
+
+
+def _save(path, step, arch, history, extra_left, budget, rng, scorer) -> None:
+    """The search state after ``step``, written atomically: enough to continue it exactly."""
+    state = {"step": step, "architecture": arch.to_dict(), "history": history, "extra_left": extra_left,
+             "rng": rng.bit_generator.state, "scorer": scorer.state_dict(),
+             "latency": budget.latency.coefficients() if budget.latency_ms is not None else None}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(path, space, budget, rng, scorer) -> tuple[int, Architecture, list, int]:
+    """Load a search state saved by :func:`_save` into ``rng``, ``scorer`` and the budget's latency
+    model; return the step it was saved after, the architecture, the history and the extra steps left."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        arch = Architecture.from_dict(state["architecture"])
+        space.check(arch)
+        scorer.load_state_dict(state["scorer"])
+        rng.bit_generator.state = state["rng"]
+        if state["latency"] is not None:
+            budget.latency.set_coefficients(state["latency"])
+    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
+        raise CompressError(f"cannot resume the autoshrink search from {path} ({type(exc).__name__}): delete it "
+                            "to search again") from None
+    return int(state["step"]), arch, list(state["history"]), int(state["extra_left"])
 
 
 def _remeasure(space, budget, context, arch) -> float | None:

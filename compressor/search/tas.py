@@ -32,6 +32,12 @@ Schedule
     ``tau_max`` to ``tau_min`` over all steps of the search.
 Result
     argmax α, β, brought within budget by :func:`compressor.search.greedy.repair` when needed.
+Under torchrun
+    Every rank trains on its own shard of each half (DistributedSampler); the weight gradients are
+    averaged by DistributedDataParallel and those of α and β by an all-reduce, and the Gumbel
+    noise comes from the same seeded generator on every rank, so all ranks hold the same α, β
+    and weights. ``context.batch_size`` is per rank: two ranks at batch ``b`` take the steps one
+    process takes at ``2b`` (exactly so for a network without batch norm).
 
 Differences from the official code: one batch norm is shared by all widths (the official code
 has one per width candidate); the cost loss uses ``log(E[cost] / full cost)`` (same gradient as
@@ -56,7 +62,7 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import cycle, make_loader, split_halves
-from ..distributed import is_main
+from ..distributed import all_mean, average_gradients, is_main, wrap
 from ..errors import CompressError
 from ..fileio import write_atomic
 from ..space import Coupling, SearchSpace, round_width
@@ -682,8 +688,9 @@ def _search(space, budget, context, opts: TASOptions, device):
         net.use_latency(budget.latency)
     weights = [p for p in model.parameters() if p.requires_grad]
     first, second = split_halves(context.train_data, context.seed)
-    w_loader = make_loader(first, context.batch_size, shuffle=True, seed=context.seed)
-    a_loader = make_loader(second, context.batch_size, shuffle=True, seed=context.seed + 1)
+    # under torchrun every rank takes its own shard of each half and the gradients are averaged
+    w_loader = make_loader(first, context.batch_size, shuffle=True, seed=context.seed, shard=True)
+    a_loader = make_loader(second, context.batch_size, shuffle=True, seed=context.seed + 1, shard=True)
     steps = min(len(w_loader), len(a_loader))
     if opts.steps_per_epoch is not None:
         steps = min(steps, opts.steps_per_epoch)
@@ -710,6 +717,7 @@ def _search(space, budget, context, opts: TASOptions, device):
     bar = tqdm(total=total, initial=steps * (first - 1), desc="tas", unit="step",
                disable=True if context.quiet else None, dynamic_ncols=True)
     step = steps * (first - 1)
+    ddp = wrap(model, device)  # the weight steps (every block runs in TAS); the architecture steps call the model itself
     model.train()
     try:
         for epoch in range(first, context.epochs + 1):
@@ -721,7 +729,7 @@ def _search(space, budget, context, opts: TASOptions, device):
                 x, y = next(w_iter)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 net.sample(tau, gen, grad=False)
-                loss = F.cross_entropy(logits_of(model(x)), y)
+                loss = F.cross_entropy(logits_of(ddp(x)), y)
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 w_opt.step()
@@ -741,11 +749,12 @@ def _search(space, budget, context, opts: TASOptions, device):
                     arch_loss = ce + opts.cost_weight * closs
                     a_opt.zero_grad(set_to_none=True)
                     arch_loss.backward()
+                    average_gradients([net.alpha, net.beta])  # every rank takes the same step
                     a_opt.step()
                 finally:
                     for p in weights:
                         p.requires_grad_(True)
-                values = (loss.item(), ce.item(), float(closs.detach()))
+                values = tuple(all_mean(torch.stack([loss.detach(), ce.detach(), closs.detach().to(ce)])).tolist())
                 if not all(math.isfinite(v) for v in values):
                     raise CompressError(f"tas diverged at step {step + 1} (losses {values}): lower w_lr or a_lr")
                 for key, v in zip(sums, values):

@@ -1,0 +1,77 @@
+"""The searches under torchrun (two gloo processes) against one process (tests/_ddp_search.py).
+
+tas and asng split the data: two ranks at batch 16 take exactly the steps one process takes at
+batch 32 on a network without batch norm (same images per step, gradients and losses averaged),
+up to float rounding. autoshrink splits the candidates: two ranks give exactly one process's
+search at the same batch size.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("_ddp_search.py")
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-search")
+    one = subprocess.run([sys.executable, str(SCRIPT), str(out), "32"], capture_output=True, text=True,
+                         env=_env(), timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29523", str(SCRIPT), str(out), "16"], capture_output=True, text=True, env=_env(),
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    return {name: json.loads((out / f"{name}.json").read_text()) for name in ("world1-rank0", "world2-rank0",
+                                                                                "world2-rank1")}
+
+
+def _without_seconds(value):
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
+
+
+def _close(a, b, rel=1e-5):
+    """Equal structure, equal strings and flags, numbers equal to ``rel``."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-7)
+    return a == b
+
+
+def test_every_rank_takes_the_same_decisions(results):
+    assert _without_seconds(results["world2-rank0"]) == _without_seconds(results["world2-rank1"])
+
+
+@pytest.mark.parametrize("method", ["tas", "asng"])
+def test_data_parallel_search_equals_one_process_at_the_total_batch(results, method):
+    one, two = results["world1-rank0"][method], results["world2-rank0"][method]
+    assert one["architecture"] == two["architecture"]
+    assert _close(_without_seconds(one["history"]), _without_seconds(two["history"]))
+    # the per-epoch losses are those of the whole batch, not of one rank's half
+    first = one["history"][0]
+    assert first["weight_ce" if method == "tas" else "weight_loss"] > 0
+
+
+def test_autoshrink_split_over_candidates_equals_one_process_exactly(results):
+    one, two = results["world1-rank0"]["autoshrink"], results["world2-rank0"]["autoshrink"]
+    assert len(one["history"]) >= 3  # several committed steps, each scoring 4 candidates over 2 ranks
+    assert _without_seconds(one) == _without_seconds(two)
