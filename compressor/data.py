@@ -124,19 +124,38 @@ def make_loader(
 
 
 def cycle(loader: DataLoader, skip: int = 0):
-    """Batches of ``loader`` forever, each pass reshuffled (by the loader's seeded generator, or
-    by the pass number for a DistributedSampler), after drawing and discarding the first
-    ``skip``: a resumed search replays the same data order."""
-    drawn = 0
-    passes = 0
+    """Batches of ``loader`` forever, each pass reshuffled, after skipping the first ``skip``: a
+    resumed search continues the data order where it stopped.
+
+    A loader made with ``shard=True`` (a DistributedSampler, whose order depends on the pass
+    number alone) skips without reading the skipped images, so a resumed search neither waits for
+    them nor draws random augmentations for them; any other loader replays them.
+    """
+    sampler = loader.sampler
+    if not isinstance(sampler, DistributedSampler):
+        drawn = 0
+        while True:
+            for batch in loader:
+                if drawn >= skip:
+                    yield batch
+                drawn += 1
+    per_pass = len(loader)
+    if per_pass == 0:
+        return
+    passes, offset = divmod(skip, per_pass)
     while True:
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(passes)
+        sampler.set_epoch(passes)
         passes += 1
-        for batch in loader:
-            if drawn >= skip:
-                yield batch
-            drawn += 1
+        yield from (_rest_of_pass(loader, offset) if offset else loader)
+        offset = 0
+
+
+def _rest_of_pass(loader: DataLoader, offset: int) -> DataLoader:
+    """The current pass of ``loader`` from batch ``offset`` on, without loading the batches before it."""
+    start = offset * loader.batch_size
+    return DataLoader(Subset(loader.dataset, list(loader.sampler)[start:]), batch_size=loader.batch_size,
+                      shuffle=False, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
 
 
 def _stratified_split(targets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .distributed import is_main, wrap
+from .distributed import wrap
 from .errors import CompressError
-from .fileio import write_atomic
+from .resume import restoring, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +90,19 @@ def _save_checkpoint(path, epoch, history, model, optimizer, scheduler, loader) 
         "torch_rng": torch.get_rng_state(),
         "loader_rng": loader.generator.get_state() if loader.generator is not None else None,
     }
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    save_state(path, state)
 
 
-def _restore(path, model, optimizer, scheduler, loader) -> tuple[int, list]:
+def _restore(path, model, optimizer, scheduler, loader, desc: str) -> tuple[int, list]:
     """Load a training checkpoint into the objects; return the last finished epoch and the history."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    with restoring(path, f"the {desc} stage") as state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    except Exception as exc:  # noqa: BLE001 - a checkpoint from another model or a damaged file
-        raise CompressError(f"cannot resume from {path} ({type(exc).__name__}); it belongs to another run "
-                            "or is damaged: delete it to start that stage again") from None
-    torch.set_rng_state(state["torch_rng"])
-    if state["loader_rng"] is not None and loader.generator is not None:
-        loader.generator.set_state(state["loader_rng"])
-    return int(state["epoch"]), list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["loader_rng"] is not None and loader.generator is not None:
+            loader.generator.set_state(state["loader_rng"])
+        return int(state["epoch"]), list(state["history"])
 
 
 def reinitialize(model: nn.Module) -> nn.Module:
@@ -200,7 +196,7 @@ def train(
     history: list[dict] = []
     first = 1
     if checkpoint is not None and Path(checkpoint).is_file():
-        done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader)
+        done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader, desc)
         first = done + 1
         logger.info("%s: resuming after epoch %d from %s", desc, first - 1, checkpoint)
     bar = tqdm(total=epochs * steps_per_epoch, initial=(first - 1) * steps_per_epoch, desc=desc, unit="batch",
@@ -254,7 +250,7 @@ def train(
                             record["seconds"])
             else:
                 bar.set_postfix_str(f"ep {epoch}/{epochs} {summary}")
-            if checkpoint is not None and is_main():
+            if checkpoint is not None:
                 _save_checkpoint(checkpoint, epoch, history, model, optimizer, scheduler, train_loader)
     finally:
         bar.close()

@@ -211,3 +211,31 @@ def test_cycle_skip_replays_the_same_data_order():
     straight = [b[0].flatten().tolist() for b in islice(cycle(make_loader(ds, 4, True, seed=5)), 7)]
     resumed = [b[0].flatten().tolist() for b in islice(cycle(make_loader(ds, 4, True, seed=5), skip=4), 3)]
     assert resumed == straight[4:]  # passes 2 and 3 reshuffle exactly as in the uninterrupted run
+
+
+class _Counting(torch.utils.data.Dataset):
+    """0..n-1 as one-element samples, counting how often each is read."""
+
+    def __init__(self, n):
+        self.n, self.reads = n, [0] * n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return torch.tensor([float(i)]), 0
+
+
+@pytest.mark.parametrize("skip", [0, 2, 3, 5, 8])
+def test_cycle_skips_a_sharded_loader_without_reading_the_skipped_images(skip):
+    from itertools import islice
+
+    from compressor.data import cycle, make_loader
+
+    straight = [b[0].flatten().tolist() for b in islice(cycle(make_loader(_Counting(11), 4, True, 5, shard=True)), 9)]
+    assert straight[0:3] != straight[3:6] and sorted(sum(straight[3:6], [])) == list(range(11))  # reshuffled passes
+    ds = _Counting(11)
+    resumed = [b[0].flatten().tolist() for b in islice(cycle(make_loader(ds, 4, True, 5, shard=True), skip), 9 - skip)]
+    assert resumed == straight[skip:]
+    assert sum(ds.reads) == sum(len(b) for b in resumed)  # nothing read for the skipped batches

@@ -114,9 +114,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import cycle, make_loader, split_halves
-from ..distributed import all_mean, is_main, wrap
+from ..distributed import all_mean, wrap
 from ..errors import CompressError
-from ..fileio import write_atomic
+from ..resume import restoring, save_state
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks
 from ..train import logits_of, pick_device
@@ -259,23 +259,19 @@ def _save(path, epoch, history, supernet, optimizer, scheduler, asng) -> None:
     state = {"epoch": epoch, "history": history, "supernet": supernet.state_dict(), "asng": asng.state_dict(),
              "optimizer": optimizer.state_dict() if optimizer else None,
              "scheduler": scheduler.state_dict() if scheduler else None, "torch_rng": torch.get_rng_state()}
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    save_state(path, state)
 
 
 def _restore(path, supernet, optimizer, scheduler, asng) -> tuple[int, list]:
     """Load a search state saved by :func:`_save`; return the next epoch and the history so far."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    with restoring(path, "the asng search") as state:
         supernet.load_state_dict(state["supernet"])
         asng.load_state_dict(state["asng"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
-        raise CompressError(f"cannot resume the asng search from {path} ({type(exc).__name__}): delete it to "
-                            "search again") from None
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"]) + 1, list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"]) + 1, list(state["history"])
 
 
 def _costs(space: SearchSpace, arch: Architecture) -> dict:
@@ -415,7 +411,7 @@ def _search(space, budget, context, opts, encoding, half_w, half_a, device):
             if optimizer is None:
                 record["weight_loss"] = None
             history.append(record)
-            if context.checkpoint is not None and is_main():  # before the epoch is reported as done
+            if context.checkpoint is not None:  # before the epoch is reported as done
                 _save(context.checkpoint, epoch, history, supernet, optimizer, scheduler, asng)
             summary = (f"conv {record['convergence']:.4f} step {record['step_size']:.3g} "
                        f"excess {record['argmax_excess']:.3f}")

@@ -60,9 +60,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import make_loader
-from ..distributed import all_gather_object, broadcast_module, is_main, rank, world_size
+from ..distributed import all_gather_object, broadcast_module, rank, world_size
 from ..errors import CompressError
-from ..fileio import write_atomic
+from ..resume import restoring, save_state
 from ..space import ChannelGroup, SearchSpace, round_width
 from ..surgery import apply_masks, materialize
 from ..train import logits_of, reinitialize
@@ -554,7 +554,7 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
             if measured is not None:
                 snap["measured_ms"] = measured
             history.append({"step": step, **move.to_dict(), "candidates": candidates, **snap})
-            if context.checkpoint is not None and is_main():  # before the step is reported as done
+            if context.checkpoint is not None:  # before the step is reported as done
                 _save(context.checkpoint, step, arch, history, extra_left, budget, rng, scorer)
             log.info("autoshrink step %d: %s %s -> %s; acc %.4f score %.4f, %s", step, move.kind, move.name,
                      move.value, snap["accuracy"], snap["score"], budget.costs(space, arch))
@@ -591,24 +591,20 @@ def _save(path, step, arch, history, extra_left, budget, rng, scorer) -> None:
     state = {"step": step, "architecture": arch.to_dict(), "history": history, "extra_left": extra_left,
              "rng": rng.bit_generator.state, "scorer": scorer.state_dict(),
              "latency": budget.latency.coefficients() if budget.latency_ms is not None else None}
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    save_state(path, state)
 
 
 def _restore(path, space, budget, rng, scorer) -> tuple[int, Architecture, list, int]:
     """Load a search state saved by :func:`_save` into ``rng``, ``scorer`` and the budget's latency
     model; return the step it was saved after, the architecture, the history and the extra steps left."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    with restoring(path, "the autoshrink search") as state:
         arch = Architecture.from_dict(state["architecture"])
         space.check(arch)
         scorer.load_state_dict(state["scorer"])
         rng.bit_generator.state = state["rng"]
         if state["latency"] is not None:
             budget.latency.set_coefficients(state["latency"])
-    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
-        raise CompressError(f"cannot resume the autoshrink search from {path} ({type(exc).__name__}): delete it "
-                            "to search again") from None
-    return int(state["step"]), arch, list(state["history"]), int(state["extra_left"])
+        return int(state["step"]), arch, list(state["history"]), int(state["extra_left"])
 
 
 def _remeasure(space, budget, context, arch) -> float | None:

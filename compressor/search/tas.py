@@ -62,9 +62,9 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import cycle, make_loader, split_halves
-from ..distributed import all_mean, average_gradients, is_main, wrap
+from ..distributed import all_mean, average_gradients, wrap
 from ..errors import CompressError
-from ..fileio import write_atomic
+from ..resume import restoring, save_state
 from ..space import Coupling, SearchSpace, round_width
 from ..surgery import channel_dim
 from ..train import logits_of, pick_device
@@ -772,7 +772,7 @@ def _search(space, budget, context, opts: TASOptions, device):
                     record[f"expected_{k}"] = float(net.expected_cost(k))
                 record["seconds"] = time.perf_counter() - start
             history.append(record)
-            if context.checkpoint is not None and is_main():  # before the epoch is reported as done
+            if context.checkpoint is not None:  # before the epoch is reported as done
                 _save(context.checkpoint, epoch, history, model, net, optimizers, gen)
             summary = " ".join(f"{k} {record[k]:.4g}" for k in record if k not in ("epoch", "seconds"))
             if bar.disable:
@@ -788,25 +788,20 @@ def _save(path, epoch, history, model, net, optimizers: dict, gen) -> None:
     state = {"epoch": epoch, "history": history, "model": model.state_dict(), "alpha": net.alpha.detach().cpu(),
              "beta": net.beta.detach().cpu(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
              **{k: v.state_dict() for k, v in optimizers.items()}}
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    save_state(path, state)
 
 
 def _restore(path, model, net, optimizers: dict, gen) -> tuple[int, list]:
     """Load a search state saved by :func:`_save`; return the next epoch and the history so far."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    with restoring(path, "the tas search") as state, torch.no_grad():
         model.load_state_dict(state["model"])
-        with torch.no_grad():
-            net.alpha.copy_(state["alpha"])
-            net.beta.copy_(state["beta"])
+        net.alpha.copy_(state["alpha"])
+        net.beta.copy_(state["beta"])
         for key, obj in optimizers.items():
             obj.load_state_dict(state[key])
-    except Exception as exc:  # noqa: BLE001 - another run's state or a damaged file
-        raise CompressError(f"cannot resume the tas search from {path} ({type(exc).__name__}): delete it to "
-                            "search again") from None
-    gen.set_state(state["gen"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"]) + 1, list(state["history"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"]) + 1, list(state["history"])
 
 
 def _finish(space, budget, context, opts, arch, history):
