@@ -441,10 +441,12 @@ def _weight_step(space, supernet, ddp, encoding, samples, x, y, device, optimize
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for indices in samples:
-        with apply_masks(space, supernet, encoding.architecture(indices)):
+    for k, indices in enumerate(samples):
+        # under DDP the gradients of all samples are summed locally and averaged over the ranks once
+        accumulate = ddp.no_sync() if k < len(samples) - 1 and hasattr(ddp, "no_sync") else contextlib.nullcontext()
+        with accumulate, apply_masks(space, supernet, encoding.architecture(indices)):
             loss = F.cross_entropy(logits_of(ddp(x)), y)
-        (loss / len(samples)).backward()
+            (loss / len(samples)).backward()
         total += loss.detach()
     mean = float(all_mean(total / len(samples)))
     if not math.isfinite(mean):
