@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 version = {}
 for line in Path("compressor/__init__.py").read_text().splitlines():
@@ -15,7 +15,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["compressor", "compressor.search", "compressor.nas", "exporters", "profiles"],
+    packages=find_packages(include=["compressor", "compressor.*", "exporters", "exporters.*", "profiles"]),
     package_data={"profiles": ["*.toml"]},
     install_requires=[
         "torch>=2.4",

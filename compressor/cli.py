@@ -331,7 +331,7 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
     """Build a TensorRT engine from ONNX_FILE (needs TensorRT 10 and an NVIDIA GPU)."""
     from pathlib import Path
 
-    from exporters.tensorrt_engine import build_engine, parse_batch_range
+    from exporters.tensorrt import build_engine, parse_batch_range
     from profiles import load_profile
 
     _setup_logging(quiet)

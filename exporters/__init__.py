@@ -1,7 +1,7 @@
 """Everything that leaves PyTorch: ONNX export and verification, TensorRT engines, the latency runners.
 
-Names are imported on first use, so that ``exporters.bench`` and ``exporters.tensorrt_engine`` run
-on a board without PyTorch (a Jetson measuring an engine).
+Names are imported on first use, so that ``exporters.bench`` and ``exporters.tensorrt`` run on a
+board without PyTorch (a Jetson measuring an engine).
 """
 from importlib import import_module
 
@@ -15,9 +15,9 @@ _EXPORTS = {
     "export_onnx": "onnx_export",
     "random_input": "onnx_export",
     "verify_onnx": "onnx_export",
-    "build_engine": "tensorrt_engine",
-    "tensorrt_available": "tensorrt_engine",
-    "TrtRunner": "tensorrt_engine",
+    "build_engine": "tensorrt",
+    "tensorrt_available": "tensorrt",
+    "TrtRunner": "tensorrt",
     "bench": "bench",
     "write_bench": "bench",
 }

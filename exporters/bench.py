@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from compressor.errors import CompressError
 from compressor.fileio import write_json
 from exporters.stats import cpu_name
-from exporters.tensorrt_engine import ENGINE_SUFFIXES, parse_sample_shape
+from exporters.tensorrt import ENGINE_SUFFIXES, parse_sample_shape
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def bench(
 
     if fmt == "engine":
         chosen = choose_runtime(fmt, profile, runtime, [])
-        from exporters.tensorrt_engine import TrtRunner
+        from exporters.tensorrt import TrtRunner
 
         with TrtRunner(path, backend=backend) as runner:
             stats = runner.measure(path, shape, batch=batch, warmup=warmup, runs=runs,

@@ -259,7 +259,7 @@ def available_runners() -> list[str]:
     if torch.cuda.is_available():
         names.append("torch-cuda")
     names.append("torch-cpu")
-    from exporters.tensorrt_engine import tensorrt_available
+    from exporters.tensorrt import tensorrt_available
 
     if tensorrt_available()[0]:
         names.insert(0, "tensorrt")
@@ -270,7 +270,7 @@ def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile
     """The runner for a profile's runtime name; ``threads`` and ``profile_nodes`` apply to
     onnxruntime only, ``precision`` to TensorRT (which builds an engine from the ONNX file)."""
     if runtime == "tensorrt":
-        from exporters.tensorrt_engine import TrtRunner
+        from exporters.tensorrt import TrtRunner
 
         return TrtRunner(precision=precision)
     if runtime in ORT_PROVIDERS:

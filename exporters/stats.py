@@ -40,15 +40,11 @@ class LatencyStats:
         t = np.asarray(times_ms, dtype=float)
         if t.ndim != 1 or t.size == 0 or t.min() <= 0:
             raise ValueError(f"times_ms must be a non-empty list of positive times, got {times_ms!r}")
-        p50, p90, p99 = (float(v) for v in np.percentile(t, [50, 90, 99]))
-        mean = float(t.mean())
+        summary = summarize_ms(t)
         return cls(
-            p50=p50,
-            p90=p90,
-            p99=p99,
-            mean=mean,
+            **summary,
             std=float(t.std(ddof=1)) if t.size > 1 else 0.0,
-            throughput=batch * 1000.0 / mean,
+            throughput=batch * 1000.0 / summary["mean"],
             runs=int(t.size),
             batch=batch,
             **meta,
@@ -59,6 +55,15 @@ class LatencyStats:
         d = dataclasses.asdict(self)
         d["input_shape"] = list(self.input_shape)
         return d
+
+
+def summarize_ms(times_ms: Sequence[float]) -> dict:
+    """``{p50, p90, p99, mean}`` of times in ms (linear-interpolated percentiles)."""
+    t = np.asarray(times_ms, dtype=float)
+    if t.ndim != 1 or t.size == 0 or t.min() < 0:
+        raise ValueError(f"times_ms must be a non-empty list of non-negative times, got {times_ms!r}")
+    p50, p90, p99 = (float(v) for v in np.percentile(t, [50, 90, 99]))
+    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(t.mean())}
 
 
 def cpu_name() -> str:

@@ -27,7 +27,7 @@ from exporters.bench import (
     write_bench,
 )
 from exporters.onnx_export import export_onnx
-from exporters.tensorrt_engine import tensorrt_available
+from exporters.tensorrt import tensorrt_available
 from profiles import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_bench_engine_on_cpu_profile(tmp_path):
 
 @pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT >= 8.5 and a CUDA GPU: {TRT_REASON}")
 def test_bench_engine_with_tensorrt(onnx_file, tmp_path):
-    from exporters.tensorrt_engine import build_engine
+    from exporters.tensorrt import build_engine
 
     engine = tmp_path / "tiny.engine"
     build_engine(onnx_file, engine, precision="fp16", batch=(1, 1, 4), workspace_mb=256)
@@ -284,7 +284,7 @@ _NO_TORCH = textwrap.dedent(
     {setup}
     from compressor.errors import CompressError
     import exporters.bench as bench
-    import exporters.tensorrt_engine as te
+    import exporters.tensorrt as te
     ok, reason = te.tensorrt_available()
     try:
         bench.bench(sys.argv[1], "gpu", warmup=0, runs=1)

@@ -159,7 +159,7 @@ def test_make_runner():
     runner = make_runner("onnxruntime-cpu", threads=2)
     assert isinstance(runner, OrtRunner) and runner.threads == 2
     assert isinstance(make_runner("torch-cpu"), TorchRunner)
-    from exporters.tensorrt_engine import TrtRunner
+    from exporters.tensorrt import TrtRunner
 
     assert isinstance(make_runner("tensorrt", precision="fp32"), TrtRunner)  # builds lazily: no GPU needed yet
     with pytest.raises(CompressError, match="no runner for runtime 'openvino'"):

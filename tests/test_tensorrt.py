@@ -8,8 +8,10 @@ missing.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import pkgutil
 import sys
 import types
 from pathlib import Path
@@ -19,11 +21,11 @@ import pytest
 import torch
 from torch import nn
 
+import exporters.tensorrt
 from compressor.errors import CompressError
-from exporters import tensorrt_engine as te
 from exporters.onnx_export import export_onnx
-from exporters.stats import LatencyStats
-from exporters.tensorrt_engine import (
+from exporters.stats import LatencyStats, summarize_ms
+from exporters.tensorrt import (
     NOT_INSTALLED,
     CalibrationBatches,
     CalibratorCore,
@@ -34,6 +36,7 @@ from exporters.tensorrt_engine import (
     bind,
     build_engine,
     check_trt_version,
+    compare_with_onnxruntime,
     describe_io,
     enum_name,
     format_parser_error,
@@ -46,7 +49,6 @@ from exporters.tensorrt_engine import (
     resolve_input_shape,
     resolve_timing_cache,
     severity_level,
-    summarize_ms,
     tensorrt_available,
     time_engine,
     validate_build_args,
@@ -56,6 +58,21 @@ from exporters.tensorrt_engine import (
 TRT_OK, TRT_REASON = tensorrt_available()
 needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT >= 8.5 and a CUDA GPU: {TRT_REASON}")
 SHAPE = (3, 16, 16)
+TRT_MODULES = [exporters.tensorrt] + [
+    importlib.import_module(f"exporters.tensorrt.{m.name}") for m in pkgutil.iter_modules(exporters.tensorrt.__path__)
+]
+
+
+def patch_trt(monkeypatch, name: str, value) -> None:
+    """Replace ``name`` in every exporters.tensorrt module that binds it.
+
+    Each module looks a name up in its own namespace (``from ... import`` copies the binding), so a
+    fake must go wherever the name is bound, not only where it is defined.
+    """
+    patched = [m for m in TRT_MODULES if hasattr(m, name)]
+    assert patched, f"no exporters.tensorrt module has {name}"
+    for module in patched:
+        monkeypatch.setattr(module, name, value)
 
 
 def tiny_cnn() -> nn.Module:
@@ -96,7 +113,7 @@ def test_tensorrt_missing_here_gives_the_install_hint():
 )
 def test_tensorrt_available_with_a_fake_module(monkeypatch, version, probe, ok, words):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
-    monkeypatch.setattr(te, "cuda_backend_probe", lambda: probe)
+    patch_trt(monkeypatch, "cuda_backend_probe", lambda: probe)
     got_ok, reason = tensorrt_available()
     assert got_ok is ok
     for w in words:
@@ -623,9 +640,9 @@ def fake_trt(monkeypatch):
             return FakeEngine(backend)
 
     trt = types.SimpleNamespace(__version__="10.3.0", ILogger=ILogger, Runtime=Runtime)
-    monkeypatch.setattr(te, "_LOGGERS", {})
-    monkeypatch.setattr(te, "_import_trt", lambda missing=None: trt)
-    monkeypatch.setattr(te, "make_backend", lambda backend_arg="auto", device=0: backend)
+    patch_trt(monkeypatch, "_LOGGERS", {})
+    patch_trt(monkeypatch, "_import_trt", lambda missing=None: trt)
+    patch_trt(monkeypatch, "make_backend", lambda backend_arg="auto", device=0: backend)
     return backend
 
 
@@ -869,9 +886,9 @@ def fake_builder(monkeypatch, tmp_path):
     """Patch in a FakeBuildTrt and a copying fake backend; returns (trt, backend, onnx path)."""
     trt = FakeBuildTrt()
     backend = CopyBackend()
-    monkeypatch.setattr(te, "_LOGGERS", {})
-    monkeypatch.setattr(te, "_import_trt", lambda missing=None: trt)
-    monkeypatch.setattr(te, "make_backend", lambda backend_arg="auto", device=0: backend)
+    patch_trt(monkeypatch, "_LOGGERS", {})
+    patch_trt(monkeypatch, "_import_trt", lambda missing=None: trt)
+    patch_trt(monkeypatch, "make_backend", lambda backend_arg="auto", device=0: backend)
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"an onnx model")
     return trt, backend, onnx
@@ -976,7 +993,7 @@ def test_build_engine_matches_onnxruntime(onnx_file, tmp_path, precision, tol):
     assert engine.is_file() and engine.stat().st_size == info["bytes"] > 0
     assert cache.is_file() and cache.stat().st_size > 0
     assert info["inputs"]["input"]["profile"] == [[1, 3, 16, 16], [2, 3, 16, 16], [4, 3, 16, 16]]
-    parity = te.compare_with_onnxruntime(engine, onnx_file, batch=3)
+    parity = compare_with_onnxruntime(engine, onnx_file, batch=3)
     assert parity["max_abs_diff"] < tol, parity
     again = build_engine(onnx_file, tmp_path / "again.engine", precision=precision, batch=(1, 2, 4),
                          workspace_mb=256, timing_cache=cache)  # reuses the timing cache

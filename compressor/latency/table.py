@@ -61,7 +61,7 @@ def choose_runtime(profile) -> str:
     usable = available_runners()
     for name in profile.runtimes:
         if name == "tensorrt":
-            from exporters.tensorrt_engine import tensorrt_available
+            from exporters.tensorrt import tensorrt_available
 
             if tensorrt_available()[0]:
                 return name
@@ -151,7 +151,7 @@ def make_runner(runtime: str, threads: int = 0, precision: str = "fp32", clock: 
                                 f"not {runtime} with {threads}; use the wall clock")
         return CpuClockOrtRunner()
     if runtime == "tensorrt":
-        from exporters.tensorrt_engine import TrtRunner
+        from exporters.tensorrt import TrtRunner
 
         return TrtRunner(precision=precision)
     from exporters.runners import make_runner as _make

@@ -1,0 +1,35 @@
+"""Cache files kept next to engines: the builder's timing cache and the INT8 calibration cache."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from compressor.errors import CompressError
+from compressor.fileio import write_atomic
+
+
+def resolve_timing_cache(path) -> Path | None:
+    """A timing-cache file path (None: no cache); a directory is a user error."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise CompressError(f"timing cache {path} is a directory; give a file name such as trt.cache")
+    return path
+
+
+def read_timing_cache(path: Path | None) -> bytes:
+    """The cache's bytes, or ``b""`` (a fresh cache) when there is no file yet."""
+    if path is None or not path.is_file():
+        return b""
+    return path.read_bytes()
+
+
+def default_calibration_cache(engine_path: str | os.PathLike) -> Path:
+    """Where an INT8 calibration cache goes when none is named: next to the engine."""
+    return Path(engine_path).with_suffix(".calib")
+
+
+def write_bytes_atomic(path: Path, data) -> Path:
+    """Write a bytes-like object (``IHostMemory`` included) to ``path`` through a temporary name."""
+    return write_atomic(path, lambda tmp: tmp.write_bytes(memoryview(data)))
