@@ -276,6 +276,8 @@ def nas_command(space, **opts):
         report = run_nas(config)
     except CompressError as exc:
         _fail(exc)
+    if not report:  # a rank other than 0 under torchrun
+        return
     c = report["compressed"]
     click.echo(f"shrinkcnn: {len(report['architecture']['cell_edges'])} cell edges, MACs {format_count(c['macs'])}, "
                f"params {format_count(c['params'])}, accuracy {100 * c['accuracy']:.1f}%, "

@@ -3,8 +3,8 @@
 Teacher training, fine-tuning and the supernet training of ``tas`` and ``asng`` run with
 DistributedDataParallel over a DistributedSampler: every rank trains on its own shard and the
 gradients (of the weights, and of the architecture logits) are averaged, so every rank holds the
-same weights and takes the same decisions. ``autoshrink`` splits the candidates of a step among
-the ranks instead. Rank 0 alone writes files and measures latency. CPU runs use gloo, GPU runs NCCL.
+same weights and takes the same decisions. ``autoshrink`` and the ShrinkCNN cell
+search split the candidates of a step among the ranks instead (:func:`map_over_ranks`). Rank 0 alone writes files and measures latency. CPU runs use gloo, GPU runs NCCL.
 """
 from __future__ import annotations
 
@@ -83,6 +83,16 @@ def all_gather_object(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def map_over_ranks(fn, items) -> list:
+    """``[fn(i, item) for i, item in enumerate(items)]``, with item ``i`` computed on rank ``i mod world``
+    and the results gathered on every rank: independent pieces of work (candidates to score) split
+    among the ranks."""
+    items = list(items)
+    mine = {i: fn(i, item) for i, item in enumerate(items) if i % world_size() == rank()}
+    found = {i: result for part in all_gather_object(mine) for i, result in part.items()}
+    return [found[i] for i in range(len(items))]
 
 
 def all_mean(values: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .architecture import Architecture
 from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
-from .distributed import all_gather_object, broadcast_object, is_main, launched_by_torchrun, process_group
+from .distributed import all_gather_object, broadcast_object, is_main, process_group
 from .errors import CompressError
 from .fileio import write_atomic, write_json
 from .manifest import write_manifest
@@ -435,54 +435,64 @@ def deliver(out: Path, small, arch, spec, shape, profile: Profile, stage: "_Stag
 
 
 def run_nas(config: RunConfig) -> dict:
-    """Search a ShrinkCNN cell from scratch (AutoShrink), deploy it at the MAC budget, train, export, measure."""
-    from .nas.shrinkcnn import run_nas as search_cell
+    """Search a ShrinkCNN cell from scratch (AutoShrink), deploy it at the MAC budget, train, export, measure.
 
+    Under torchrun the ranks split each step's candidates and train the deployed network with DDP;
+    rank 0 alone exports, measures and writes (the other ranks return an empty dict).
+    """
     if config.budget.macs is None:
         raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")
-    if launched_by_torchrun():
-        raise CompressError("compress nas runs in one process: start it without torchrun")
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
-    out, created = _new_out_dir(config, "shrinkcnn")
-    try:
-        stage = _Stages()
-        seed_everything(config.seed)
-        device = pick_device(config.device)
-        with stage("data"):
-            data = load_data(config.data, resolution=config.train_resolution, seed=config.seed, quiet=config.quiet)
-        with stage("search"):
-            model, spec, snapshots = search_cell(data, config.budget.macs, shape, options=config.options,
-                                                 epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                                 seed=config.seed, device=device, quiet=config.quiet)
-        val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
-        accuracy = evaluate(model, val_loader, device=device, quiet=config.quiet)
-        model = model.cpu().eval()
-        space = SearchSpace.build(model, shape, spec.name, channel_multiple=profile.channel_multiple)
-        arch = space.full()
-        onnx_info, lats = deliver(out, model, arch, spec, shape, profile, stage, config.latency_runs)
-        write_json(out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in snapshots]})
-        report = {
-            "model": "shrinkcnn", "out": str(out), "target": profile.to_dict(), "method": "autoshrink-cell",
-            "input_shape": list(shape), "train_resolution": config.train_resolution,
-            "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
-                     "num_classes": data.num_classes},
-            "budget": config.budget.to_dict(), "baseline": None,
-            "compressed": {**_costs(space, arch), "accuracy": accuracy, "latency_ms": _pcts(lats["compressed"])},
-            "latency": lats, "onnx": onnx_info, "spec": spec.to_dict(),
-            "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
-                             "dropped_blocks": []},
-            "fixed_layers": [], "search": {"steps": len(snapshots), "file": "search.json"},
-            "settings": {k: v for k, v in asdict(config).items() if k != "budget"}, "notes": [],
-            "timings_s": stage.seconds,
-        }
-        write_reports(out, report)
-        write_manifest(out, {"command": "nas", **report["settings"], "budget": config.budget.to_dict(),
-                             "data": report["data"]})
-        return report
-    except BaseException:
-        _discard(out, created)
-        raise
+    with process_group():
+        out, created = _shared_out_dir(config, "shrinkcnn")
+        try:
+            return _run_nas(config, profile, shape, out)
+        except BaseException:
+            if is_main():
+                _discard(out, created)
+            raise
+
+
+def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
+    from .nas.shrinkcnn import run_nas as search_cell
+
+    stage = _Stages()
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    with stage("data"):
+        data = load_data(config.data, resolution=config.train_resolution, seed=config.seed, quiet=config.quiet)
+    with stage("search"):
+        model, spec, snapshots = search_cell(data, config.budget.macs, shape, options=config.options,
+                                             epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                             seed=config.seed, device=device, quiet=config.quiet)
+    if not is_main():
+        return {}  # rank 0 alone evaluates, exports, measures and writes
+    val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
+    accuracy = evaluate(model, val_loader, device=device, quiet=config.quiet)
+    model = model.cpu().eval()
+    space = SearchSpace.build(model, shape, spec.name, channel_multiple=profile.channel_multiple)
+    arch = space.full()
+    onnx_info, lats = deliver(out, model, arch, spec, shape, profile, stage, config.latency_runs)
+    write_json(out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in snapshots]})
+    report = {
+        "model": "shrinkcnn", "out": str(out), "target": profile.to_dict(), "method": "autoshrink-cell",
+        "input_shape": list(shape), "train_resolution": config.train_resolution,
+        "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
+                 "num_classes": data.num_classes},
+        "budget": config.budget.to_dict(), "baseline": None,
+        "compressed": {**_costs(space, arch), "accuracy": accuracy, "latency_ms": _pcts(lats["compressed"])},
+        "latency": lats, "onnx": onnx_info, "spec": spec.to_dict(),
+        "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
+                         "dropped_blocks": []},
+        "fixed_layers": [], "search": {"steps": len(snapshots), "file": "search.json"},
+        "settings": {k: v for k, v in asdict(config).items() if k != "budget"}, "notes": [],
+        "timings_s": stage.seconds,
+    }
+    write_reports(out, report)
+    write_manifest(out, {"command": "nas", **report["settings"], "budget": config.budget.to_dict(),
+                         "data": report["data"]})
+    return report
 
 
 def _train_teacher(model, config: RunConfig, train_loader, val_loader, device, state: Path) -> None:

@@ -69,3 +69,24 @@ def test_data_parallel_search_inside_a_run(tmp_path):
     assert history[0]["steps"] == 4 and history[0]["weight_loss"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asng"]
     assert run.stdout.count("resnet18: MACs") == 1
+
+
+def test_cell_search_split_over_ranks_finds_what_one_process_finds(tmp_path):
+    # compress nas: every step's candidates are trained by different ranks with the seeds one
+    # process uses, so the snapshots (accuracies, scores, the chosen edges) are exactly one process's
+    nas = ["nas", "--budget-macs", "12M", "--train-resolution", "16", "--input-shape", "3x32x32", "--epochs", "1",
+           "--latency-runs", "3", "-q", "--option", "k=3", "--option", "epochs=1", "--option", "max_steps=2",
+           "--option", "train_images=128", "--option", "val_images=64", "--option", "width=4", "--option", "stem=8"]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
+         "-m", "compressor", *nas, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "compressor", *nas, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    s1, s2 = (json.loads((tmp_path / d / "search.json").read_text())["snapshots"] for d in ("one", "two"))
+    assert len(s1) == 3 and s1 == s2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    assert two.stdout.count("shrinkcnn:") == 1

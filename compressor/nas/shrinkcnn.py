@@ -49,6 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..counting import count_params
+from ..distributed import map_over_ranks
 from ..errors import CompressError
 from ..models import ModelSpec
 from ..search.autoshrink import fixed_batches, random_subset, score, train_from_scratch
@@ -356,7 +357,7 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     edges = full_edges(nodes)
     snapshots: list[CellSnapshot] = []
     if score_initial:
-        r = evaluate(edges, 0, 0)
+        [r] = map_over_ranks(lambda i, e: evaluate(e, 0, 0), [edges])
         snapshots.append(CellSnapshot(0, [list(e) for e in edges], **r))
         log.info("shrinkcnn step 0: %d edges, acc %.4f, %s MACs, score %.4f", len(edges), r["accuracy"],
                  format_count(r["macs"]), r["score"])
@@ -370,12 +371,12 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
                 break
             step += 1
             picks = rng.choice(len(removable), size=min(k, len(removable)), replace=False)
-            candidates = []
-            for i, idx in enumerate(picks):
-                edge = removable[int(idx)]
-                after = live_edges([f for f in edges if f != edge], nodes)
-                r = evaluate(after, step, i)
-                candidates.append({"edge": list(edge), "edges_left": len(after), **r})
+            picked = [removable[int(idx)] for idx in picks]
+            afters = [live_edges([f for f in edges if f != edge], nodes) for edge in picked]
+            # under torchrun candidate i is trained by rank i mod world, with the seed one process uses
+            results = map_over_ranks(lambda i, after: evaluate(after, step, i), afters)
+            candidates = [{"edge": list(edge), "edges_left": len(after), **r}
+                          for edge, after, r in zip(picked, afters, results)]
             best = max(range(len(candidates)), key=lambda i: (candidates[i]["score"], -i))
             edge = tuple(candidates[best]["edge"])
             after = live_edges([f for f in edges if f != edge], nodes)
@@ -486,7 +487,7 @@ def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
     torch.manual_seed(seed)
     model, spec = deploy_network(chosen.edges, budget_macs, shape, data.num_classes)
     if epochs > 0:
-        train_loader = make_loader(data.train, batch_size, shuffle=True, seed=seed)
+        train_loader = make_loader(data.train, batch_size, shuffle=True, seed=seed, shard=True)  # DDP under torchrun
         val_loader = make_loader(data.val, batch_size, shuffle=False, seed=seed)
         train(model, train_loader, epochs, lr=lr, device=device, val_loader=val_loader, quiet=quiet, desc="nas train")
     return model.cpu().eval(), spec, snapshots

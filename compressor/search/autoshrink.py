@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from ..architecture import Architecture
 from ..budget import Budget
 from ..data import make_loader
-from ..distributed import all_gather_object, broadcast_module, rank, world_size
+from ..distributed import broadcast_module, map_over_ranks
 from ..errors import CompressError
 from ..resume import restoring, save_state
 from ..space import ChannelGroup, SearchSpace, round_width
@@ -537,7 +537,9 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
             step += 1
             picks = [moves[int(i)] for i in rng.choice(len(moves), size=min(opts["k"], len(moves)), replace=False)]
             scorer.begin_step(step)
-            accuracies = _score_candidates(scorer, space, arch, picks, context.seed, step)
+            # under torchrun candidate i is scored by rank i mod world, with the seed one process uses
+            accuracies = map_over_ranks(lambda i, move: scorer.accuracy(
+                apply_move(space, arch, move), seed=_seed(context.seed, step, i)), picks)
             candidates = []
             for move, acc in zip(picks, accuracies):
                 cand = apply_move(space, arch, move)
@@ -575,15 +577,6 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     log.info("autoshrink: %d steps, chose step %d (score %.4f, acc %.4f), %s", len(history), chosen["step"],
              chosen["score"], chosen["accuracy"], budget.costs(space, result))
     return SearchResult(result, history)
-
-
-def _score_candidates(scorer, space, arch, moves: list[Move], seed: int, step: int) -> list[float]:
-    """Accuracy of ``arch`` after each move; under torchrun rank ``r`` scores the candidates
-    ``i`` with ``i mod world == r`` (with candidate ``i``'s own seed) and the results are gathered."""
-    mine = {i: scorer.accuracy(apply_move(space, arch, move), seed=_seed(seed, step, i))
-            for i, move in enumerate(moves) if i % world_size() == rank()}
-    found = {i: acc for part in all_gather_object(mine) for i, acc in part.items()}
-    return [found[i] for i in range(len(moves))]
 
 
 def _save(path, step, arch, history, extra_left, budget, rng, scorer) -> None:
