@@ -14,7 +14,7 @@ setup(
     "fine-tune it with distillation, export verified ONNX and measure latency.",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11",
+    python_requires=">=3.10",
     packages=find_packages(include=["compressor", "compressor.*", "exporters", "exporters.*", "profiles"]),
     package_data={"profiles": ["*.toml"]},
     install_requires=[
@@ -30,6 +30,7 @@ setup(
         "tqdm>=4.60",
         "pillow>=9",
         "matplotlib>=3.5",
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["compress=compressor.cli:main"]},

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .errors import CompressError
-from .search import SEARCHERS
+from .search import METHODS
 from .units import format_count, parse_latency_ms, parse_shape, parse_size
 
 log = logging.getLogger("compressor")
@@ -103,6 +103,16 @@ def _fail(exc: CompressError) -> None:
     sys.exit(2)
 
 
+def _require_torch() -> None:
+    """Exit with one line where PyTorch is missing (a board set up for ``compress bench`` alone)."""
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        _fail(CompressError("this command needs PyTorch and torchvision (pip install torch torchvision); without "
+                            "them only compress bench, compress report and compress profiles work"))
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compress")
 def main():
@@ -137,7 +147,7 @@ def main():
                    "the target and checked by measuring the result.")
 @click.option("--latency-table", default=None,
               help="Latency table file (compress lut); default ~/.cache/compressor/latency-<target>.json.")
-@click.option("--method", type=click.Choice(sorted(SEARCHERS)), default="greedy", show_default=True,
+@click.option("--method", type=click.Choice(sorted(METHODS)), default="greedy", show_default=True,
               help="Search method.")
 @click.option("--search-epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Epochs of supernet training for the methods that train while searching (tas, asng, autoshrink).")
@@ -164,6 +174,7 @@ def main():
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bars.")
 def run_command(**opts):
     """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""
+    _require_torch()
     from .budget import Budget
     from .pipeline import RunConfig, resume_config, run
 
@@ -201,6 +212,7 @@ def run_command(**opts):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(model, weights, num_classes, input_shape, channel_multiple, as_json):
     """Show a model's MACs, params and search space."""
+    _require_torch()
     from .models import resolve_model
     from .space import SearchSpace
 
@@ -266,6 +278,7 @@ def profiles_command():
 @click.option("--quiet", "-q", is_flag=True)
 def nas_command(space, **opts):
     """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
+    _require_torch()
     from .budget import Budget
     from .pipeline import RunConfig, run_nas
 
@@ -390,6 +403,7 @@ def report_command(paths, out, quiet):
 @click.option("--quiet", "-q", is_flag=True)
 def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
     """Measure a per-layer latency table on this device, calibrated on whole models."""
+    _require_torch()
     from pathlib import Path
 
     from .latency import build_latency_model, evaluate_predictor

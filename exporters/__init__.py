@@ -9,7 +9,7 @@ _EXPORTS = {
     "LatencyStats": "stats",
     "OrtRunner": "runners",
     "Runner": "runners",
-    "TorchRunner": "runners",
+    "TorchRunner": "torch_runner",
     "available_runners": "runners",
     "make_runner": "runners",
     "export_onnx": "onnx_export",

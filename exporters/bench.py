@@ -6,9 +6,8 @@ whose execution provider this onnxruntime has. The result is plain data (latency
 profile's name and notes, the model file's name and SHA-256, and what this host is: board, L4T
 release, power mode, CPU governor) so figures from different boards can be compared and traced.
 
-Nothing here imports torch at import time, and the engine path never does: a Jetson with
-TensorRT and pycuda but no PyTorch can bench engines. The ONNX path uses
-``exporters.runners`` (which imports torch).
+Neither path imports torch: a Jetson with TensorRT and pycuda but no PyTorch can bench engines,
+and a board with onnxruntime alone (a Raspberry Pi) can bench ONNX files.
 """
 from __future__ import annotations
 
@@ -304,7 +303,7 @@ def bench(
             stats = runner.measure(path, shape, batch=batch, warmup=warmup, runs=runs,
                                    default_shape=profile.input_shape)
     else:
-        from exporters.runners import ORT_PROVIDERS, make_runner  # imports torch
+        from exporters.runners import ORT_PROVIDERS, make_runner
         import onnxruntime as ort
 
         have = ort.get_available_providers()

@@ -21,8 +21,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from compressor.errors import CompressError
+from compressor.errors import CompressError, first_line
 from compressor.fileio import atomic_path
+from exporters.inputs import sample_input
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,8 @@ _MAX_FILE_BYTES = 2**31  # protobuf's limit on one self-contained ONNX file
 
 
 def random_input(input_shape: Sequence[int], batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A float32 tensor of shape ``(batch, *input_shape)`` drawn from a seeded normal distribution."""
-    try:
-        dims = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        dims = ()
-    if not dims or min(dims) < 1:
-        raise CompressError(
-            f"input shape {input_shape!r} is not a list of positive integers; "
-            "give it without the batch dimension, e.g. (3, 224, 224)"
-        )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise CompressError(f"batch {batch!r} must be a positive integer, e.g. 1")
-    return torch.randn((batch, *dims), generator=torch.Generator().manual_seed(seed))
+    """:func:`exporters.inputs.sample_input` as a tensor: ``(batch, *input_shape)``, seeded normal, float32."""
+    return torch.from_numpy(sample_input(input_shape, batch, seed))
 
 
 def export_onnx(
@@ -170,8 +160,3 @@ def _check_forward(model: nn.Module, x: torch.Tensor) -> None:
             f"{name}.forward returns {type(out).__name__}, not one tensor; wrap the model so "
             "forward returns only the logits"
         )
-
-
-def first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

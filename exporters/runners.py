@@ -1,12 +1,13 @@
-"""Latency runners: one interface, ``Runner.measure``, over onnxruntime and eager PyTorch.
+"""Latency runners: one interface, ``Runner.measure``, over onnxruntime, eager PyTorch and TensorRT.
 
 Runtime names match the ``runtimes`` lists of the target profiles: ``onnxruntime-cpu``,
-``onnxruntime-cuda``, ``onnxruntime-tensorrt``, ``torch-cpu``, ``torch-cuda``.
+``onnxruntime-cuda``, ``onnxruntime-tensorrt``, ``torch-cpu``, ``torch-cuda``, ``tensorrt``. Timing
+an ONNX file with onnxruntime needs no PyTorch (a board that measures what was exported
+elsewhere); :class:`~exporters.torch_runner.TorchRunner` and exporting a module do.
 """
 from __future__ import annotations
 
 import abc
-import copy
 import json
 import logging
 import os
@@ -17,11 +18,9 @@ from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from torch import nn
 
-from compressor.errors import CompressError
-from exporters.onnx_export import first_line, export_onnx, random_input
+from compressor.errors import CompressError, first_line
+from exporters.inputs import sample_input
 from exporters.stats import LatencyStats, cpu_name
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class Runner(abc.ABC):
 
     def measure(
         self,
-        model: str | os.PathLike | nn.Module,
+        model,  # an ONNX file, or an nn.Module where the runner takes one
         input_shape: Sequence[int],
         batch: int = 1,
         warmup: int = 10,
@@ -50,7 +49,7 @@ class Runner(abc.ABC):
         """Run ``warmup`` untimed then ``runs`` timed inferences on a random ``(batch, *input_shape)``."""
         if warmup < 0 or runs < 1:
             raise CompressError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-        x = random_input(input_shape, batch)
+        x = sample_input(input_shape, batch)
         times, meta = self._time(model, x, warmup, runs)
         stats = LatencyStats.from_times(
             times, batch=batch, input_shape=tuple(x.shape[1:]), warmup=warmup, runtime=self.runtime, **meta
@@ -62,8 +61,9 @@ class Runner(abc.ABC):
         return stats
 
     @abc.abstractmethod
-    def _time(self, model, x: torch.Tensor, warmup: int, runs: int) -> tuple[list[float], dict]:
-        """Per-run times in ms, and the ``device``, ``versions``, ``threads``, ``settings`` fields."""
+    def _time(self, model, x: np.ndarray, warmup: int, runs: int) -> tuple[list[float], dict]:
+        """Per-run times in ms on the input ``x``, and the ``device``, ``versions``, ``threads``,
+        ``settings`` fields."""
 
 
 class OrtRunner(Runner):
@@ -91,8 +91,12 @@ class OrtRunner(Runner):
 
     def _time(self, model, x, warmup, runs):
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(model, x.shape[1:], Path(tmp) / "model.onnx") if isinstance(model, nn.Module) \
-                else Path(model)
+            if isinstance(model, (str, os.PathLike)):
+                path = Path(model)
+            else:  # an nn.Module: exporting it needs torch
+                from exporters.onnx_export import export_onnx
+
+                path = export_onnx(model, x.shape[1:], Path(tmp) / "model.onnx")
             times, meta = self._time_file(path, x, warmup, runs)
             if self.profile_nodes > 0:
                 meta["settings"]["slowest_nodes"] = self._slowest_nodes(path, x, tmp)
@@ -102,7 +106,7 @@ class OrtRunner(Runner):
         session, options = self._session(path)
         inp = session.get_inputs()[0]
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        feed = {inp.name: x.numpy().astype(dtype)}
+        feed = {inp.name: x.astype(dtype)}
         for _ in range(warmup):
             session.run(None, feed)
         times = []
@@ -113,7 +117,7 @@ class OrtRunner(Runner):
         used = session.get_providers()
         on_gpu = used[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         return times, {
-            "device": torch.cuda.get_device_name(0) if on_gpu and torch.cuda.is_available() else cpu_name(),
+            "device": _gpu_name() if on_gpu else cpu_name(),
             "versions": {"onnxruntime": ort.__version__},
             "threads": self.threads,
             "settings": {
@@ -128,7 +132,7 @@ class OrtRunner(Runner):
         """The ``profile_nodes`` nodes with the largest mean kernel time in onnxruntime's profile."""
         session, _ = self._session(path, profile_prefix=str(Path(folder) / "ort-profile"))
         inp = session.get_inputs()[0]
-        feed = {inp.name: x.numpy().astype(np.float16 if inp.type == "tensor(float16)" else np.float32)}
+        feed = {inp.name: x.astype(np.float16 if inp.type == "tensor(float16)" else np.float32)}
         for _ in range(runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -167,98 +171,28 @@ class OrtRunner(Runner):
         return session, options
 
 
-class TorchRunner(Runner):
-    """Eager PyTorch under ``torch.inference_mode`` on a copy of the module placed on ``device``.
-
-    CPU runs are timed with ``time.perf_counter``; CUDA runs with CUDA events, synchronising
-    after each run. ``cuda_graph=True`` (CUDA only) captures one forward pass in a CUDA graph and
-    times its replays, which leaves out Python and kernel-launch overhead.
-    """
-
-    def __init__(self, device: str = "cpu", cuda_graph: bool = False):
-        self.device = torch.device(device)
-        self.cuda_graph = cuda_graph
-        if self.device.type not in ("cpu", "cuda"):
-            raise CompressError(f"torch device {device!r} is not supported; use 'cpu' or 'cuda'")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise CompressError(
-                "torch finds no CUDA device here; use device='cpu' or a machine with an NVIDIA GPU"
-            )
-        if cuda_graph and self.device.type != "cuda":
-            raise CompressError("CUDA-graph timing needs a CUDA device; use cuda_graph=False on the CPU")
-        self.runtime = f"torch-{self.device.type}"
-
-    def _time(self, model, x, warmup, runs):
-        if not isinstance(model, nn.Module):
-            raise CompressError(
-                f"{self.runtime} times an nn.Module, not {model!r}; "
-                "use an onnxruntime runtime for ONNX files"
-            )
-        module = copy.deepcopy(model).to(self.device).eval()
-        x = x.to(self.device)
-        cuda = self.device.type == "cuda"
-        with torch.inference_mode():
-            for _ in range(warmup):
-                module(x)
-            if self.cuda_graph:
-                times = _time_cuda(_graphed(module, x), x, runs)
-            else:
-                times = _time_cuda(module, x, runs) if cuda else _time_cpu(module, x, runs)
-        versions = {"torch": torch.__version__}
-        if cuda:
-            versions |= {"cuda": torch.version.cuda, "cudnn": str(torch.backends.cudnn.version())}
-        return times, {
-            "device": torch.cuda.get_device_name(self.device) if cuda else cpu_name(),
-            "versions": versions,
-            "threads": torch.get_num_threads(),
-            "settings": {"device": str(self.device),
-                         "mode": "CUDA graph replay" if self.cuda_graph else "eager, torch.inference_mode"},
-        }
-
-
-def _time_cpu(module: nn.Module, x: torch.Tensor, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        module(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
-def _graphed(module: nn.Module, x: torch.Tensor):
-    """A callable replaying one captured forward pass of ``module`` on the static input ``x``."""
-    side = torch.cuda.Stream(x.device)
-    side.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(side):  # warm up on a side stream, as capture requires
-        for _ in range(3):
-            module(x)
-    torch.cuda.current_stream(x.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        module(x)
-    return lambda _x: graph.replay()
-
-
-def _time_cuda(module, x: torch.Tensor, runs: int) -> list[float]:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(x.device)
-    times = []
-    for _ in range(runs):
-        start.record()
-        module(x)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
+def _gpu_name() -> str:
+    """The name of GPU 0, from torch when it is installed."""
+    try:
+        import torch
+    except ImportError:
+        return "CUDA GPU"
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CUDA GPU"
 
 
 def available_runners() -> list[str]:
-    """Runtime names usable here: onnxruntime providers present, torch-cpu, torch-cuda with a GPU."""
+    """Runtime names usable here: onnxruntime providers present, torch-cpu and torch-cuda (with a
+    GPU) where torch is installed, tensorrt where it works."""
     have = ort.get_available_providers()
     names = [name for name, providers in ORT_PROVIDERS.items() if providers[0] in have]
-    if torch.cuda.is_available():
-        names.append("torch-cuda")
-    names.append("torch-cpu")
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        if torch.cuda.is_available():
+            names.append("torch-cuda")
+        names.append("torch-cpu")
     from exporters.tensorrt import tensorrt_available
 
     if tensorrt_available()[0]:
@@ -275,10 +209,12 @@ def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile
         return TrtRunner(precision=precision)
     if runtime in ORT_PROVIDERS:
         return OrtRunner(ORT_PROVIDERS[runtime], threads, profile_nodes)
-    if runtime in TORCH_DEVICES:
+    if runtime in TORCH_DEVICES or runtime == "torch-cuda-graph":
+        from exporters.torch_runner import TorchRunner
+
+        if runtime == "torch-cuda-graph":
+            return TorchRunner("cuda", cuda_graph=True)
         return TorchRunner(TORCH_DEVICES[runtime])
-    if runtime == "torch-cuda-graph":
-        return TorchRunner("cuda", cuda_graph=True)
     raise CompressError(
         f"no runner for runtime {runtime!r}; choose one of {', '.join([*ORT_PROVIDERS, *TORCH_DEVICES])}"
     )

@@ -6,11 +6,15 @@ deployment input shape, the channel multiple a search rounds widths to, and how 
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compressor.errors import CompressError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, packaged as tomli
+    import tomli as tomllib
 
 PROFILE_DIR = Path(__file__).resolve().parent
 _DEVICES = ("cpu", "gpu")

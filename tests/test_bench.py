@@ -294,7 +294,7 @@ _NO_TORCH = textwrap.dedent(
     print("no torch needed;", ok, reason)
     """
 )
-# Import the two modules without running exporters/__init__.py (which imports torch eagerly).
+# Import the two modules without running exporters/__init__.py.
 _BYPASS_PACKAGE_INIT = (
     f"pkg = types.ModuleType('exporters'); pkg.__path__ = [{str(ROOT / 'exporters')!r}]; "
     "sys.modules['exporters'] = pkg"
@@ -322,3 +322,44 @@ def test_exporters_package_imports_without_torch(tmp_path):
     engine.write_bytes(b"not an engine")
     done = _run_without_torch("", engine)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+
+
+def test_onnx_bench_from_the_command_line_without_torch(tmp_path):
+    # a board with onnxruntime but no PyTorch (a Raspberry Pi) times an ONNX file exported elsewhere
+    onnx_file = export_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), (3, 16, 16), tmp_path / "m.onnx")
+    out = tmp_path / "bench.json"
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from compressor.cli import main
+        try:
+            main(["bench", sys.argv[1], "--target", "cpu", "--runs", "3", "--warmup", "1", "--out", sys.argv[2], "-q"])
+        except SystemExit as exc:
+            assert sys.modules.get("torch") is None, "torch was imported"
+            raise
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(onnx_file), str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["runtime"] == "onnxruntime-cpu" and data["stats"]["runs"] == 3
+
+
+def test_a_command_that_needs_torch_says_so_in_one_line(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None
+        from compressor.cli import main
+        main(["run", "--budget-macs", "300M", "--out", sys.argv[1]])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: this command needs PyTorch and torchvision (pip install torch torchvision); without them only "
+        "compress bench, compress report and compress profiles work"]
+    assert not (tmp_path / "out").exists()

@@ -8,7 +8,8 @@ from torch import nn
 
 from compressor.errors import CompressError
 from exporters.onnx_export import export_onnx
-from exporters.runners import OrtRunner, TorchRunner, available_runners, make_runner
+from exporters.runners import OrtRunner, available_runners, make_runner
+from exporters.torch_runner import TorchRunner
 from exporters.stats import LatencyStats, cpu_name
 
 SHAPE = (3, 16, 16)

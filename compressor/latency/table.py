@@ -176,7 +176,7 @@ class CpuClockOrtRunner(OrtRunner):
         if not isinstance(model, (str, os.PathLike)):
             raise CompressError("the cpu clock times ONNX files; export the model first")
         session, _ = self._session(Path(model))
-        feed = {session.get_inputs()[0].name: x.numpy()}
+        feed = {session.get_inputs()[0].name: x}
         for _ in range(warmup):
             session.run(None, feed)
         times = []

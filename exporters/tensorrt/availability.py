@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compressor.errors import CompressError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def cuda_backend_probe() -> tuple[str | None, str]:
                 return "torch", f"torch {torch.__version__} with CUDA {torch.version.cuda}"
             reasons.append("torch finds no CUDA device")
         except Exception as exc:  # a broken install is a reason, not a crash
-            reasons.append(f"torch fails to import ({_first_line(exc)})")
+            reasons.append(f"torch fails to import ({first_line(exc)})")
     if importlib.util.find_spec("pycuda") is not None:
         try:
             import pycuda.driver as cuda
@@ -90,7 +90,7 @@ def cuda_backend_probe() -> tuple[str | None, str]:
                 return "pycuda", "pycuda"
             reasons.append("pycuda finds no CUDA device")
         except Exception as exc:
-            reasons.append(f"pycuda cannot initialise CUDA ({_first_line(exc)})")
+            reasons.append(f"pycuda cannot initialise CUDA ({first_line(exc)})")
     if not reasons:
         reasons.append("neither torch nor pycuda is installed")
     return None, "; ".join(reasons)
@@ -112,7 +112,7 @@ def tensorrt_available() -> tuple[bool, str]:
         return False, NOT_INSTALLED
     except OSError as exc:  # the wheel is there but libnvinfer is not
         return False, (
-            f"TensorRT is installed but its libraries do not load ({_first_line(exc)}); "
+            f"TensorRT is installed but its libraries do not load ({first_line(exc)}); "
             "check LD_LIBRARY_PATH or reinstall tensorrt"
         )
     version = getattr(trt, "__version__", "unknown")
@@ -161,13 +161,6 @@ def severity_level(name: str) -> int:
     return _SEVERITY.get(name, logging.INFO)
 
 
-def _first_line(exc_or_text) -> str:
-    lines = str(exc_or_text).strip().splitlines()
-    if lines:
-        return lines[0]
-    return type(exc_or_text).__name__ if isinstance(exc_or_text, BaseException) else ""
-
-
 # --------------------------------------------------------------------------------------------
 # The TensorRT logger
 # --------------------------------------------------------------------------------------------
@@ -202,4 +195,4 @@ def _make_logger(trt):
 
 def _last_error(logger, default: str) -> str:
     """First line of the last error TensorRT logged (``default`` when it logged none)."""
-    return _first_line(logger.errors[-1] if logger.errors else default)
+    return first_line(logger.errors[-1] if logger.errors else default)

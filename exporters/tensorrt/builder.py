@@ -9,8 +9,8 @@ from typing import Iterable
 
 import numpy as np
 
-from compressor.errors import CompressError
-from exporters.tensorrt.availability import _first_line, _import_trt, _last_error, _logger, enum_name, parse_version
+from compressor.errors import CompressError, first_line
+from exporters.tensorrt.availability import _import_trt, _last_error, _logger, enum_name, parse_version
 from exporters.tensorrt.caches import (
     default_calibration_cache,
     read_timing_cache,
@@ -113,8 +113,8 @@ def format_parser_error(err) -> str:
 
     desc = call("desc")
     if not desc:
-        return _first_line(str(err)) or "unknown parser error"
-    desc = _first_line(str(desc))
+        return first_line(str(err)) or "unknown parser error"
+    desc = first_line(str(desc))
     where = []
     node = call("node")
     if isinstance(node, int) and node >= 0:

@@ -11,8 +11,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from compressor.errors import CompressError
-from exporters.tensorrt.availability import _first_line
+from compressor.errors import CompressError, first_line
 from exporters.tensorrt.caches import write_bytes_atomic
 from exporters.tensorrt.shapes import format_shape, is_int_at_least
 
@@ -153,7 +152,7 @@ class CalibratorCore:
             if isinstance(self.error, CompressError):
                 raise self.error
             raise CompressError(
-                f"reading calibration data failed: {_first_line(self.error)}; check the calibration images"
+                f"reading calibration data failed: {first_line(self.error)}; check the calibration images"
             ) from self.error
         if not self.cache_read and self.given == 0:
             src = self._source
