@@ -176,7 +176,7 @@ def run_command(**opts):
     """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""
     _require_torch()
     from .budget import Budget
-    from .pipeline import RunConfig, resume_config, run
+    from .pipeline import NAS_METHOD, RunConfig, resume_config, run, run_nas
 
     _setup_logging(opts["quiet"])
     try:
@@ -187,11 +187,13 @@ def run_command(**opts):
             budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"),
                             latency_ms=opts.pop("budget_latency"))
             config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
-        report = run(config)
+        report = (run_nas if config.method == NAS_METHOD else run)(config)
     except CompressError as exc:
         _fail(exc)
     if not report:
         return  # a torchrun rank other than 0: rank 0 writes and reports
+    if config.method == NAS_METHOD:
+        return _echo_nas(report)
     b, c = report["baseline"], report["compressed"]
     latency = (f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms" if c["latency_ms"]
                else "latency to be measured on the target (see report.md)")
@@ -280,17 +282,20 @@ def nas_command(space, **opts):
     """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
     _require_torch()
     from .budget import Budget
-    from .pipeline import RunConfig, run_nas
+    from .pipeline import NAS_METHOD, RunConfig, run_nas
 
     _setup_logging(opts["quiet"])
     try:
         config = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"),
-                           model=f"compressor.nas.shrinkcnn:{space}", method="autoshrink-cell", **opts)
+                           model=f"compressor.nas.shrinkcnn:{space}", method=NAS_METHOD, **opts)
         report = run_nas(config)
     except CompressError as exc:
         _fail(exc)
-    if not report:  # a rank other than 0 under torchrun
-        return
+    if report:  # empty on a rank other than 0 under torchrun
+        _echo_nas(report)
+
+
+def _echo_nas(report: dict) -> None:
     c = report["compressed"]
     click.echo(f"shrinkcnn: {len(report['architecture']['cell_edges'])} cell edges, MACs {format_count(c['macs'])}, "
                f"params {format_count(c['params'])}, accuracy {100 * c['accuracy']:.1f}%, "

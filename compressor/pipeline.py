@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 17
 STATE_DIR = "state"  # what a killed run needs to resume: teacher, search result, training checkpoints
 RUN_FILE = "run.json"  # the run's settings, read back by --resume
+NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
 
 
 @dataclass
@@ -193,7 +194,8 @@ def _settings(config: RunConfig) -> dict:
 
 
 def resume_config(run_dir: str, quiet: bool = False) -> RunConfig:
-    """The settings of the killed run in ``run_dir``, to continue it with :func:`run`."""
+    """The settings of the killed run in ``run_dir``, to continue it with :func:`run` (:func:`run_nas` for
+    a ``compress nas`` run)."""
     path = Path(run_dir)
     if not (path / RUN_FILE).is_file():
         raise CompressError(f"{run_dir} is not a run directory (no {RUN_FILE}): give the --out of a run to resume")
@@ -445,11 +447,16 @@ def run_nas(config: RunConfig) -> dict:
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
     with process_group():
-        out, created = _shared_out_dir(config, "shrinkcnn")
+        if config.resume:
+            out, created = Path(config.out), None
+        else:
+            out, created = _shared_out_dir(config, "shrinkcnn")
+            if is_main():
+                write_json(out / RUN_FILE, {**_settings(config), "budget": config.budget.to_dict()})
         try:
             return _run_nas(config, profile, shape, out)
         except BaseException:
-            if is_main():
+            if is_main() and not config.resume:  # a resumed run keeps its state for another try
                 _discard(out, created)
             raise
 
@@ -465,7 +472,8 @@ def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
     with stage("search"):
         model, spec, snapshots = search_cell(data, config.budget.macs, shape, options=config.options,
                                              epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                             seed=config.seed, device=device, quiet=config.quiet)
+                                             seed=config.seed, device=device, quiet=config.quiet,
+                                             state_dir=out / STATE_DIR)
     if not is_main():
         return {}  # rank 0 alone evaluates, exports, measures and writes
     val_loader = make_loader(data.val, config.batch_size, shuffle=False, seed=config.seed)
@@ -476,7 +484,7 @@ def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
     onnx_info, lats = deliver(out, model, arch, spec, shape, profile, stage, config.latency_runs)
     write_json(out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in snapshots]})
     report = {
-        "model": "shrinkcnn", "out": str(out), "target": profile.to_dict(), "method": "autoshrink-cell",
+        "model": "shrinkcnn", "out": str(out), "target": profile.to_dict(), "method": NAS_METHOD,
         "input_shape": list(shape), "train_resolution": config.train_resolution,
         "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                  "num_classes": data.num_classes},
@@ -486,10 +494,11 @@ def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
                          "dropped_blocks": []},
         "fixed_layers": [], "search": {"steps": len(snapshots), "file": "search.json"},
-        "settings": {k: v for k, v in asdict(config).items() if k != "budget"}, "notes": [],
+        "settings": _settings(config), "notes": [],
         "timings_s": stage.seconds,
     }
     write_reports(out, report)
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # finished: the resume state is no longer needed
     write_manifest(out, {"command": "nas", **report["settings"], "budget": config.budget.to_dict(),
                          "data": report["data"]})
     return report

@@ -1,7 +1,7 @@
 """A run killed mid-search (SIGKILL) and continued with --resume ends with the same artifacts:
 the tas and asng searches continue from their last epoch (weights, architecture parameters or θ,
 optimisers, random state), autoshrink from its last step (architecture, snapshots, shared weights,
-data position, random state), not from scratch."""
+data position, random state), and compress nas's cell search from its last step."""
 import json
 import os
 import signal
@@ -87,3 +87,32 @@ def test_resume_of_a_finished_run_is_refused(dirs):
     root, _ = dirs
     again = _compress("--resume", str(root / "straight"))
     assert again.returncode == 2 and "has finished already" in again.stderr
+
+
+def test_killed_cell_search_resumes_to_the_same_result(tmp_path):
+    nas = ["nas", "--budget-macs", "12M", "--train-resolution", "16", "--input-shape", "3x32x32", "--epochs", "2",
+           "--latency-runs", "3", "--option", "k=2", "--option", "epochs=1", "--option", "max_steps=4",
+           "--option", "train_images=128", "--option", "val_images=64", "--option", "width=4", "--option", "stem=8"]
+    straight = _compress(*nas, "-q", "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "compressor", *nas, "--out", str(killed)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
+    for line in proc.stderr:
+        if "shrinkcnn step 1:" in line:  # step 1 of 4 done and checkpointed
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(killed / "state" / "search-shrinkcnn.pt", weights_only=True)
+    assert 1 <= state["step"] < 4 and not (killed / "report.json").exists()
+    resumed = _compress("--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "shrinkcnn: resuming after step" in resumed.stderr and "shrinkcnn:" in resumed.stdout
+    s1, s2 = (json.loads((d / "search.json").read_text())["snapshots"] for d in (tmp_path / "straight", killed))
+    assert s1 == s2 and len(s1) == 5
+    assert (killed / "arch.json").read_text() == (tmp_path / "straight" / "arch.json").read_text()
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(killed / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (killed / "state").exists()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ from ..counting import count_params
 from ..distributed import map_over_ranks
 from ..errors import CompressError
 from ..models import ModelSpec
+from ..resume import restoring, save_state
 from ..search.autoshrink import fixed_batches, random_subset, score, train_from_scratch
 from ..units import format_count
 
@@ -320,7 +322,8 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
                      batch_size: int = 64, train_images: int = 5000, val_images: int = 1000,
                      cost_weight: float = 0.1, cost_offset: float = 6.0, max_steps: int | None = None,
                      width: int = 16, stem: int = 32, nodes: int = NUM_NODES, score_initial: bool = True,
-                     seed: int = 0, device: str | torch.device = "cpu", quiet: bool = False) -> list[CellSnapshot]:
+                     seed: int = 0, device: str | torch.device = "cpu", quiet: bool = False,
+                     checkpoint: str | Path | None = None) -> list[CellSnapshot]:
     """AutoShrink's edge shrinking on the ShrinkCNN proxy network; returns every snapshot.
 
     Each candidate (the cell without one live edge) is a proxy network trained from scratch on at
@@ -331,6 +334,10 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     MACs at ``input_shape``. Shrinking stops when at most ``floor`` edges remain (the official
     code keeps half of the 28 edges: 14), after ``max_steps`` steps, or when no edge can go.
     With ``score_initial`` the fully connected cell is trained and scored as snapshot 0.
+
+    With ``checkpoint`` (a file path) the search state (the cell, the snapshots, the random
+    generator) is written there after every step, and a later call with the same path continues
+    from it. Under torchrun the candidates of a step are split among the ranks.
     """
     for name, value, lo in (("k", k, 1), ("floor", floor, 1), ("epochs", epochs, 1), ("patience", patience, 1),
                             ("batch_size", batch_size, 1), ("train_images", train_images, 1),
@@ -356,14 +363,21 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
 
     edges = full_edges(nodes)
     snapshots: list[CellSnapshot] = []
-    if score_initial:
+    step = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        with restoring(checkpoint, "the ShrinkCNN search") as state:
+            step, edges = int(state["step"]), [tuple(e) for e in state["edges"]]
+            snapshots = [CellSnapshot(**s) for s in state["snapshots"]]
+            rng.bit_generator.state = state["rng"]
+        log.info("shrinkcnn: resuming after step %d from %s", step, checkpoint)
+    elif score_initial:
         [r] = map_over_ranks(lambda i, e: evaluate(e, 0, 0), [edges])
         snapshots.append(CellSnapshot(0, [list(e) for e in edges], **r))
+        _save(checkpoint, step, edges, snapshots, rng)
         log.info("shrinkcnn step 0: %d edges, acc %.4f, %s MACs, score %.4f", len(edges), r["accuracy"],
                  format_count(r["macs"]), r["score"])
-    bar = tqdm(total=max(len(edges) - floor, 0), desc="shrinkcnn", unit="edge",
-               disable=True if quiet else None, dynamic_ncols=True)
-    step = 0
+    bar = tqdm(total=max(len(full_edges(nodes)) - floor, 0), initial=len(full_edges(nodes)) - len(edges),
+               desc="shrinkcnn", unit="edge", disable=True if quiet else None, dynamic_ncols=True)
     try:
         while len(edges) > floor and (max_steps is None or step < max_steps):
             removable = [e for e in edges if live_edges([f for f in edges if f != e], nodes)]
@@ -384,6 +398,7 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
             c = candidates[best]
             snapshots.append(CellSnapshot(step, [list(e) for e in after], c["accuracy"], c["macs"], c["params"],
                                           c["score"], list(edge), [list(e) for e in dropped], candidates))
+            _save(checkpoint, step, after, snapshots, rng)  # before the step is reported as done
             log.info("shrinkcnn step %d: removed %s%s, %d edges left, acc %.4f, %s MACs, score %.4f", step,
                      list(edge), f" (and {len(dropped)} dead)" if dropped else "", len(after), c["accuracy"],
                      format_count(c["macs"]), c["score"])
@@ -393,6 +408,12 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     finally:
         bar.close()
     return snapshots
+
+
+def _save(checkpoint, step: int, edges, snapshots: list[CellSnapshot], rng) -> None:
+    if checkpoint is not None:
+        save_state(checkpoint, {"step": step, "edges": [list(e) for e in edges],
+                                "snapshots": [s.to_dict() for s in snapshots], "rng": rng.bit_generator.state})
 
 
 # ---------------------------------------------------------------------- deployment
@@ -460,14 +481,16 @@ SEARCH_OPTIONS = ("k", "floor", "epochs", "patience", "lr", "batch_size", "train
 
 def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *, options: dict | None = None,
             epochs: int = 5, batch_size: int = 64, lr: float = 0.05, seed: int = 0,
-            device: str | torch.device = "cpu", quiet: bool = False) -> tuple[nn.Module, ModelSpec, list[CellSnapshot]]:
+            device: str | torch.device = "cpu", quiet: bool = False,
+            state_dir: str | Path | None = None) -> tuple[nn.Module, ModelSpec, list[CellSnapshot]]:
     """Search a ShrinkCNN cell on ``data`` (a :class:`~compressor.data.DataBundle`), deploy the best
     snapshot within ``budget_macs`` at ``input_shape`` (default: the data's 3×R×R), and train it
     for ``epochs`` with :func:`compressor.train.train` (SGD, ``lr``).
 
     ``options`` are :func:`shrinkcnn_search` settings (:data:`SEARCH_OPTIONS`); its proxy MACs are
     counted at the data's resolution. Returns the trained model (CPU, eval mode), the spec that
-    rebuilds it, and all snapshots.
+    rebuilds it, and all snapshots. With ``state_dir`` the search checkpoints every step and the
+    training every epoch there, and a later call with the same folder continues where they stopped.
     """
     from ..data import make_loader
     from ..train import train
@@ -479,8 +502,9 @@ def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
     proxy_shape = (3, data.resolution, data.resolution)
     shape = tuple(int(v) for v in (input_shape or proxy_shape))
     options.setdefault("batch_size", batch_size)
+    state = Path(state_dir) if state_dir is not None else None
     snapshots = shrinkcnn_search(data.train, data.val, data.num_classes, proxy_shape, seed=seed, device=device,
-                                 quiet=quiet, **options)
+                                 quiet=quiet, checkpoint=state / "search-shrinkcnn.pt" if state else None, **options)
     chosen = best_snapshot(snapshots)
     log.info("shrinkcnn: chose step %d (%d edges, proxy acc %.4f, score %.4f)", chosen.step, len(chosen.edges),
              chosen.accuracy, chosen.score)
@@ -489,5 +513,6 @@ def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
     if epochs > 0:
         train_loader = make_loader(data.train, batch_size, shuffle=True, seed=seed, shard=True)  # DDP under torchrun
         val_loader = make_loader(data.val, batch_size, shuffle=False, seed=seed)
-        train(model, train_loader, epochs, lr=lr, device=device, val_loader=val_loader, quiet=quiet, desc="nas train")
+        train(model, train_loader, epochs, lr=lr, device=device, val_loader=val_loader, quiet=quiet, desc="nas train",
+              checkpoint=state / "nas-train.pt" if state else None)
     return model.cpu().eval(), spec, snapshots
