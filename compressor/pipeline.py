@@ -174,15 +174,22 @@ def run(config: RunConfig) -> dict:
     check_options(config.method, config.options or {})
     profile = resolve_target(config.target, offline_ok=config.latency_table is not None)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
+    return _in_run_dir(config, config.model, lambda out: _run(config, profile, shape, out))
+
+
+def _in_run_dir(config: RunConfig, name: str, stages) -> dict:
+    """Run ``stages(out)`` in the run directory: a new one (its settings written for --resume), or
+    the killed run's with ``config.resume``; a failed new run leaves nothing behind. Under torchrun
+    the process group lives for the whole run."""
     with process_group():
         if config.resume:
             out, created = Path(config.out), None
         else:
-            out, created = _shared_out_dir(config, config.model)
+            out, created = _shared_out_dir(config, name)
             if is_main():
                 write_json(out / RUN_FILE, {**_settings(config), "budget": config.budget.to_dict()})
         try:
-            return _run(config, profile, shape, out)
+            return stages(out)
         except BaseException:
             if is_main() and not config.resume:  # a resumed run keeps its state for another try
                 _discard(out, created)
@@ -446,19 +453,7 @@ def run_nas(config: RunConfig) -> dict:
         raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")
     profile = resolve_target(config.target)
     shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
-    with process_group():
-        if config.resume:
-            out, created = Path(config.out), None
-        else:
-            out, created = _shared_out_dir(config, "shrinkcnn")
-            if is_main():
-                write_json(out / RUN_FILE, {**_settings(config), "budget": config.budget.to_dict()})
-        try:
-            return _run_nas(config, profile, shape, out)
-        except BaseException:
-            if is_main() and not config.resume:  # a resumed run keeps its state for another try
-                _discard(out, created)
-            raise
+    return _in_run_dir(config, "shrinkcnn", lambda out: _run_nas(config, profile, shape, out))
 
 
 def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
