@@ -61,6 +61,20 @@ def process_group():
             dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def local_rank_zero_first():
+    """Run the block on the first process of each machine before the others (a download into the
+    machine's cache happens once per machine; the others then find it there)."""
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if is_distributed() and not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if is_distributed() and first:
+            dist.barrier()
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op in one process)."""
     if is_distributed():

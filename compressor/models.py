@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .distributed import local_rank_zero_first
 from .errors import CompressError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
         raise CompressError(f"unknown weights {weights!r} for {name}: use one of {options}") from None
     kwargs.pop("init_weights", None)
     try:
-        model = torchvision.models.get_model(name, weights=w, **kwargs)
+        with local_rank_zero_first():  # under torchrun one download per machine, not one per process
+            model = torchvision.models.get_model(name, weights=w, **kwargs)
     except (OSError, RuntimeError) as exc:  # urllib errors are OSErrors
         raise CompressError(
             f"could not load torchvision weights {w} ({type(exc).__name__}: {exc}); "

@@ -4,6 +4,7 @@ tas and asng split the data: two ranks at batch 16 take exactly the steps one pr
 batch 32 on a network without batch norm (same images per step, gradients and losses averaged),
 up to float rounding. autoshrink splits the candidates: two ranks give exactly one process's
 search at the same batch size.
+Also: a torchvision download runs on each machine's first process before the others.
 """
 import json
 import math
@@ -75,3 +76,13 @@ def test_autoshrink_split_over_candidates_equals_one_process_exactly(results):
     one, two = results["world1-rank0"]["autoshrink"], results["world2-rank0"]["autoshrink"]
     assert len(one["history"]) >= 3  # several committed steps, each scoring 4 candidates over 2 ranks
     assert _without_seconds(one) == _without_seconds(two)
+
+
+def test_local_rank_zero_goes_first(tmp_path):
+    # a torchvision download under torchrun: the first process of the machine fetches, the others wait
+    log = tmp_path / "order.log"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29525", str(SCRIPT.with_name("_ddp_order.py")), str(log)], capture_output=True,
+                          text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert log.read_text().split("\n")[:4] == ["start 0", "end 0", "start 1", "end 1"]
