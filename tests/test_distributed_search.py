@@ -4,6 +4,7 @@ tas and asng split the data: two ranks at batch 16 take exactly the steps one pr
 batch 32 on a network without batch norm (same images per step, gradients and losses averaged),
 up to float rounding. autoshrink splits the candidates: two ranks give exactly one process's
 search at the same batch size.
+
 Also: a torchvision download runs on each machine's first process before the others.
 """
 import json
