@@ -519,8 +519,12 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     if context.checkpoint is not None and context.checkpoint.is_file():
         step, arch, history, extra_left = _restore(context.checkpoint, space, budget, rng, scorer)
         log.info("autoshrink: resuming after step %d from %s", step, context.checkpoint)
-    bar = tqdm(desc="autoshrink", unit="step", initial=step, disable=True if context.quiet else None,
-               dynamic_ncols=True)
+    # the bar shows how far the cost has come down from the full model's to the budget (log scale),
+    # so that it has an end and an ETA although the number of steps is not known in advance
+    span = math.log(budget.excess(space, full))
+    bar = tqdm(total=100, desc="autoshrink", unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
+               disable=True if context.quiet else None, dynamic_ncols=True)
+    bar.update(_progress(space, budget, arch, span))
     try:
         while True:
             fits = budget.fits(space, arch)
@@ -560,8 +564,8 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
                 _save(context.checkpoint, step, arch, history, extra_left, budget, rng, scorer)
             log.info("autoshrink step %d: %s %s -> %s; acc %.4f score %.4f, %s", step, move.kind, move.name,
                      move.value, snap["accuracy"], snap["score"], budget.costs(space, arch))
-            bar.update()
-            bar.set_postfix_str(f"{move.kind} {move.name} acc {snap['accuracy']:.3f} "
+            bar.update(_progress(space, budget, arch, span) - bar.n)
+            bar.set_postfix_str(f"step {step}: {move.kind} {move.name} acc {snap['accuracy']:.3f} "
                                 f"score {snap['score']:.3f} over {budget.excess(space, arch):.2f}x")
     finally:
         bar.close()
@@ -577,6 +581,11 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     log.info("autoshrink: %d steps, chose step %d (score %.4f, acc %.4f), %s", len(history), chosen["step"],
              chosen["score"], chosen["accuracy"], budget.costs(space, result))
     return SearchResult(result, history)
+
+
+def _progress(space, budget, arch, span: float) -> float:
+    """Percent of the way from the full model's cost down to the budget, on a log scale."""
+    return min(100.0, 100.0 * (1.0 - math.log(max(budget.excess(space, arch), 1.0)) / span))
 
 
 def _save(path, step, arch, history, extra_left, budget, rng, scorer) -> None:
