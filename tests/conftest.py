@@ -112,3 +112,22 @@ def batch(seed: int = 1, shape=SMALL_SHAPE, n: int = 2) -> torch.Tensor:
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return float((a - b).abs().max())
+
+
+TINY_SHAPE = (3, 16, 16)
+
+
+def tiny_cnn() -> nn.Module:
+    """conv-relu-pool-linear, seeded: a model to export and time in a second."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    """:func:`tiny_cnn` exported to ONNX at :data:`TINY_SHAPE`."""
+    from exporters.onnx_export import export_onnx
+
+    return export_onnx(tiny_cnn(), TINY_SHAPE, tmp_path_factory.mktemp("onnx") / "tiny.onnx")

@@ -42,12 +42,7 @@ SHAPE = (3, 32, 32)
 FAST = {"k": 3, "finetune_steps": 1, "eval_batches": 1, "calib_batches": 1, "commit_steps": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import TINY_SHAPE
 from torch import nn
 
 from compressor.errors import CompressError
@@ -31,7 +31,7 @@ from exporters.tensorrt import tensorrt_available
 from profiles import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = (3, 16, 16)
+SHAPE = TINY_SHAPE
 TRT_OK, TRT_REASON = tensorrt_available()
 
 
@@ -41,18 +41,6 @@ def _on_every_board(monkeypatch):
     import profiles
 
     monkeypatch.setattr(profiles, "host_model", lambda: "Jetson Orin Nano | Jetson AGX Orin | Jetson Nano | Raspberry Pi 4")
-
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
-    ).eval()
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
-    return export_onnx(tiny_cnn(), SHAPE, tmp_path_factory.mktemp("bench") / "tiny.onnx")
 
 
 def _profile(runtimes, device="gpu", name="t"):

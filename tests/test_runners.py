@@ -4,30 +4,18 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_SHAPE, tiny_cnn
 from torch import nn
 
 from compressor.errors import CompressError
-from exporters.onnx_export import export_onnx
 from exporters.runners import OrtRunner, available_runners, make_runner
-from exporters.torch_runner import TorchRunner
 from exporters.stats import LatencyStats, cpu_name
+from exporters.torch_runner import TorchRunner
 
-SHAPE = (3, 16, 16)
+SHAPE = TINY_SHAPE
 META = dict(
     warmup=3, input_shape=SHAPE, runtime="test", device="cpu", versions={"x": "1"}, threads=1, settings={}
 )
-
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
-    ).eval()
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
-    return export_onnx(tiny_cnn(), SHAPE, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
 def test_stats_percentiles_by_hand():
@@ -168,7 +156,6 @@ def test_make_runner():
 
 
 def test_ort_node_profile_names_the_slowest_nodes():
-    from torch import nn
 
     from exporters.runners import OrtRunner
 

@@ -41,12 +41,7 @@ from compressor.space import SearchSpace
 TINY = {"k": 2, "epochs": 1, "patience": 1, "batch_size": 16, "width": 4, "stem": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
