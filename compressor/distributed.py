@@ -3,8 +3,9 @@
 Teacher training, fine-tuning and the supernet training of ``tas`` and ``asng`` run with
 DistributedDataParallel over a DistributedSampler: every rank trains on its own shard and the
 gradients (of the weights, and of the architecture logits) are averaged, so every rank holds the
-same weights and takes the same decisions. ``autoshrink`` and the ShrinkCNN cell
-search split the candidates of a step among the ranks instead (:func:`map_over_ranks`). Rank 0 alone writes files and measures latency. CPU runs use gloo, GPU runs NCCL.
+same weights and takes the same decisions. ``autoshrink`` and the ShrinkCNN cell search split
+the candidates of a step among the ranks instead (:func:`map_over_ranks`). Rank 0 alone writes
+files and measures latency. CPU runs use gloo, GPU runs NCCL.
 """
 from __future__ import annotations
 

@@ -522,8 +522,8 @@ def autoshrink_search(space: SearchSpace, budget: Budget, context: SearchContext
     # the bar shows how far the cost has come down from the full model's to the budget (log scale),
     # so that it has an end and an ETA although the number of steps is not known in advance
     span = math.log(budget.excess(space, full))
-    bar = tqdm(total=100, desc="autoshrink", unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
-               disable=True if context.quiet else None, dynamic_ncols=True)
+    bar = tqdm(total=100, desc="autoshrink", unit="%", disable=True if context.quiet else None, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]")
     bar.update(_progress(space, budget, arch, span))
     try:
         while True:
