@@ -11,6 +11,9 @@ OpenMP's spinning threads make a forward pass 20x slower with two threads than w
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,3 +134,25 @@ def onnx_file(tmp_path_factory):
     from exporters.onnx_export import export_onnx
 
     return export_onnx(tiny_cnn(), TINY_SHAPE, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def subprocess_env() -> dict:
+    """The environment for a `compress` subprocess: one torch thread, and no torchrun variables
+    inherited from a test runner that was itself launched by torchrun."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(key, None)
+    return env
+
+
+def run_python(*args, **kw) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a subprocess with :func:`subprocess_env`, output captured."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=kw.pop("timeout", 600), **kw)
+
+
+def torchrun(*args, port: int, **kw) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 ARGS`` (two gloo processes on this CPU machine); ``port``
+    differs per test so that runs cannot meet at one rendezvous."""
+    return run_python("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *args,
+                      **kw)

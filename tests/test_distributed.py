@@ -1,33 +1,19 @@
 """`compress` under torchrun: two gloo processes on this CPU machine."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_python, torchrun
 
 ARGS = ["--budget-macs", "20M", "--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "0",
         "--epochs", "1", "--latency-runs", "3", "--quiet"]
 
 
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "compressor", *ARGS, "--out", str(root / "two")],
-        capture_output=True, text=True, cwd=root, env=_env(), timeout=600,
-    )
+    two = torchrun("-m", "compressor", *ARGS, "--out", str(root / "two"), port=29517, cwd=root)
     assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, "-m", "compressor", *ARGS, "--out", str(root / "one")],
-                         capture_output=True, text=True, cwd=root, env=_env(), timeout=600)
+    one = run_python("-m", "compressor", *ARGS, "--out", str(root / "one"), cwd=root)
     assert one.returncode == 0, one.stderr[-2000:]
     return root, two
 
@@ -57,12 +43,8 @@ def test_distributed_result_matches_one_process(runs):
 def test_data_parallel_search_inside_a_run(tmp_path):
     # asng trains its supernet with DDP over shards (a dropped block's weights take no part in some
     # passes); the run completes, every rank ends with rank 0's architecture, one set of artifacts
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-         "-m", "compressor", *ARGS, "--method", "asng", "--search-epochs", "1", "--option", "steps_per_epoch=4",
-         "--out", str(tmp_path / "asng")],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600,
-    )
+    run = torchrun("-m", "compressor", *ARGS, "--method", "asng", "--search-epochs", "1", "--option",
+                   "steps_per_epoch=4", "--out", str(tmp_path / "asng"), port=29519, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "different architectures" not in run.stderr
     history = json.loads((tmp_path / "asng" / "search.json").read_text())["history"]
@@ -77,14 +59,9 @@ def test_cell_search_split_over_ranks_finds_what_one_process_finds(tmp_path):
     nas = ["nas", "--budget-macs", "12M", "--train-resolution", "16", "--input-shape", "3x32x32", "--epochs", "1",
            "--latency-runs", "3", "-q", "--option", "k=3", "--option", "epochs=1", "--option", "max_steps=2",
            "--option", "train_images=128", "--option", "val_images=64", "--option", "width=4", "--option", "stem=8"]
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
-         "-m", "compressor", *nas, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600,
-    )
+    two = torchrun("-m", "compressor", *nas, "--out", str(tmp_path / "two"), port=29521, cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, "-m", "compressor", *nas, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
+    one = run_python("-m", "compressor", *nas, "--out", str(tmp_path / "one"), cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
     s1, s2 = (json.loads((tmp_path / d / "search.json").read_text())["snapshots"] for d in ("one", "two"))
     assert len(s1) == 3 and s1 == s2

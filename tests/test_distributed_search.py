@@ -9,32 +9,20 @@ Also: a torchvision download runs on each machine's first process before the oth
 """
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python, torchrun
 
 SCRIPT = Path(__file__).with_name("_ddp_search.py")
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
-    return env
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-search")
-    one = subprocess.run([sys.executable, str(SCRIPT), str(out), "32"], capture_output=True, text=True,
-                         env=_env(), timeout=600)
+    one = run_python(str(SCRIPT), str(out), "32")
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29523", str(SCRIPT), str(out), "16"], capture_output=True, text=True, env=_env(),
-                         timeout=600)
+    two = torchrun(str(SCRIPT), str(out), "16", port=29523)
     assert two.returncode == 0, two.stderr[-2000:]
     return {name: json.loads((out / f"{name}.json").read_text()) for name in ("world1-rank0", "world2-rank0",
                                                                                 "world2-rank1")}
@@ -82,8 +70,6 @@ def test_autoshrink_split_over_candidates_equals_one_process_exactly(results):
 def test_local_rank_zero_goes_first(tmp_path):
     # a torchvision download under torchrun: the first process of the machine fetches, the others wait
     log = tmp_path / "order.log"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29525", str(SCRIPT.with_name("_ddp_order.py")), str(log)], capture_output=True,
-                          text=True, env=_env(), timeout=300)
+    done = torchrun(str(SCRIPT.with_name("_ddp_order.py")), str(log), port=29525, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert log.read_text().split("\n")[:4] == ["start 0", "end 0", "start 1", "end 1"]

@@ -3,13 +3,13 @@ the tas and asng searches continue from their last epoch (weights, architecture 
 optimisers, random state), autoshrink from its last step (architecture, snapshots, shared weights,
 data position, random state), and compress nas's cell search from its last step."""
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import run_python, subprocess_env
 
 COMMON = ["--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "1", "--epochs", "2",
           "--latency-runs", "3"]
@@ -23,13 +23,19 @@ METHODS = {
 }
 
 
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1")
-
-
 def _compress(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "compressor", *args], capture_output=True, text=True,
-                          env=_env(), timeout=600, **kw)
+    return run_python("-m", "compressor", *args, **kw)
+
+
+def _kill_after(marker: str, *args) -> int:
+    """Start ``compress ARGS``, SIGKILL it as soon as its log shows ``marker``; its exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", "compressor", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=subprocess_env())
+    for line in proc.stderr:
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    return proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module", params=sorted(METHODS))
@@ -41,14 +47,8 @@ def dirs(request, tmp_path_factory):
     straight = _compress(*args, "-q", "--out", str(root / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
     killed = root / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "compressor", *args, "--out", str(killed)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
-    for line in proc.stderr:
-        if marker in line:  # mid-search: an epoch or a step done and checkpointed
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    # mid-search: an epoch or a step done and checkpointed
+    assert _kill_after(marker, *args, "--out", str(killed)) == -signal.SIGKILL
     return root, method
 
 
@@ -96,14 +96,8 @@ def test_killed_cell_search_resumes_to_the_same_result(tmp_path):
     straight = _compress(*nas, "-q", "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "compressor", *nas, "--out", str(killed)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
-    for line in proc.stderr:
-        if "shrinkcnn step 1:" in line:  # step 1 of 4 done and checkpointed
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    # step 1 of 4 done and checkpointed
+    assert _kill_after("shrinkcnn step 1:", *nas, "--out", str(killed)) == -signal.SIGKILL
     state = torch.load(killed / "state" / "search-shrinkcnn.pt", weights_only=True)
     assert 1 <= state["step"] < 4 and not (killed / "report.json").exists()
     resumed = _compress("--resume", str(killed))

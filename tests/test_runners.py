@@ -66,6 +66,7 @@ def test_ort_runner_on_file(onnx_file):
         "intra_op_num_threads": 1,
         "graph_optimization_level": "ORT_ENABLE_ALL",
         "execution_mode": "ORT_SEQUENTIAL",
+        "clock": "wall",
     }
     assert "onnxruntime" in stats.versions
 
@@ -165,3 +166,14 @@ def test_ort_node_profile_names_the_slowest_nodes():
     nodes = stats.settings["slowest_nodes"]
     assert len(nodes) == 2 and nodes[0]["mean_ms"] >= nodes[1]["mean_ms"] > 0
     assert nodes[0]["op"] == "Conv" and 0 < nodes[0]["share"] <= 1  # the 3x3 conv dominates
+
+
+def test_cpu_clock_runner_times_by_thread_cpu_time(onnx_file):
+    from compressor.latency.table import CpuClockOrtRunner
+
+    stats = CpuClockOrtRunner().measure(onnx_file, SHAPE, batch=1, warmup=1, runs=5)
+    _check_sane(stats, "onnxruntime-cpu", 1, 1, 5)
+    assert stats.threads == 1 and stats.settings["clock"] == "thread cpu time"
+    assert stats.settings["intra_op_num_threads"] == 1
+    with pytest.raises(CompressError, match="times ONNX files"):
+        CpuClockOrtRunner().measure(tiny_cnn(), SHAPE)

@@ -169,24 +169,16 @@ class CpuClockOrtRunner(OrtRunner):
     sum of layers and a whole model would be timed on different scales.
     """
 
+    clock = staticmethod(time.thread_time)
+    clock_name = "thread cpu time"
+
     def __init__(self):
         super().__init__(["CPUExecutionProvider"], threads=1)
 
     def _time(self, model, x, warmup, runs):
         if not isinstance(model, (str, os.PathLike)):
             raise CompressError("the cpu clock times ONNX files; export the model first")
-        session, _ = self._session(Path(model))
-        feed = {session.get_inputs()[0].name: x}
-        for _ in range(warmup):
-            session.run(None, feed)
-        times = []
-        for _ in range(runs):
-            start = time.thread_time()
-            session.run(None, feed)
-            times.append(max(time.thread_time() - start, 1e-6) * 1e3)
-        return times, {"device": cpu_name(), "versions": {"onnxruntime": ort.__version__}, "threads": 1,
-                       "settings": {"providers": session.get_providers(), "intra_op_num_threads": 1,
-                                    "clock": "thread cpu time"}}
+        return super()._time(model, x, warmup, runs)
 
 
 # ---------------------------------------------------------------------- single-layer graphs
