@@ -5,11 +5,16 @@ __version__ = "0.1.0"
 from .errors import CompressError  # noqa: E402
 
 
-def load(path):
-    """Load a compressed model (a run directory or its ``model.pt``); see ``compressor.checkpoint``."""
+def load(path, *, model_fn=None, trust_code=False):
+    """Load a compressed model (a run directory or its ``model.pt``); see ``compressor.checkpoint``.
+
+    Code named in arch.json is never imported on its own: for a model built by
+    ``package.module:function`` pass ``model_fn`` (your builder, given num_classes) or, if you trust
+    the artifact's source, ``trust_code=True``.
+    """
     from .checkpoint import load as _load
 
-    return _load(path)
+    return _load(path, model_fn=model_fn, trust_code=trust_code)
 
 
 __all__ = ["CompressError", "load", "__version__"]

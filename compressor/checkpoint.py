@@ -1,13 +1,17 @@
 """Save and load a compressed model as its architecture (JSON) plus a state_dict.
 
-No pickled modules are written or read: loading rebuilds the original model from its spec,
-applies the architecture, and loads the weights with ``torch.load(..., weights_only=True)``.
+No pickled modules are written or read: loading checks arch.json's numbers, rebuilds the original
+model from its spec (never importing user code unless the caller says so), applies the
+architecture, and loads the weights with ``torch.load(..., weights_only=True)``. The same
+state_dict always gives the same bytes of model.pt.
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -32,13 +36,26 @@ def save(model: nn.Module, arch: Architecture, spec: ModelSpec, out_dir: str | P
     full = model.state_dict()
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in full.items())
     state._metadata = getattr(full, "_metadata", None)  # module versions some loaders check (MNASNet)
-    write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    payload = state_bytes(state)
+    write_atomic(out / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(payload))
     data.save(out / ARCH_FILE)
     return out
 
 
-def load(path: str | Path) -> nn.Module:
-    """Load a compressed model saved by :func:`save` (a run directory or its ``model.pt``)."""
+def state_bytes(state: dict) -> bytes:
+    """``torch.save(state)`` as bytes: saved to memory, the archive's record names are fixed (a
+    file's would follow its temporary name), so the same state_dict always gives the same bytes."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load(path: str | Path, *, model_fn: Callable | None = None, trust_code: bool = False) -> nn.Module:
+    """Load a compressed model saved by :func:`save` (a run directory or its ``model.pt``).
+
+    A spec naming user code (``package.module:function``) is refused unless ``model_fn`` builds
+    the original model (it gets num_classes) or ``trust_code`` allows importing the spec's name.
+    """
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / WEIGHTS_FILE
@@ -47,10 +64,12 @@ def load(path: str | Path) -> nn.Module:
         raise CompressError(f"{path} is not a compressed model: expected {ARCH_FILE} and {WEIGHTS_FILE} there")
     arch = Architecture.load(arch_file)
     fp = arch.fingerprint
-    if "spec" not in fp:
-        raise CompressError(f"{arch_file} does not say which model it was made from (no 'spec')")
-    spec = ModelSpec.from_dict(fp["spec"])
-    base = build_model(spec).eval()
+    for key in ("spec", "input_shape"):
+        if key not in fp:
+            raise CompressError(f"{arch_file} does not say which model it was made from (no '{key}'): "
+                                "save the model again")
+    spec = ModelSpec.from_dict(fp["spec"], str(arch_file))
+    base = build_model(spec, trust_code=trust_code, model_fn=model_fn, origin=str(arch_file)).eval()
     space = SearchSpace.build(base, fp["input_shape"], fp.get("model", spec.name),
                               channel_multiple=fp.get("channel_multiple", 8), min_ratio=fp.get("min_ratio", 0.1))
     small = materialize(space, base, arch)

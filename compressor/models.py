@@ -1,21 +1,30 @@
 """Resolve a model spec into an ``nn.Module``: a torchvision name or ``package.module:function``.
 
+Torchvision names resolve through torchvision's registry, our built-in builders (:data:`BUILTINS`)
+through our own, with their arguments checked. Any other ``package.module:function`` is user code:
+it is imported only when the caller trusts it (``trust_code=True``) or replaced by the caller's
+own builder (``model_fn``); a spec read from a file never imports code on its own.
+
 Weights are a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``: fetched by torchvision,
-so only when the user asks) or a state_dict file, always read with ``weights_only=True``.
+so only when the user asks) or a state_dict file, always read with ``weights_only=True``, and
+refused when they hold NaN/Inf or integer values for float tensors.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import logging
+import numbers
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
+from .architecture import MAX_CLASSES
 from .distributed import local_rank_zero_first
 from .errors import CompressError
 
@@ -23,6 +32,16 @@ log = logging.getLogger(__name__)
 
 # Models whose constructors add training-only auxiliary heads by default.
 _NO_AUX = {"googlenet", "inception_v3"}
+_OPT_IN = "pass compressor.load(path, model_fn=<your builder>) or trust_code=True (CLI: --trust-code)"
+
+
+def check_num_classes(value, where: str = "model spec") -> int | None:
+    """``value`` if it is None or an integer in 1..:data:`MAX_CLASSES`; a CompressError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_CLASSES:
+        raise CompressError(f"{where}: num_classes {value!r} must be an integer in 1..{MAX_CLASSES}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -37,8 +56,16 @@ class ModelSpec:
         return {"name": self.name, "num_classes": self.num_classes, "kwargs": dict(self.kwargs)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
-        return cls(data["name"], data.get("num_classes"), dict(data.get("kwargs", {})))
+    def from_dict(cls, data: dict, source: str = "model spec") -> "ModelSpec":
+        """The spec in ``data`` (JSON read from ``source``), its fields' types checked."""
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise CompressError(f"{source}: the model spec must be an object with a 'name' string, e.g. "
+                                '{"name": "resnet18", "num_classes": 10, "kwargs": {}}: save the model again')
+        kwargs = data.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise CompressError(f"{source}: the model spec's 'kwargs' must be an object: save the model again")
+        return cls(name, check_num_classes(data.get("num_classes"), source), dict(kwargs))
 
 
 def classification_models() -> list[str]:
@@ -82,7 +109,7 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
     return model
 
 
-def _user_model(spec: str, num_classes: int | None, kwargs: dict | None = None) -> nn.Module:
+def _import_builder(spec: str) -> Callable:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise CompressError(f"model {spec!r} is not package.module:function")
@@ -100,30 +127,71 @@ def _user_model(spec: str, num_classes: int | None, kwargs: dict | None = None) 
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise CompressError(f"{module_name!r} has no callable {attr!r}; check the model spec {spec!r}")
-    takes_classes = "num_classes" in inspect.signature(fn).parameters
-    kwargs = dict(kwargs or {})
+    return fn
+
+
+def _call_builder(fn: Callable, label: str, num_classes: int | None, kwargs: dict) -> nn.Module:
+    """``fn(**kwargs)``, given ``num_classes`` if it takes it (else its classifier is swapped)."""
+    try:
+        takes_classes = "num_classes" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        takes_classes = False
+    kwargs = dict(kwargs)
     if takes_classes and num_classes is not None:
         kwargs["num_classes"] = num_classes
     try:
         model = fn(**kwargs)
     except TypeError as exc:
         raise CompressError(
-            f"{spec!r} could not be called with {sorted(kwargs) or 'no arguments'} ({exc}); the function must "
+            f"{label} could not be called with {sorted(kwargs) or 'no arguments'} ({exc}); the function must "
             "build the model from num_classes alone (give its other arguments defaults)"
         ) from None
     if not isinstance(model, nn.Module):
-        raise CompressError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module: "
+        raise CompressError(f"{label} returned {type(model).__name__}, not a torch.nn.Module: "
                             "make the function return the model")
     if num_classes is not None and not takes_classes:
         replace_classifier(model, num_classes)
     return model
 
 
-def build_model(spec: ModelSpec, weights: str | None = None) -> nn.Module:
-    """Build the model a spec names, optionally with torchvision weights (``DEFAULT``, ...)."""
+def _shrinkcnn(num_classes: int | None, kwargs: dict, where: str) -> nn.Module:
+    from .nas.shrinkcnn import shrinkcnn_from_spec
+
+    return shrinkcnn_from_spec(num_classes, kwargs, where)
+
+
+# Our own builders: a spec naming one loads without opt-in; each checks the kwargs it is given.
+BUILTINS: dict[str, Callable[[int | None, dict, str], nn.Module]] = {
+    "compressor.nas.shrinkcnn:shrinkcnn": _shrinkcnn,
+}
+
+
+def build_model(spec: ModelSpec, weights: str | None = None, *, trust_code: bool = False,
+                model_fn: Callable | None = None, origin: str | None = None) -> nn.Module:
+    """Build the model a spec names, optionally with torchvision weights (``DEFAULT``, ...).
+
+    ``model_fn``, when given, builds the model instead of the spec's name: it gets num_classes if
+    it takes it, and the spec's kwargs only with ``trust_code``. A ``package.module:function``
+    spec that is not built in is imported only with ``trust_code``. ``origin`` names the file the
+    spec came from, for errors.
+    """
+    where = origin or "model spec"
+    num_classes = check_num_classes(spec.num_classes, where)
+    if model_fn is not None:
+        if not callable(model_fn):
+            raise CompressError(f"model_fn {model_fn!r} is not callable: pass the function that builds the model")
+        return _call_builder(model_fn, "model_fn", num_classes, spec.kwargs if trust_code else {})
+    if spec.name in BUILTINS:
+        return BUILTINS[spec.name](num_classes, spec.kwargs, where)
     if ":" in spec.name:
-        return _user_model(spec.name, spec.num_classes, spec.kwargs)
-    return _torchvision_model(spec.name, weights, spec.num_classes)
+        if not trust_code:
+            raise CompressError(f"{where} names model {spec.name!r}, user code that is imported only when you "
+                                f"trust its source: {_OPT_IN}")
+        return _call_builder(_import_builder(spec.name), repr(spec.name), num_classes, spec.kwargs)
+    if spec.kwargs:
+        raise CompressError(f"{where} gives kwargs {sorted(spec.kwargs)} for torchvision model {spec.name!r}, "
+                            "which is built from num_classes alone: remove its 'kwargs'")
+    return _torchvision_model(spec.name, weights, num_classes)
 
 
 def load_state_file(path: str | Path) -> dict:
@@ -154,7 +222,8 @@ def load_state_file(path: str | Path) -> dict:
 
 
 def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
-    """Load ``state`` strictly; a mismatch is a CompressError naming the first offending key."""
+    """Load ``state`` strictly; a mismatch, an integer tensor for a float one or a NaN/Inf value is
+    a CompressError naming the first offending key."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -170,20 +239,40 @@ def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
         raise CompressError(
             f"weights {source} do not fit the model: {what}; check --model and --num-classes"
         )
+    _check_values(own, state, source)
     model.load_state_dict(state)
 
 
+def _check_values(own: dict, state: dict, source: str) -> None:
+    for key, want in own.items():
+        have = state[key]
+        if want.is_floating_point() and not (have.is_floating_point() or have.is_complex()):
+            raise CompressError(
+                f"weights {source} store {key} as {str(have.dtype).replace('torch.', '')}, the model needs "
+                f"floating point ({str(want.dtype).replace('torch.', '')}): save the float state_dict "
+                "(model.state_dict() before any integer cast or quantization)"
+            )
+        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
+            raise CompressError(
+                f"weights {source} hold NaN/Inf values in {key}: the model that wrote them diverged "
+                "(or the file is damaged); use weights saved before it diverged"
+            )
+
+
 def resolve_model(
-    name: str, weights: str | None = None, num_classes: int | None = None, kwargs: dict | None = None
+    name: str, weights: str | None = None, num_classes: int | None = None, kwargs: dict | None = None, *,
+    trust_code: bool = False, origin: str | None = None,
 ) -> tuple[nn.Module, ModelSpec, bool]:
     """Build the model and load its weights.
 
-    Returns the model, the spec that rebuilds it, and whether it is ready to teach: weights were
-    loaded and its classifier was not replaced for a different number of classes.
+    ``trust_code`` allows importing a ``package.module:function`` name: pass it for a name the
+    user typed, never for one read from a file they did not vouch for (``origin`` names that file
+    in errors). Returns the model, the spec that rebuilds it, and whether it is ready to teach:
+    weights were loaded and its classifier was not replaced for a different number of classes.
     """
     spec = ModelSpec(name, num_classes, dict(kwargs or {}))
     is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
-    model = build_model(spec, None if is_file else weights)
+    model = build_model(spec, None if is_file else weights, trust_code=trust_code, origin=origin)
     trained = weights is not None
     if is_file:
         load_weights_into(model, load_state_file(weights), weights)

@@ -126,13 +126,13 @@ def test_unknown_torchvision_weights_name():
 )
 def test_bad_user_spec(user_module, spec, words):
     with pytest.raises(CompressError) as info:
-        resolve_model(spec)
+        resolve_model(spec, trust_code=True)
     for w in words:
         assert w in str(info.value)
 
 
 def test_user_function(user_module):
-    model, spec, trained = resolve_model(f"{user_module}:tiny")
+    model, spec, trained = resolve_model(f"{user_module}:tiny", trust_code=True)
     assert trained is False
     assert spec.name == "usernets_pkg.nets:tiny"
     assert type(model).__name__ == "TinyNet" and model.head.out_features == 10
@@ -141,25 +141,25 @@ def test_user_function(user_module):
 
 def test_user_function_num_classes_replaces_classifier(user_module):
     torch.manual_seed(0)
-    model, _, _ = resolve_model(f"{user_module}:tiny", num_classes=3)
+    model, _, _ = resolve_model(f"{user_module}:tiny", num_classes=3, trust_code=True)
     assert isinstance(model.head, nn.Linear)
     assert (model.head.in_features, model.head.out_features) == (8, 3)
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
 
 
 def test_user_function_taking_num_classes_gets_it(user_module):
-    model, _, _ = resolve_model(f"{user_module}:tiny_with_classes", num_classes=4)
+    model, _, _ = resolve_model(f"{user_module}:tiny_with_classes", num_classes=4, trust_code=True)
     assert model.head.out_features == 4
 
 
 def test_conv_classifier_is_replaced(user_module):
-    model, _, _ = resolve_model(f"{user_module}:conv_head", num_classes=6)
+    model, _, _ = resolve_model(f"{user_module}:conv_head", num_classes=6, trust_code=True)
     assert isinstance(model[2], nn.Conv2d) and model[2].out_channels == 6 and model[2].in_channels == 8
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 6)
 
 
 def test_user_function_num_classes_for_model_with_fixed_input_size(user_module):
-    model, _, _ = resolve_model(f"{user_module}:cifar_only", num_classes=5)
+    model, _, _ = resolve_model(f"{user_module}:cifar_only", num_classes=5, trust_code=True)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
 
 
@@ -259,14 +259,14 @@ def test_missing_and_unexpected_keys():
 
 def test_resolve_model_with_weights_file(tmp_path, user_module):
     torch.manual_seed(1)
-    src, _, _ = resolve_model(f"{user_module}:tiny")
+    src, _, _ = resolve_model(f"{user_module}:tiny", trust_code=True)
     path = tmp_path / "tiny.pt"
     torch.save({"state_dict": src.state_dict()}, path)
-    model, _, trained = resolve_model(f"{user_module}:tiny", weights=str(path))
+    model, _, trained = resolve_model(f"{user_module}:tiny", weights=str(path), trust_code=True)
     assert trained is True
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(model(x), src(x))
     # the same file for a model with another head size names the mismatched key
     with pytest.raises(CompressError) as info:
-        resolve_model(f"{user_module}:tiny_with_classes", weights=str(path), num_classes=3)
+        resolve_model(f"{user_module}:tiny_with_classes", weights=str(path), num_classes=3, trust_code=True)
     assert "head.weight" in str(info.value)

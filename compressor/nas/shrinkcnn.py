@@ -23,8 +23,9 @@ The proxy network
     Stem conv 3×3 (``stem`` = 32 filters) + BN + ReLU; three stages of ``cells_per_stage`` residual
     cells (channel scales 1, 2, 4 of ``width`` = 16), 2×2 max-pool between stages; global average
     pooling; a linear classifier. :class:`ShrinkCNN` builds it; :func:`shrinkcnn` is the model spec
-    ``compressor.nas.shrinkcnn:shrinkcnn`` with JSON-able keyword arguments, so
-    :func:`compressor.load` rebuilds a found network like any user model.
+    ``compressor.nas.shrinkcnn:shrinkcnn`` with JSON-able keyword arguments, a built-in builder
+    (``compressor.models.BUILTINS``): :func:`compressor.load` rebuilds a found network without
+    importing user code, its settings checked by :func:`shrinkcnn_from_spec`.
 
 The search (:func:`shrinkcnn_search`)
     While more than ``floor`` edges remain: pick ``k`` = 10 live edges at random (fewer if fewer
@@ -238,6 +239,46 @@ def shrinkcnn(num_classes: int = 10, edges: Sequence[Sequence[int]] | None = Non
     """Model spec ``compressor.nas.shrinkcnn:shrinkcnn``: a ShrinkCNN from JSON-able arguments
     (``edges`` a list of ``[i, j]``; None: the fully connected cell)."""
     return ShrinkCNN(edges, num_classes, tuple(scales), cells_per_stage, width, stem, stem_stride)
+
+
+def _spec_bounds() -> dict[str, tuple[int, int]]:
+    """Integer settings a spec read from a file may give, and their ranges (what deployment uses)."""
+    return {"cells_per_stage": (1, max(CELLS_CHOICES)), "width": (1, max(WIDTH_CHOICES)),
+            "stem": (1, 2 * max(WIDTH_CHOICES)), "stem_stride": (1, 64)}
+
+
+def _spec_int(where: str, key: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CompressError(f"{where}: ShrinkCNN setting {key}={value!r} must be an integer in {lo}..{hi}: "
+                            "save the model again")
+    return value
+
+
+def _spec_list(where: str, key: str, value, most: int) -> list:
+    if not isinstance(value, list) or not 1 <= len(value) <= most:
+        raise CompressError(f"{where}: ShrinkCNN setting {key} must be a list of 1..{most} entries: "
+                            "save the model again")
+    return value
+
+
+def shrinkcnn_from_spec(num_classes: int | None, kwargs: dict, where: str = "model spec") -> ShrinkCNN:
+    """:func:`shrinkcnn` for a spec read from a file: every setting's name, type and range is
+    checked before anything is built (the ranges cover what :func:`deploy_network` makes)."""
+    bounds = _spec_bounds()
+    unknown = sorted(set(kwargs) - set(bounds) - {"edges", "scales"})
+    if unknown:
+        raise CompressError(f"{where}: unknown ShrinkCNN setting {unknown[0]!r}: use "
+                            f"{', '.join(sorted([*bounds, 'edges', 'scales']))}")
+    checked = {key: _spec_int(where, key, kwargs[key], *bounds[key]) for key in bounds if key in kwargs}
+    if checked.get("stem_stride", 1) & (checked.get("stem_stride", 1) - 1):
+        raise CompressError(f"{where}: ShrinkCNN setting stem_stride={checked['stem_stride']} must be a power of two")
+    if "scales" in kwargs:
+        checked["scales"] = [_spec_int(where, "scales", s, 1, 8) for s in _spec_list(where, "scales", kwargs["scales"], 4)]
+    if kwargs.get("edges") is not None:
+        edges = _spec_list(where, "edges", kwargs["edges"], len(full_edges()))
+        checked["edges"] = [[_spec_int(where, "edge node", v, 0, NUM_NODES - 1) for v in _spec_list(where, "edge", e, 2)]
+                            for e in edges]
+    return shrinkcnn(10 if num_classes is None else num_classes, **checked)
 
 
 def model_spec(edges: Iterable, num_classes: int, cells_per_stage: int = 1, width: int = 16, stem: int = 32,
