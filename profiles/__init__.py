@@ -6,6 +6,7 @@ deployment input shape, the channel multiple a search rounds widths to, and how 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, package
 PROFILE_DIR = Path(__file__).resolve().parent
 _DEVICES = ("cpu", "gpu")
 _PRECISIONS = ("fp32", "fp16", "int8")
+# A profile name becomes part of file names (latency-<name>.json, <model>.<name>.bench.json)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,19 @@ def _field(data: dict, key: str, kind, where: str, default=None):
     return value
 
 
+def _check_name(name: str, where: str) -> None:
+    """Refuse a name that would not be a plain file-name part (a path separator, ``..``)."""
+    if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
+        raise CompressError(
+            f"profile {where}: field 'name' {name!r} is not a safe name; use letters, digits, '.', '_' "
+            f"and '-' (pattern {NAME_PATTERN}, no '..')"
+        )
+
+
 def parse_profile(data: dict, where: str) -> Profile:
     """Validate a profile's TOML data; every problem is a CompressError naming the field."""
     name = _field(data, "name", str, where)
+    _check_name(name, where)
     device = _field(data, "device", str, where)
     if device not in _DEVICES:
         raise CompressError(f"profile {where}: field 'device' must be one of {_DEVICES}, got {device!r}")
