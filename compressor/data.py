@@ -11,7 +11,7 @@ import copy
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import has_file_allowed_extension
 from tqdm.auto import tqdm
 
 from .distributed import is_distributed, rank, world_size
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_SOURCE = "sklearn digits (1797 8x8 images, 10 classes)"
+MIN_VAL_PER_CLASS = 5  # fewer validation images of a class than this make its accuracy noise
+_NAMES_SHOWN = 5  # class names a warning lists before "and N more"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class DataBundle:
     class_names: list[str]
     source: str
     resolution: int
+    warnings: list[str] = field(default_factory=list)  # one line each: what is amiss, what to do
 
 
 def load_data(
@@ -59,7 +63,9 @@ def load_data(
     validation set is a stratified ``val_fraction`` of the data chosen by ``seed``, unless
     ``data_dir`` holds both ``train/`` and ``val/`` subfolders, which are then used as they are.
     ``quiet`` hides the progress bar of the image check. Raises :class:`CompressError` for
-    missing, empty, single-class or unreadable data.
+    missing, empty, single-class or unreadable data. Symbolic links inside the tree are not
+    followed and a file reached under several names is used once; what was skipped, and classes
+    the validation set measures badly, are logged and listed in the bundle's ``warnings``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise CompressError(f"resolution {resolution!r} must be a positive integer, e.g. 32")
@@ -197,19 +203,97 @@ def _load_digits(resolution: int, val_fraction: float, seed: int) -> DataBundle:
 
 
 class _Folder(ImageFolder):
-    """ImageFolder that skips hidden folders and can be handed its list of classes."""
+    """ImageFolder over the given class folders that follows no symbolic link, lists each file
+    (device and inode) once and decodes 16-bit greyscale correctly.
 
-    def __init__(self, root: Path, classes: list[str] | None = None):
-        self._given_classes = classes
-        super().__init__(str(root), allow_empty=True)
+    Skipped links are appended to ``links``; ``twins`` holds the files dropped as another name of a
+    listed one, ``keys`` the (device, inode) of each sample.
+    """
+
+    def __init__(self, root: Path, classes: list[str], links: list[str]):
+        self._classes, self.links = classes, links
+        self.twins: list[str] = []
+        self.keys: list[tuple[int, int]] = []
+        super().__init__(str(root), loader=_load_rgb, allow_empty=True)
 
     def find_classes(self, directory):
-        classes = self._given_classes or _class_dirs(Path(directory))
-        return classes, {name: i for i, name in enumerate(classes)}
+        return self._classes, {name: i for i, name in enumerate(self._classes)}
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False):
+        """(path, class index) of every image file in the class folders, in torchvision's order."""
+        samples, seen = [], set()
+        for name in sorted(class_to_idx):
+            for entry in _files(Path(directory, name), self.links):
+                if not has_file_allowed_extension(entry.name, extensions):
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+                key = (stat.st_dev, stat.st_ino)
+                if key in seen:
+                    self.twins.append(entry.path)
+                    continue
+                seen.add(key)
+                self.keys.append(key)
+                samples.append((entry.path, class_to_idx[name]))
+        return samples
 
 
-def _class_dirs(root: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+def _class_dirs(root: Path, links: list[str]) -> list[str]:
+    """Names of the non-hidden real subfolders of ``root``; links to folders go to ``links``."""
+    names = []
+    for entry in _entries(str(root)):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if entry.is_symlink():
+            links.append(entry.path)
+        else:
+            names.append(entry.name)
+    return sorted(names)
+
+
+def _files(folder: Path, links: list[str]) -> list[os.DirEntry]:
+    """Regular files below ``folder`` sorted by folder then name, as torchvision's walk lists them.
+
+    No symbolic link is followed (neither to a folder nor to a file), so the walk cannot loop,
+    leave the tree or re-enter it; the links met below ``folder`` are appended to ``links``.
+    """
+    if folder.is_symlink() or not folder.is_dir():  # a linked class folder is counted by _class_dirs
+        return []
+    found, stack = [], [str(folder)]
+    while stack:
+        path = stack.pop()
+        entries = _entries(path)
+        found.append((path, [e for e in entries if e.is_file(follow_symlinks=False)]))
+        links.extend(e.path for e in entries if e.is_symlink())
+        stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+    return [entry for _, files in sorted(found, key=lambda pair: pair[0]) for entry in files]
+
+
+def _entries(folder: str) -> list[os.DirEntry]:
+    """The entries of ``folder`` by name, with a CompressError if it cannot be listed."""
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise CompressError(
+            f"cannot list folder {folder} ({exc.strerror or exc}): check its permissions"
+        ) from exc
+
+
+def _load_rgb(path: str) -> Image.Image:
+    """The image at ``path`` as 8-bit RGB; 16- and 32-bit greyscale is scaled down, not clipped."""
+    with Image.open(path) as im:
+        if im.mode.startswith("I"):
+            return Image.fromarray(_to_8_bits(np.asarray(im))).convert("RGB")
+        return im.convert("RGB")
+
+
+def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
+    """Integer greyscale as uint8: the high byte of 16-bit values, else the value range stretched."""
+    pixels = pixels.astype(np.int64)
+    low, high = int(pixels.min()), int(pixels.max())
+    if low >= 0 and high <= 0xFFFF:
+        return (pixels >> 8).astype(np.uint8)
+    return ((pixels - low) * 255 // max(high - low, 1)).astype(np.uint8)
 
 
 def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.Compose]:
@@ -225,8 +309,9 @@ def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.
     return train, transforms.Compose([resize, *tail])
 
 
-def _scan(root: Path, classes: list[str] | None = None) -> _Folder:
-    """Index an ImageFolder tree, with a CompressError for each way it can be unusable."""
+def _scan(root: Path, classes: list[str] | None = None) -> tuple[_Folder, list[str]]:
+    """Index an ImageFolder tree and say what was skipped in it (logged warnings), with a
+    CompressError for each way it can be unusable."""
     if not root.exists():
         raise CompressError(f"data folder {root} does not exist: check the path")
     if not root.is_dir():
@@ -234,8 +319,10 @@ def _scan(root: Path, classes: list[str] | None = None) -> _Folder:
             f"data path {root} is not a folder: "
             "pass a folder with one subfolder of images per class"
         )
-    found = _class_dirs(root)
+    links: list[str] = []
+    found = _class_dirs(root, links)
     if not found:
+        _warn_links(root, links)
         raise CompressError(
             f"{root} has no class subfolders: put the images in one subfolder per class, "
             f"e.g. {root / 'cat' / '001.jpg'}"
@@ -246,16 +333,107 @@ def _scan(root: Path, classes: list[str] | None = None) -> _Folder:
             f"{root} has class folders missing from the training set ({extra}): "
             "use the same class folder names under train/ and val/"
         )
-    folder = _Folder(root, classes)
+    folder = _Folder(root, classes or found, links)
+    warnings = _warn_links(root, links) + _warn_twins(root, folder.twins)
     if not folder.samples:
         raise CompressError(
             f"no images found under {root}: put .jpg/.png files in its class subfolders"
         )
-    return folder
+    return folder, warnings
 
 
-def _check_classes(folder: _Folder) -> None:
-    counts = np.bincount(folder.targets, minlength=len(folder.classes))
+def _warned(message: str) -> list[str]:
+    """``[message]``, logged as a warning."""
+    logger.warning("%s", message)
+    return [message]
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _warn_links(root: Path, links: list[str]) -> list[str]:
+    if not links:
+        return []
+    return _warned(
+        f"{_counted(len(links), 'symbolic link')} under {root} not followed "
+        f"(e.g. {links[0]} -> {os.readlink(links[0])}): links may loop or lead out of the data "
+        "folder; copy what they point to into it (cp -rL) to use it"
+    )
+
+
+def _warn_twins(root: Path, twins: list[str]) -> list[str]:
+    if not twins:
+        return []
+    verb = "is a hard link" if len(twins) == 1 else "are hard links"
+    return _warned(
+        f"{_counted(len(twins), 'file')} under {root} {verb} to a file listed already "
+        f"(e.g. {twins[0]}): each file is used once, under its first name; copy it if the names "
+        "were meant to be different images"
+    )
+
+
+def _drop_shared(train: _Folder, val: _Folder) -> tuple[list[int], list[str]]:
+    """Indices of the training samples that are not validation files too, and a warning if some are."""
+    in_val = set(val.keys)
+    keep = [i for i, key in enumerate(train.keys) if key not in in_val]
+    shared = [train.samples[i][0] for i, key in enumerate(train.keys) if key in in_val]
+    if not shared:
+        return keep, []
+    return keep, _warned(
+        f"{_counted(len(shared), 'file')} under {train.root} {'is' if len(shared) == 1 else 'are'} "
+        f"also under {val.root} (e.g. {shared[0]}): dropped from training, so that validation "
+        "measures unseen images; keep each image in one of the two folders only"
+    )
+
+
+def _names(names: list[str]) -> str:
+    """``class 'a'`` or ``classes 'a', 'b' and 3 more``."""
+    shown = ", ".join(f"'{name}'" for name in names[:_NAMES_SHOWN])
+    more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+    return f"class {shown}" if len(names) == 1 else f"classes {shown}{more}"
+
+
+def _span(counts) -> str:
+    low, high = int(min(counts)), int(max(counts))
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _coverage_warnings(
+    classes: list[str], train_targets, val_targets, folder: Path, split: bool
+) -> list[str]:
+    """Warnings (logged) for classes that validation misses or holds under MIN_VAL_PER_CLASS images of.
+
+    ``folder`` holds the class folders images should be added to; ``split`` says that validation
+    is a fraction of it.
+    """
+    train_counts = np.bincount(train_targets, minlength=len(classes))
+    val_counts = np.bincount(val_targets, minlength=len(classes))
+    warnings = []
+    missing = [i for i, n in enumerate(val_counts) if n == 0]
+    if missing:
+        counts = f"train has {_span(train_counts[missing])}{' each' if len(missing) > 1 else ''}"
+        add = (f"add images to {folder / classes[missing[0]]}" if len(missing) == 1
+               else f"add images to their folders in {folder}")
+        warnings += _warned(
+            f"validation has no image of {_names([classes[i] for i in missing])} ({counts}): "
+            f"{'its' if len(missing) == 1 else 'their'} accuracy is not measured; {add}"
+        )
+    few = [i for i, n in enumerate(val_counts) if 0 < n < MIN_VAL_PER_CLASS]
+    if few:
+        span = _span(val_counts[few])
+        add = ("use more images per class or a larger validation fraction" if split
+               else f"add images to {folder / classes[few[0]]}" if len(few) == 1
+               else f"add images to their folders in {folder}")
+        warnings += _warned(
+            f"validation has only {span} image{'' if span == '1' else 's'} of "
+            f"{_names([classes[i] for i in few])}: accuracy per class is noise; {add}"
+        )
+    return warnings
+
+
+def _check_classes(folder: _Folder, targets: list[int]) -> None:
+    counts = np.bincount(targets, minlength=len(folder.classes))
     empty = [name for name, count in zip(folder.classes, counts) if count == 0]
     if empty:
         raise CompressError(
@@ -301,23 +479,16 @@ def _load_folder(
 ) -> DataBundle:
     train_tf, eval_tf = _folder_transforms(resolution)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train_set = _scan(root / "train")
-        _check_classes(train_set)
-        val_set = _scan(root / "val", classes=train_set.classes)
-        _verify_images([p for p, _ in train_set.samples + val_set.samples], quiet)
-        train_set.transform, val_set.transform = train_tf, eval_tf
-        train = Subset(train_set, list(range(len(train_set))))
-        val = Subset(val_set, list(range(len(val_set))))
+        train, val, warnings = _load_train_val(root, quiet)
+        val_root = root / "val"
     else:
-        full = _scan(root)
-        _check_classes(full)
-        _verify_images([p for p, _ in full.samples], quiet)
-        train_idx, val_idx = _stratified_split(full.targets, val_fraction, seed)
-        full.transform = eval_tf
-        train_view = copy.copy(full)  # shares the sample list, differs only in its transform
-        train_view.transform = train_tf
-        train, val = Subset(train_view, train_idx), Subset(full, val_idx)
+        train, val, warnings = _load_split(root, val_fraction, seed, quiet)
+        val_root = root
+    train.dataset.transform, val.dataset.transform = train_tf, eval_tf
     classes = train.dataset.classes
+    warnings += _coverage_warnings(
+        classes, _targets(train), _targets(val), val_root, split=val_root == root
+    )
     return DataBundle(
         train=train,
         val=val,
@@ -325,4 +496,31 @@ def _load_folder(
         class_names=list(classes),
         source=str(root),
         resolution=resolution,
+        warnings=warnings,
     )
+
+
+def _load_train_val(root: Path, quiet: bool) -> tuple[Subset, Subset, list[str]]:
+    """Train and validation sets of ``root/train`` and ``root/val``, without the files in both."""
+    train_set, warnings = _scan(root / "train")
+    val_set, val_warnings = _scan(root / "val", classes=train_set.classes)
+    train_idx, shared = _drop_shared(train_set, val_set)
+    _check_classes(train_set, [train_set.targets[i] for i in train_idx])
+    _verify_images([train_set.samples[i][0] for i in train_idx] + [p for p, _ in val_set.samples], quiet)
+    val = Subset(val_set, list(range(len(val_set))))
+    return Subset(train_set, train_idx), val, warnings + val_warnings + shared
+
+
+def _load_split(
+    root: Path, val_fraction: float, seed: int, quiet: bool
+) -> tuple[Subset, Subset, list[str]]:
+    """A stratified split of the tree at ``root``; the two sets share the samples, not the transform."""
+    full, warnings = _scan(root)
+    _check_classes(full, full.targets)
+    _verify_images([p for p, _ in full.samples], quiet)
+    train_idx, val_idx = _stratified_split(full.targets, val_fraction, seed)
+    return Subset(copy.copy(full), train_idx), Subset(full, val_idx), warnings
+
+
+def _targets(subset: Subset) -> list[int]:
+    return [subset.dataset.targets[i] for i in subset.indices]
