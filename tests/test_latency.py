@@ -238,7 +238,7 @@ def test_cache_round_trip_reuses_measurements(r18, built, tmp_path):
     n_layers = sum(1 for c in built.runner.calls if not c.startswith("arch"))
     assert n_layers == len(set(built.lat.keys()))  # one call per distinct layer config (rounds=1)
     assert sum(1 for c in built.runner.calls if c.startswith("arch")) == 5
-    data = json.loads(built.path.read_text())
+    (data,) = json.loads(built.path.read_text())["tables"]
     assert data["profile"] == "cpu" and data["hardware"]["runtime"] == "onnxruntime-cpu"
     table = LatencyTable.load(built.path, "cpu", built.lat.table.hardware)
     assert table.entries == built.lat.table.entries
@@ -283,14 +283,15 @@ def test_offline_table_measures_nothing(r18, built, tmp_path):
     assert again.predict(arch) == pytest.approx(built.lat.predict(arch), rel=1e-12)
     # without this model's calibration, the pooled fit of the others is used
     data = built.lat.to_dict()
-    (cal,) = data["calibrations"].values()
-    data["calibrations"] = {"some-other-model": cal}
+    (section,) = data["tables"]
+    (cal,) = section["calibrations"].values()
+    section["calibrations"] = {"some-other-model": cal}
     path = tmp_path / "pooled.json"
     path.write_text(json.dumps(data))
     pooled = build_latency_model(r18.space, r18.model, PROFILE, path, offline=True)
     assert pooled.a == pytest.approx(A, rel=1e-6)
     # a table lacking layers cannot serve offline
-    data["entries"] = dict(list(data["entries"].items())[:5])
+    section["entries"] = dict(list(section["entries"].items())[:5])
     path.write_text(json.dumps(data))
     with pytest.raises(CompressError, match="lacks .* layer measurements"):
         build_latency_model(r18.space, r18.model, PROFILE, path, offline=True)

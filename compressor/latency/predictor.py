@@ -46,7 +46,8 @@ from ..architecture import Architecture
 from ..errors import CompressError
 from .layers import DimTable, LayerInstance, effective_channels, grid_points, trace_layers
 from .table import (NULL_KEY, LatencyTable, Probe, channel_block, choose_runtime, describe_hardware,
-                    hardware_fingerprint, layer_probe, make_runner, measure_probes, null_probe, summarize)
+                    hardware_fingerprint, layer_probe, make_runner, measure_probes, null_probe, parse_tables,
+                    read_tables, summarize, tables_for)
 
 log = logging.getLogger(__name__)
 
@@ -396,9 +397,8 @@ class LatencyModel:
     @classmethod
     def from_dict(cls, data: dict, space, model: nn.Module, profile, source: str = "latency table") -> "LatencyModel":
         """Rebuild from :meth:`to_dict` (or any table file); no measurement happens."""
-        table = LatencyTable.from_dict(data, source)
-        table.check(profile.name)
-        return _offline_model(space, model, profile, table, grid=None)
+        tables = tables_for(parse_tables(data, source), profile.name, source=source)
+        return _offline_model(space, model, profile, tables, grid=None)
 
 
 class ExpectedLatency:
@@ -513,13 +513,27 @@ def _apply(lat: LatencyModel, cal: dict) -> None:
     lat.c = float(cal.get("c_ms_per_mb", 0.0))
 
 
-def _offline_model(space, model, profile, table: LatencyTable, grid: int | None) -> LatencyModel:
+def _table_grid(table: LatencyTable, fp: str, grid: int | None) -> int:
+    """``grid``, else the one ``fp`` was calibrated with, else the table's."""
+    if grid is not None:
+        return grid
+    cal = table.calibrations.get(fp)
+    return int(cal["grid"]) if cal and "grid" in cal else int(table.settings.get("grid", 5))
+
+
+def _offline_model(space, model, profile, tables: Sequence[LatencyTable], grid: int | None) -> LatencyModel:
+    """The model from one of ``tables`` (one profile's, maybe of several hardware): the first that
+    holds this model's calibration and every layer it needs, else the first holding every layer."""
     layers, dims = trace_layers(space, model, profile.batch)
     fp = model_fingerprint(space, layers)
+    models = [LatencyModel(space, layers, dims, t, _table_grid(t, fp, grid), fingerprint=fp) for t in tables]
+    lat = min(models, key=lambda m: (bool(m.table.missing(m.keys())), fp not in m.table.calibrations))
+    if len(tables) > 1:
+        log.info("latency table %s holds %d tables for %s: using the one measured on %s", lat.table.source,
+                 len(tables), profile.name, describe_hardware(lat.table.hardware))
+    table, grid = lat.table, lat.grid
     cal = table.calibrations.get(fp)
-    if grid is None:
-        grid = int(cal["grid"]) if cal and "grid" in cal else int(table.settings.get("grid", 5))
-    lat = LatencyModel(space, layers, dims, table, grid, fingerprint=fp).compile()
+    lat.compile()
     if cal and int(cal.get("grid", grid)) == grid:
         _apply(lat, cal)
     else:
@@ -531,18 +545,37 @@ def _offline_model(space, model, profile, table: LatencyTable, grid: int | None)
     return lat
 
 
+def _table_to_extend(path: str | os.PathLike | None, profile: str, hardware: dict, cache: bool) -> LatencyTable:
+    """The table of the file at ``path`` measured for ``profile`` on ``hardware``; a new one if the
+    file does not exist, or if it is a ``cache`` holding tables for other hardware only."""
+    if path is None or not Path(path).exists():
+        return LatencyTable(profile, hardware, source=str(path or ""))
+    tables = read_tables(path)
+    if not cache:
+        return tables_for(tables, profile, hardware, str(path))[0]
+    mine = [t for t in tables if t.matches(profile, hardware)]
+    if mine:
+        return mine[0]
+    log.info("latency table %s holds no table for %s on %s yet: measuring one (its %d other tables are kept)",
+             path, profile, describe_hardware(hardware), len(tables))
+    return LatencyTable(profile, hardware, source=str(path))
+
+
 def build_latency_model(space, model: nn.Module, profile, table_path: str | os.PathLike | None = None,
                         calibration_archs: int = 12, *, grid: int | None = None, rounds: int = 7, stat: str = "min",
                         warmup: int | None = None, runs: int | None = None, threads: int | None = None,
                         runtime: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
-                        offline: bool = False, recalibrate: bool = False, seed: int = 0,
+                        offline: bool = False, cache: bool = False, recalibrate: bool = False, seed: int = 0,
                         quiet: bool = False) -> LatencyModel:
     """A calibrated latency model of ``space`` (built on ``model``) for ``profile``.
 
-    Reads ``table_path`` if it exists, measures the single-layer graphs it lacks and, unless the
-    table already holds one for this model (and ``recalibrate`` is false), calibrates on
-    ``calibration_archs`` whole architectures; then saves the table there. Every graph is timed
-    in ``rounds`` shuffled passes of ``warmup`` + ``runs`` inferences (default: the profile's
+    Reads ``table_path`` if it exists, measures the single-layer graphs its table for this profile
+    and hardware lacks and, unless that table already holds one for this model (and
+    ``recalibrate`` is false), calibrates on ``calibration_archs`` whole architectures; then
+    merges the table into the file (:meth:`LatencyTable.save`). A file whose tables were all
+    measured for other hardware or profiles is refused, unless ``cache`` (the automatic cache
+    file, or ``compress lut``'s): then this hardware's table is measured and added. Every graph is
+    timed in ``rounds`` shuffled passes of ``warmup`` + ``runs`` inferences (default: the profile's
     ``[measure]`` totals spread over the rounds; ``threads`` too) and the rounds' medians are
     reduced by ``stat`` (``"min"``: the quietest round, see ``table.summarize``). ``clock="cpu"``
     (onnxruntime-cpu, ``threads=1``) times by thread CPU time, robust on a shared machine.
@@ -560,17 +593,14 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     if offline:
         if table_path is None:
             raise CompressError("an offline latency model needs a table: pass --latency-table FILE")
-        table = LatencyTable.load(table_path, profile.name)
-        return _offline_model(space, model, profile, table, grid)
+        tables = tables_for(read_tables(table_path), profile.name, source=str(table_path))
+        return _offline_model(space, model, profile, tables, grid)
     grid = 5 if grid is None else grid
     if runtime is None:
         runtime = getattr(runner, "runtime", None) or choose_runtime(profile)
     block = channel_block(runtime, profile.channel_multiple) if block is None else block
     hardware = hardware_fingerprint(runtime, threads, profile.batch, profile.precision, clock, block)
-    if table_path is not None and Path(table_path).exists():
-        table = LatencyTable.load(table_path, profile.name, hardware)
-    else:
-        table = LatencyTable(profile.name, hardware, source=str(table_path or ""))
+    table = _table_to_extend(table_path, profile.name, hardware, cache)
     if runner is None:
         runner = make_runner(runtime, threads, profile.precision, clock)
     layers, dims = trace_layers(space, model, profile.batch)
@@ -609,7 +639,7 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
         log.info("calibration of %s: measured = %.3f * table + %.4f ms/MB * weights + %.3f ms (fit error mean %.1f%%, "
                  "max %.1f%%)", fp, a, c, b, 100 * cal["mean_rel_err"], 100 * cal["max_rel_err"])
     _apply(lat, cal)
-    if table_path is not None:
+    if table_path is not None and (todo or archs):
         table.save(table_path)
     log.info("latency model of %s on %s ready in %.1f s (%d graphs measured)", fp, describe_hardware(hardware),
              time.perf_counter() - t0, len(todo))

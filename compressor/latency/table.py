@@ -7,6 +7,11 @@ dilation, groups, input size, batch, C_in x C_out) to a latency in ms, so measur
 shared by every model that has the same layer. ``calibrations`` hold, per model fingerprint,
 the whole-model measurements and the fitted coefficients (see ``predictor.py``).
 
+A table *file* (format 2) holds several tables, one per profile and hardware, so that one cache
+file serves the same machine seen through different CPU affinities. Runs that share a file
+merge into it under an exclusive lock (:meth:`LatencyTable.save`); values read back are checked
+(latencies finite and not negative).
+
 Each measured graph is one layer: a Conv (with bias, as batch norm folds into it on export) or
 a MatMul + Add, built with the ONNX helper API, fp32, timed by the profile's runner. Activations,
 additions, pooling and the layout changes between layers are not in the table: the calibration
@@ -22,8 +27,11 @@ leaves out the time the thread waited for a core.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -31,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -40,12 +48,12 @@ from exporters.runners import OrtRunner
 from exporters.stats import cpu_name
 
 from ..errors import CompressError
-from ..fileio import write_json
+from ..fileio import write_text
 from .layers import LayerConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 KIND = "compressor-latency-table"
 NULL_KEY = "null"
 _HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock", "channel_block")
@@ -344,54 +352,168 @@ class LatencyTable:
     def add(self, key: str, rounds: Sequence[float], stat: str = "min") -> None:
         self.entries[key] = {"ms": round(summarize(rounds, stat), 6), "rounds": [round(float(r), 6) for r in rounds]}
 
-    # ------------------------------------------------------------------ identity checks
-    def check(self, profile: str, hardware: dict | None = None) -> None:
-        """Raise CompressError unless the table was measured for ``profile`` (and ``hardware``, if given)."""
-        mine = {k: self.hardware.get(k) for k in _HW_KEYS}
-        theirs = {k: hardware.get(k) for k in _HW_KEYS} if hardware is not None else mine
-        if self.profile != profile or mine != theirs:
-            where = f" on {describe_hardware(hardware)}" if hardware is not None else ""
-            raise CompressError(
-                f"latency table {self.source or '(in memory)'} was measured for profile {self.profile} on "
-                f"{describe_hardware(self.hardware)}, not for {profile}{where}: build one with "
-                f"`compress lut --target {profile}`"
-            )
+    def matches(self, profile: str, hardware: dict | None = None) -> bool:
+        """Measured for ``profile`` and, if given, ``hardware`` (the fields a measurement depends on)."""
+        return self.profile == profile and (hardware is None or _hw_key(self.hardware) == _hw_key(hardware))
+
+    def describe(self) -> str:
+        return f"profile {self.profile} on {describe_hardware(self.hardware)}"
+
+    # ------------------------------------------------------------------ one table of a file
+    def to_section(self) -> dict:
+        return {"profile": self.profile, "hardware": dict(self.hardware), "settings": dict(self.settings),
+                "entries": dict(sorted(self.entries.items())), "calibrations": dict(self.calibrations)}
+
+    @classmethod
+    def from_section(cls, data: dict, source: str = "latency table") -> "LatencyTable":
+        """One table of a file, its values checked (latencies finite and not negative)."""
+        try:
+            entries = {str(k): _valid_entry(v, f"latency for '{k}'", source) for k, v in data["entries"].items()}
+            calibrations = {str(k): _valid_calibration(v, f"calibration of '{k}'", source)
+                            for k, v in data.get("calibrations", {}).items()}
+            return cls(str(data["profile"]), _valid_hardware(data["hardware"], source), entries, calibrations,
+                       _valid_settings(data.get("settings", {}), source), source)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CompressError(f"{source} is a damaged latency table: build it again with `compress lut`") from None
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "kind": KIND, "profile": self.profile, "hardware": dict(self.hardware),
-                "settings": dict(self.settings), "entries": dict(sorted(self.entries.items())),
-                "calibrations": dict(self.calibrations)}
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "latency table") -> "LatencyTable":
-        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT:
-            raise CompressError(f"{source} is not a latency table of format {FORMAT}: build one with `compress lut`")
-        try:
-            entries = {str(k): {"ms": float(v["ms"]), "rounds": [float(x) for x in v.get("rounds", [])]}
-                       for k, v in data["entries"].items()}
-            table = cls(str(data["profile"]), dict(data["hardware"]), entries, dict(data.get("calibrations", {})),
-                        dict(data.get("settings", {})), source)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise CompressError(f"{source} is a damaged latency table: build it again with `compress lut`") from None
-        return table
+        """A table file holding this table only."""
+        return tables_to_dict([self])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the table as JSON, atomically."""
+        """Write this table into the file at ``path``, atomically, merged with what the file holds
+        at that moment, under an exclusive lock (so that concurrent writers lose nothing).
+
+        The file's tables for other profiles or hardware are kept. In the table for this profile
+        and hardware, a layer the file already holds keeps the file's value (a measurement once
+        saved is never replaced, so the calibrations fitted on it stay consistent), the others
+        are added; this table's calibrations replace the file's for the same model.
+        """
+        path = Path(path)
+        try:
+            with _locked(path):
+                tables = read_tables(path) if path.exists() else []
+                text = json.dumps(tables_to_dict(_merged(tables, self)), indent=2, allow_nan=False)
+                write_text(path, text + "\n")
+        except OSError as exc:
+            raise CompressError(f"cannot write the latency table {path} ({exc.strerror or type(exc).__name__}): free "
+                                "space there or name another file (--latency-table; --out for compress lut)") from None
         self.source = str(path)
-        return write_json(path, self.to_dict())
+        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, profile: str | None = None, hardware: dict | None = None) -> "LatencyTable":
-        """Read a table; with ``profile`` (and ``hardware``) given, refuse one measured for others."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CompressError(f"latency table {path} does not exist: build one with `compress lut`") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CompressError(f"cannot read latency table {path} ({type(exc).__name__}): build it again with "
-                                "`compress lut`") from None
-        table = cls.from_dict(data, str(path))
-        if profile is not None:
-            table.check(profile, hardware)
-        return table
+        """The file's (first) table for ``profile`` and ``hardware`` where given; refuse a file that has none."""
+        return tables_for(read_tables(path), profile, hardware, str(path))[0]
+
+
+def tables_to_dict(tables: Sequence[LatencyTable]) -> dict:
+    """The file format: several tables, one per profile and hardware."""
+    return {"format": FORMAT, "kind": KIND, "tables": [t.to_section() for t in tables]}
+
+
+def parse_tables(data, source: str = "latency table") -> list[LatencyTable]:
+    """The tables of a file's contents (format 2, or format 1: one table at the top level)."""
+    if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") not in (1, FORMAT):
+        raise CompressError(f"{source} is not a latency table of format {FORMAT}: build one with `compress lut`")
+    sections = [data] if data["format"] == 1 else data.get("tables")
+    if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):
+        raise CompressError(f"{source} is a damaged latency table: build it again with `compress lut`")
+    return [LatencyTable.from_section(s, source) for s in sections]
+
+
+def read_tables(path: str | os.PathLike) -> list[LatencyTable]:
+    """Every table of the file at ``path``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CompressError(f"latency table {path} does not exist: build one with `compress lut`") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompressError(f"cannot read latency table {path} ({type(exc).__name__}): build it again with "
+                            "`compress lut`") from None
+    return parse_tables(data, str(path))
+
+
+def tables_for(tables: Sequence[LatencyTable], profile: str | None, hardware: dict | None = None,
+               source: str = "(in memory)") -> list[LatencyTable]:
+    """The tables measured for ``profile`` (all, if None) and ``hardware`` (if given); refuse when none is."""
+    found = [t for t in tables if profile is None or t.matches(profile, hardware)]
+    if found:
+        return found
+    held = "; ".join(t.describe() for t in tables) or "nothing"
+    where = f" on {describe_hardware(hardware)}" if hardware is not None else ""
+    raise CompressError(f"latency table {source} was measured for {held}, not for {profile}{where}: build one with "
+                        f"`compress lut --target {profile}`")
+
+
+def _hw_key(hardware: dict) -> dict:
+    return {k: hardware.get(k) for k in _HW_KEYS}
+
+
+def _merged(tables: list[LatencyTable], mine: LatencyTable) -> list[LatencyTable]:
+    """``tables`` (a file's) with ``mine`` merged in as :meth:`LatencyTable.save` says."""
+    for i, t in enumerate(tables):
+        if t.matches(mine.profile, mine.hardware):
+            tables[i] = LatencyTable(t.profile, t.hardware, {**mine.entries, **t.entries},
+                                     {**t.calibrations, **mine.calibrations}, mine.settings or t.settings)
+            return tables
+    return [*tables, mine]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the sidecar file ``<path>.lock`` (kept afterwards: removing it would race)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+# ---------------------------------------------------------------------- checking values read back
+def _number(value, what: str, source: str, low: float | None = 0.0, *, above: bool = False,
+            whole: bool = False) -> float:
+    """``value`` as a float, refused unless finite, >= ``low`` (> with ``above``; no bound if None)
+    and, with ``whole``, an integer."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if above else value >= low)) and (not whole or float(value).is_integer())
+    if not ok:
+        need = ("a whole number" if whole else "a finite number") + ("" if low is None else
+                                                                      f" {'>' if above else '>='} {low:g}")
+        raise CompressError(f"latency table {source} holds an invalid {what} ({value!r}; need {need}): build it "
+                            "again with `compress lut`")
+    return float(value)
+
+
+def _valid_entry(value: dict, what: str, source: str) -> dict:
+    return {"ms": _number(value["ms"], what, source),
+            "rounds": [_number(x, what, source) for x in value.get("rounds", [])]}
+
+
+def _valid_calibration(cal: dict, what: str, source: str) -> dict:
+    """A model's calibration: ``a`` > 0, ``c_ms_per_mb`` >= 0, ``b`` finite, ``grid`` and ``archs``
+    whole, each point's figures finite and not negative."""
+    limits = {"a": 0.0, "c_ms_per_mb": 0.0, "b": None, "grid": 1, "archs": 0, "null_ms": 0.0}
+    for name, low in limits.items():
+        if name in cal:
+            _number(cal[name], f"{name} in the {what}", source, low, above=name == "a",
+                    whole=name in ("grid", "archs"))
+    for point in cal.get("points", []):
+        for name in ("raw", "weight_mb", "ms"):
+            if name in point:
+                _number(point[name], f"{name} of a point in the {what}", source, 0.0, above=name == "ms")
+    return dict(cal)
+
+
+def _valid_hardware(hw: dict, source: str) -> dict:
+    for name, low in (("threads", 0), ("batch", 1), ("channel_block", 1)):
+        if name in hw:
+            _number(hw[name], f"hardware {name}", source, low, whole=True)
+    return dict(hw)
+
+
+def _valid_settings(settings: dict, source: str) -> dict:
+    for name, low in (("warmup", 0), ("runs", 1), ("rounds", 1), ("grid", 1)):
+        if name in settings:
+            _number(settings[name], f"setting {name}", source, low, whole=True)
+    return dict(settings)
