@@ -246,7 +246,7 @@ def load_weights_into(model: nn.Module, state: dict, source: str) -> None:
 def _check_values(own: dict, state: dict, source: str) -> None:
     for key, want in own.items():
         have = state[key]
-        if want.is_floating_point() and not (have.is_floating_point() or have.is_complex()):
+        if want.is_floating_point() and not have.is_floating_point():
             raise CompressError(
                 f"weights {source} store {key} as {str(have.dtype).replace('torch.', '')}, the model needs "
                 f"floating point ({str(want.dtype).replace('torch.', '')}): save the float state_dict "

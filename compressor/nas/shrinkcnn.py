@@ -244,7 +244,7 @@ def shrinkcnn(num_classes: int = 10, edges: Sequence[Sequence[int]] | None = Non
 def _spec_bounds() -> dict[str, tuple[int, int]]:
     """Integer settings a spec read from a file may give, and their ranges (what deployment uses)."""
     return {"cells_per_stage": (1, max(CELLS_CHOICES)), "width": (1, max(WIDTH_CHOICES)),
-            "stem": (1, 2 * max(WIDTH_CHOICES)), "stem_stride": (1, 64)}
+            "stem": (1, 2 * max(WIDTH_CHOICES)), "stem_stride": (1, 128)}
 
 
 def _spec_int(where: str, key: str, value, lo: int, hi: int) -> int:
@@ -261,6 +261,13 @@ def _spec_list(where: str, key: str, value, most: int) -> list:
     return value
 
 
+def _spec_edge(where: str, edge) -> list[int]:
+    if not isinstance(edge, list) or len(edge) != 2:
+        raise CompressError(f"{where}: ShrinkCNN edge {edge!r} must be a pair of node indices, e.g. [0, 3]: "
+                            "save the model again")
+    return [_spec_int(where, "edge node", v, 0, NUM_NODES - 1) for v in edge]
+
+
 def shrinkcnn_from_spec(num_classes: int | None, kwargs: dict, where: str = "model spec") -> ShrinkCNN:
     """:func:`shrinkcnn` for a spec read from a file: every setting's name, type and range is
     checked before anything is built (the ranges cover what :func:`deploy_network` makes)."""
@@ -270,14 +277,15 @@ def shrinkcnn_from_spec(num_classes: int | None, kwargs: dict, where: str = "mod
         raise CompressError(f"{where}: unknown ShrinkCNN setting {unknown[0]!r}: use "
                             f"{', '.join(sorted([*bounds, 'edges', 'scales']))}")
     checked = {key: _spec_int(where, key, kwargs[key], *bounds[key]) for key in bounds if key in kwargs}
-    if checked.get("stem_stride", 1) & (checked.get("stem_stride", 1) - 1):
-        raise CompressError(f"{where}: ShrinkCNN setting stem_stride={checked['stem_stride']} must be a power of two")
+    stride = checked.get("stem_stride", 1)
+    if stride & (stride - 1):
+        raise CompressError(f"{where}: ShrinkCNN setting stem_stride={stride} must be a power of two (1, 2, 4, ...)")
     if "scales" in kwargs:
-        checked["scales"] = [_spec_int(where, "scales", s, 1, 8) for s in _spec_list(where, "scales", kwargs["scales"], 4)]
+        scales = _spec_list(where, "scales", kwargs["scales"], 4)
+        checked["scales"] = [_spec_int(where, "scales", s, 1, 8) for s in scales]
     if kwargs.get("edges") is not None:
         edges = _spec_list(where, "edges", kwargs["edges"], len(full_edges()))
-        checked["edges"] = [[_spec_int(where, "edge node", v, 0, NUM_NODES - 1) for v in _spec_list(where, "edge", e, 2)]
-                            for e in edges]
+        checked["edges"] = [_spec_edge(where, e) for e in edges]
     return shrinkcnn(10 if num_classes is None else num_classes, **checked)
 
 
