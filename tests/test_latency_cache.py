@@ -148,8 +148,8 @@ def test_unwritable_table_is_one_clear_line(tmp_path):
     blocker.write_text("x")
     table = LatencyTable("cpu", dict(HW))
     table.add("k", [1.0])
-    with pytest.raises(CompressError, match=r"^cannot write the latency table .*a_file/x.json \(.+\): free space "
-                                            r"there or name another file \(--latency-table"):
+    with pytest.raises(CompressError, match=r"^cannot write the latency table .*a_file/x.json \(.+: .*a_file\): "
+                                            r"free space there or name another file \(--latency-table"):
         table.save(blocker / "x.json")
 
 

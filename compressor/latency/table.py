@@ -397,8 +397,8 @@ class LatencyTable:
                 text = json.dumps(tables_to_dict(_merged(tables, self)), indent=2, allow_nan=False)
                 write_text(path, text + "\n")
         except OSError as exc:
-            raise CompressError(f"cannot write the latency table {path} ({exc.strerror or type(exc).__name__}): free "
-                                "space there or name another file (--latency-table; --out for compress lut)") from None
+            raise CompressError(f"cannot write the latency table {path} ({_why(exc, path)}): free space there or name "
+                                "another file (--latency-table; --out for compress lut)") from None
         self.source = str(path)
         return path
 
@@ -445,6 +445,15 @@ def tables_for(tables: Sequence[LatencyTable], profile: str | None, hardware: di
     where = f" on {describe_hardware(hardware)}" if hardware is not None else ""
     raise CompressError(f"latency table {source} was measured for {held}, not for {profile}{where}: build one with "
                         f"`compress lut --target {profile}`")
+
+
+def _why(exc: OSError, path: Path) -> str:
+    """The reason of an OSError, naming the file it concerns unless that lies next to ``path``
+    (the table, its lock or temporary file), e.g. a file standing where a folder should be."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename and Path(exc.filename).parent != path.parent:
+        reason += f": {exc.filename}"
+    return reason
 
 
 def _hw_key(hardware: dict) -> dict:
