@@ -26,23 +26,28 @@ def _is_int(value, lo: int, hi: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and lo <= value <= hi
 
 
+def _is_shape(shape) -> bool:
+    return (isinstance(shape, (list, tuple)) and len(shape) == 3 and _is_int(shape[0], 1, MAX_CHANNELS)
+            and all(_is_int(s, 1, MAX_SIDE) for s in shape[1:]))
+
+
 def check_fingerprint(fp: dict, source: str = "architecture") -> None:
     """Raise CompressError unless the fingerprint's numbers (those present) are in range: checked
     before any model is built at its input shape or with its settings."""
     shape = fp.get("input_shape")
-    if "input_shape" in fp and not (isinstance(shape, list) and len(shape) == 3 and _is_int(shape[0], 1, MAX_CHANNELS)
-                                    and all(_is_int(s, 1, MAX_SIDE) for s in shape[1:])):
+    if "input_shape" in fp and not _is_shape(shape):
         raise CompressError(f"{source}: input_shape {shape!r} must be [C, H, W] with C in 1..{MAX_CHANNELS} and "
                             f"H, W in 1..{MAX_SIDE}: save the model again")
     if "num_classes" in fp and not _is_int(fp["num_classes"], 1, MAX_CLASSES):
-        raise CompressError(f"{source}: num_classes {fp['num_classes']!r} must be an integer in 1..{MAX_CLASSES}")
+        raise CompressError(f"{source}: num_classes {fp['num_classes']!r} must be an integer in 1..{MAX_CLASSES}: "
+                            "save the model again")
     if "channel_multiple" in fp and not _is_int(fp["channel_multiple"], 1, MAX_MULTIPLE):
         raise CompressError(f"{source}: channel_multiple {fp['channel_multiple']!r} must be an integer in "
-                            f"1..{MAX_MULTIPLE}")
+                            f"1..{MAX_MULTIPLE}: save the model again")
     ratio = fp.get("min_ratio")
     if "min_ratio" in fp and not (isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
                                   and math.isfinite(ratio) and 0 < ratio <= 1):
-        raise CompressError(f"{source}: min_ratio {ratio!r} must be a number in (0, 1]")
+        raise CompressError(f"{source}: min_ratio {ratio!r} must be a number in (0, 1]: save the model again")
 
 
 @dataclass

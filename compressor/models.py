@@ -40,7 +40,8 @@ def check_num_classes(value, where: str = "model spec") -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_CLASSES:
-        raise CompressError(f"{where}: num_classes {value!r} must be an integer in 1..{MAX_CLASSES}")
+        raise CompressError(f"{where}: num_classes {value!r} must be an integer in 1..{MAX_CLASSES}: "
+                            "give the number of classes the model predicts")
     return int(value)
 
 
