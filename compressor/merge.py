@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from pathlib import Path
 
 from .errors import CompressError
 from .fileio import write_json, write_text
+from .report import md_text
 from .report_html import (
     Plots,
     architecture_section,
@@ -62,6 +65,82 @@ def _load_json(path: Path):
         raise CompressError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_amount(v) -> bool:
+    return _num(v) and math.isfinite(v) and v >= 0
+
+
+# What a field read from a file must be: a test, and the words for the error message.
+_KINDS = {
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "texts": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings"),
+    "amount": (_is_amount, "a non-negative number"),
+    "fraction": (lambda v: _is_amount(v) and v <= 1, "a number between 0 and 1"),
+    "count": (_is_count, "a non-negative integer"),
+    "counts": (lambda v: isinstance(v, dict) and all(map(_is_count, v.values())),
+               "an object of non-negative integers"),
+    "shape": (lambda v: isinstance(v, list) and bool(v) and all(_is_count(d) and d > 0 for d in v),
+              "a list of positive integers"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
+}
+_STATS_FIELDS = {"p50": "amount", "p90": "amount", "p99": "amount", "mean": "amount", "std": "amount",
+                 "throughput": "amount", "warmup": "count", "runs": "count", "batch": "count", "threads": "count",
+                 "input_shape": "shape", "runtime": "text", "device": "text", "versions": "object",
+                 "settings": "object"}
+_RUN_FIELDS = {
+    "method": "text", "target": "object", "target.name": "text", "target.description": "text",
+    "target.notes": "object", "input_shape": "shape", "notes": "texts",
+    **{f"{part}.{key}": kind for part in ("baseline", "compressed")
+       for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
+    "latency.baseline": "object", "latency.compressed": "object",
+    **{f"latency.{part}.{key}": kind for part in ("baseline", "compressed") for key, kind in _STATS_FIELDS.items()},
+    "architecture": "object", "architecture.widths": "counts", "architecture.full_widths": "counts",
+    "architecture.blocks": "object", "architecture.dropped_blocks": "texts",
+}
+_BENCH_FIELDS = {
+    "created": "text", "runtime": "text", "model.sha256": "sha256", "model.file": "text",
+    "profile.name": "text", "profile.description": "text", "profile.notes": "object",
+    "host": "object", "host.hostname": "text", "host.nvpmodel": "object", "host.nvpmodel.name": "text",
+    **{f"stats.{key}": kind for key, kind in _STATS_FIELDS.items()},
+}
+
+
+def _brief(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _non_finite(value, field: str = ""):
+    """``(field, value)`` of the first NaN or infinite number in a JSON value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return field, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{field}.{key}" if field else str(key))
+        if found:
+            return found
+    return None
+
+
+def _check_fields(obj: dict, fields: dict, where: str, remedy: str) -> None:
+    """Refuse NaN/Infinity anywhere in ``obj`` and a present field of ``fields`` (dotted name ->
+    kind of :data:`_KINDS`) of the wrong kind: one line naming the file, the field and its kind."""
+    bad = _non_finite(obj)
+    if bad:
+        raise CompressError(f"{where}: field '{bad[0]}' must be a finite number, got {_brief(bad[1])}; {remedy}")
+    for field, kind in fields.items():
+        value = obj
+        for key in field.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        test, words = _KINDS[kind]
+        if value is not None and not test(value):
+            raise CompressError(f"{where}: field '{field}' must be {words}, got {_brief(value)}; {remedy}")
+
+
 def _check_stats(stats, where: str) -> None:
     if not isinstance(stats, dict) or not all(_num(stats.get(k)) for k in ("p50", "p90", "p99")):
         raise CompressError(f"{where} has no latency p50/p90/p99 figures; {_HINT}")
@@ -91,6 +170,7 @@ def _check_run(report: dict, where: str) -> None:
         _check_stats(lat["compressed"], f"{where} (compressed latency)")
     if lat.get("baseline") is not None:
         _check_stats(lat["baseline"], f"{where} (baseline latency)")
+    _check_fields(report, _RUN_FIELDS, where, "fix the file or run `compress` again")
 
 
 def _check_bench(obj: dict, where: str) -> None:
@@ -100,6 +180,7 @@ def _check_bench(obj: dict, where: str) -> None:
     _check_stats(obj["stats"], where)
     if not isinstance(obj.get("profile"), dict) or not obj["profile"].get("name"):
         raise CompressError(f"{where} is a bench JSON without a profile name; re-run `compress bench`")
+    _check_fields(obj, _BENCH_FIELDS, where, "fix the file or run `compress bench` again")
 
 
 def _classify(path: Path) -> tuple[str, dict, Path]:
@@ -353,10 +434,6 @@ def main_rows(merged: dict) -> list[list[str]]:
     return rows
 
 
-def _md_cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def _device_facts(dev: dict) -> list[str]:
     facts = [f"profile {dev['profile']}", f"runtime {dev['runtime']}", f"measured by {dev['source']}"]
     host = dev.get("host") or {}
@@ -371,22 +448,24 @@ def _device_facts(dev: dict) -> list[str]:
 
 
 def merged_markdown(merged: dict) -> str:
-    """The merged report as Markdown: the run x device table, then the devices and bench files."""
+    """The merged report as Markdown: the run x device table, then the devices and bench files; text
+    from the input files is escaped (:func:`compressor.report.md_text`)."""
     lines = [f"# Compression runs ({len(merged['runs'])})", "",
              "| " + " | ".join(MAIN_HEADER) + " |", "|---|---|---|---|" + "---:|" * (len(MAIN_HEADER) - 4)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in main_rows(merged)]
+    lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in main_rows(merged)]
     lines += ["", "Latency is the median of timed runs after a warm-up; speed-up = original p50 / compressed p50."]
     if merged["devices"]:
         lines += ["", "## Devices", ""]
         for dev in merged["devices"]:
-            lines.append(f"- {dev['label']}: {', '.join(_device_facts(dev))}")
+            lines.append(f"- {md_text(dev['label'])}: {md_text(', '.join(_device_facts(dev)))}")
             for k, v in dev["notes"].items():
-                lines.append(f"  - {k.replace('_', ' ')}: {v}")
+                lines.append(f"  - {md_text(k.replace('_', ' '))}: {md_text(v)}")
     if merged["benches"]:
         lines += ["", "## Bench files", ""]
         for b in merged["benches"]:
             where = ", ".join(f"{m['run']}/{m['file']} ({m['role']})" for m in b["matched"]) or "no run (left out)"
-            lines.append(f"- `{b['path']}`: {b['file']} (sha256 {b['sha256'][:12]}...) -> {where}")
+            lines.append(f"- {md_text(b['path'])}: {md_text(b['file'])} (sha256 {b['sha256'][:12]}...) -> "
+                         f"{md_text(where)}")
     return "\n".join(lines) + "\n"
 
 
@@ -484,8 +563,31 @@ def write_merged(out_dir, merged: dict, inline: bool = True) -> list[Path]:
         raise CompressError(f"--out {out_dir} is a file; give a folder for report.md and report.html")
     md = merged_markdown(merged)
     page_text = merged_html(merged, None if inline else out_dir / "plots")
-    return [write_text(out_dir / "report.md", md), write_text(out_dir / "report.html", page_text),
-            write_json(out_dir / MERGED_JSON, merged)]
+    return _write_all(out_dir, {"report.md": lambda p: write_text(p, md),
+                                "report.html": lambda p: write_text(p, page_text),
+                                MERGED_JSON: lambda p: write_json(p, merged)})
+
+
+def _write_all(out_dir: Path, writers: dict) -> list[Path]:
+    """Call each ``writers[name](out_dir / name)``; where one fails (OSError), remove the files and
+    the folder this call created and refuse in one line."""
+    created: list[Path] = [] if out_dir.is_dir() else [out_dir]
+    try:
+        for name, write in writers.items():
+            path = out_dir / name
+            if not path.exists():
+                created.insert(0, path)
+            write(path)
+    except OSError as exc:
+        for path in created:
+            if path.is_file():
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        from exporters.bench import cannot_write
+
+        raise cannot_write(out_dir, exc) from None
+    return [out_dir / name for name in writers]
 
 
 __all__ = ["merge_reports", "merged_html", "merged_markdown", "write_merged"]

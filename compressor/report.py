@@ -8,6 +8,15 @@ from .fileio import write_json, write_text
 from .report_html import format_budget, write_html
 from .units import format_count
 
+# Markdown text from a file stays text: no raw HTML, links, code spans or extra table cells.
+_MD_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[", "]": "\\]",
+                             "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def md_text(value) -> str:
+    """``str(value)`` as inert Markdown on one line (HTML characters as entities, Markdown ones escaped)."""
+    return " ".join(str(value).translate(_MD_ESCAPES).splitlines())
+
 
 def _pct(new: float, old: float) -> str:
     return f"{100 * new / old:.1f}%" if old else "-"
@@ -45,46 +54,54 @@ def _table(report: dict) -> list[str]:
     return rows + [f"| throughput (inf/s) | {lat_b['throughput']:.1f} | {lat_c['throughput']:.1f} | |"]
 
 
-def markdown(report: dict) -> str:
-    """Render a run report as Markdown."""
+def _facts(report: dict) -> list[str]:
+    """The bullet list under the title: target, method, costs' input, data, latency settings."""
     lat_c = report["latency"].get("compressed")
-    budget = format_budget(report["budget"])
+    target, data = report["target"], report["data"]
     shape = "x".join(map(str, report["input_shape"]))
     res = report["train_resolution"]
     lines = [
-        f"# Compression report: {report['model']}",
-        "",
-        f"- Target: `{report['target']['name']}` ({report['target']['description']})",
-        f"- Method: `{report['method']}`, budget: {budget}",
-        f"- Costs at the deployment input {shape}; trained and evaluated at {res}x{res} on "
-        f"{report['data']['source']} ({report['data']['train']} train / {report['data']['val']} val images)",
-        f"- Latency: {lat_c['runtime']} on {lat_c['device']}, batch {lat_c['batch']}, {lat_c['warmup']} warm-up "
-        f"+ {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}" if lat_c else
-        "- Latency: not measured on this machine (see the note)",
-        "",
-        *_table(report),
+        f"- Target: {md_text(target['name'])} ({md_text(target['description'])})",
+        f"- Method: {md_text(report['method'])}, budget: {format_budget(report['budget'])}",
+        f"- Costs at the deployment input {md_text(shape)}; trained and evaluated at {res}x{res} on "
+        f"{md_text(data['source'])} ({data['train']} train / {data['val']} val images)",
     ]
+    if not lat_c:
+        return lines + ["- Latency: not measured on this machine (see the note)"]
+    return lines + [f"- Latency: {md_text(lat_c['runtime'])} on {md_text(lat_c['device'])}, batch {lat_c['batch']}, "
+                    f"{lat_c['warmup']} warm-up + {lat_c['runs']} timed runs, threads {lat_c['threads'] or 'default'}"]
+
+
+def _details(report: dict) -> list[str]:
+    """ONNX export, dropped blocks, slowest nodes, fixed layers, notes and stage timings."""
     onnx = report["onnx"]
-    lines += [
+    lines = [
         "",
-        f"ONNX: `{onnx['path']}`, opset {onnx['opset']}, checker {onnx['checker']}, "
+        f"ONNX: {md_text(onnx['path'])}, opset {md_text(onnx['opset'])}, checker {md_text(onnx['checker'])}, "
         f"max |onnxruntime - PyTorch| = {onnx['max_abs_diff']:.2e}.",
         "",
-        f"Dropped blocks: {', '.join(report['architecture']['dropped_blocks']) or 'none'}.",
+        f"Dropped blocks: {md_text(', '.join(report['architecture']['dropped_blocks']) or 'none')}.",
     ]
-    slowest = (lat_c or {}).get("settings", {}).get("slowest_nodes")
+    slowest = (report["latency"].get("compressed") or {}).get("settings", {}).get("slowest_nodes")
     if slowest:
         lines += ["", "Slowest nodes of the compressed model (onnxruntime profile, mean of 10 runs):", "",
                   "| node | op | ms | share |", "|---|---|---:|---:|"]
-        lines += [f"| `{n['node']}` | {n['op']} | {n['mean_ms']:.3f} | {100 * n['share']:.1f}% |" for n in slowest]
+        lines += [f"| {md_text(n['node'])} | {md_text(n['op'])} | {n['mean_ms']:.3f} | {100 * n['share']:.1f}% |"
+                  for n in slowest]
     if report["fixed_layers"]:
         lines += ["", "Layers left fixed:"]
-        lines += [f"- {', '.join(e['layers'][:6])}{' ...' if len(e['layers']) > 6 else ''}: {e['reason']}"
-                  for e in report["fixed_layers"]]
+        lines += [f"- {md_text(', '.join(e['layers'][:6]))}{' ...' if len(e['layers']) > 6 else ''}: "
+                  f"{md_text(e['reason'])}" for e in report["fixed_layers"]]
     for note in report.get("notes", []):
-        lines += ["", f"Note: {note}."]
+        lines += ["", f"Note: {md_text(note)}."]
     lines += ["", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in report["timings_s"].items()]
+    return lines + [f"| {md_text(k)} | {v:.1f} |" for k, v in report["timings_s"].items()]
+
+
+def markdown(report: dict) -> str:
+    """Render a run report as Markdown; text from the report is escaped (:func:`md_text`)."""
+    lines = [f"# Compression report: {md_text(report['model'])}", "", *_facts(report), "", *_table(report),
+             *_details(report)]
     return "\n".join(lines) + "\n"
 
 

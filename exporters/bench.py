@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from compressor.errors import CompressError
 from compressor.fileio import write_json
+from exporters.inputs import check_input_size
 from exporters.stats import cpu_name
 from exporters.tensorrt import ENGINE_SUFFIXES, parse_sample_shape
 
@@ -311,6 +312,7 @@ def bench(
         chosen = choose_runtime(fmt, profile, runtime, available)
         name, dims = _onnx_input(path)
         sample = resolve_onnx_shape(path.name, dims, batch, shape, profile.input_shape)
+        check_input_size(sample, batch, path.name)
         stats = make_runner(chosen, threads).measure(path, sample, batch=batch, warmup=warmup, runs=runs)
 
     log.info("%s on %s (%s): p50 %.3f ms, p99 %.3f ms", path.name, profile.name, chosen, stats.p50, stats.p99)
@@ -339,8 +341,22 @@ def bench(
 
 
 def write_bench(result: dict, out_path) -> Path:
-    """Write a bench result as indented JSON, atomically (temporary name, then rename)."""
-    return write_json(out_path, result)
+    """Write a bench result as indented JSON, atomically (temporary name, then rename); a path that
+    cannot be written is a CompressError."""
+    try:
+        return write_json(out_path, result)
+    except OSError as exc:
+        raise cannot_write(out_path, exc) from None
+
+
+def cannot_write(path, exc: OSError) -> CompressError:
+    """The one-line error for an output path the OS refused (a part of it is a file, no such
+    folder, read-only, full disk)."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a part of the path is a file, not a folder"
+    else:
+        reason = (exc.strerror or str(exc)).lower()
+    return CompressError(f"cannot write {path}: {reason}; choose another --out")
 
 
 def format_bench(result: dict) -> str:
@@ -358,6 +374,7 @@ def format_bench(result: dict) -> str:
 
 __all__ = [
     "bench",
+    "cannot_write",
     "choose_runtime",
     "file_sha256",
     "format_bench",

@@ -1,11 +1,26 @@
 """The seeded random input every latency measurement and parity check feeds a model (numpy, no torch)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from compressor.errors import CompressError
+
+MAX_SIDE = 16384  # largest size of one input axis (batch aside)
+MAX_VALUES = 2**28  # largest input, batch included: 1 GiB of float32
+
+
+def check_input_size(dims: Sequence[int], batch: int, what: str = "the input") -> None:
+    """Refuse a ``(batch, *dims)`` input too large to allocate, before anything is allocated."""
+    values = batch * math.prod(dims)
+    if max(dims, default=0) > MAX_SIDE or values > MAX_VALUES:
+        raise CompressError(
+            f"{what}: an input of {'x'.join(map(str, (batch, *dims)))} ({values:.3g} values) is beyond the limit "
+            f"({MAX_SIDE} per axis, {MAX_VALUES} values in all); check the model's input shape, or pass a smaller "
+            "--input-shape"
+        )
 
 
 def sample_input(input_shape: Sequence[int], batch: int = 1, seed: int = 0) -> np.ndarray:
@@ -21,4 +36,5 @@ def sample_input(input_shape: Sequence[int], batch: int = 1, seed: int = 0) -> n
         )
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompressError(f"batch {batch!r} must be a positive integer, e.g. 1")
+    check_input_size(dims, batch)
     return np.random.default_rng(seed).standard_normal((batch, *dims), dtype=np.float32)
