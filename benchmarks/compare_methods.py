@@ -62,7 +62,7 @@ def main() -> None:
     data = load_data(None, resolution=args.resolution, seed=args.seed, quiet=True)
     train_loader = make_loader(data.train, 64, shuffle=True, seed=args.seed)
     val_loader = make_loader(data.val, 64, shuffle=False, seed=args.seed)
-    teacher, _, _ = resolve_model(args.model, None, data.num_classes)
+    teacher, _, _ = resolve_model(args.model, None, data.num_classes, trust_code=True)
     train(teacher, train_loader, args.teacher_epochs, quiet=True)
     teacher.eval()
     space = SearchSpace.build(teacher, shape, args.model)

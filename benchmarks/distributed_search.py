@@ -37,7 +37,7 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     with process_group():
         data = load_data(resolution=args.resolution, seed=0)
-        model, _, _ = resolve_model(args.model, None, data.num_classes)
+        model, _, _ = resolve_model(args.model, None, data.num_classes, trust_code=True)
         shape = (3, args.resolution, args.resolution)
         space = SearchSpace.build(model.eval(), shape, args.model)
         budget = Budget(macs=int(0.25 * space.macs(space.full())))

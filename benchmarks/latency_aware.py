@@ -38,7 +38,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     profile = load_profile("cpu")
     shape = parse_shape(args.shape)
-    model, _, _ = resolve_model(args.model, None, 10)
+    model, _, _ = resolve_model(args.model, None, 10, trust_code=True)
     space = SearchSpace.build(model, shape, args.model, channel_multiple=profile.channel_multiple)
     lat = build_latency_model(space, model, profile, args.table, clock="cpu", quiet=True)
     print(f"{args.model} at {args.shape}: {format_count(space.macs(space.full()))} MACs; onnxruntime CPU, "

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     shape = parse_shape(args.shape)
-    model, _, _ = resolve_model(args.model, None, 10)
+    model, _, _ = resolve_model(args.model, None, 10, trust_code=True)
     path = export_onnx(model, shape, Path(tempfile.mkdtemp()) / "model.onnx")
     runner = OrtRunner(threads=args.threads)
     p50s: dict[int, list[float]] = {n: [] for n in args.runs}

@@ -6,6 +6,7 @@ pipeline re-measures the result on the target afterwards.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from .architecture import Architecture
@@ -28,6 +29,16 @@ class Budget:
         if self.macs is None and self.params is None and self.latency_ms is None:
             raise CompressError("no budget given: pass --budget-macs, --budget-params and/or --budget-latency "
                                 "(e.g. 300M, 2.5M, 4ms)")
+        for key in ("macs", "params"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1e18):
+                raise CompressError(f"budget {key} must be a whole number from 1 to 1e18, got {value!r} "
+                                    "(compressor.units.parse_size reads '300M')")
+        lat = self.latency_ms
+        if lat is not None and (isinstance(lat, bool) or not isinstance(lat, (int, float))
+                                or not math.isfinite(lat) or not 0 < lat <= 1e9):
+            raise CompressError(f"budget latency_ms must be a positive, finite number of milliseconds, got {lat!r} "
+                                "(compressor.units.parse_latency_ms reads '4ms')")
 
     def with_latency_model(self, predictor) -> "Budget":
         """The same bounds, with latency predicted by ``predictor``."""

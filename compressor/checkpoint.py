@@ -7,7 +7,6 @@ state_dict always gives the same bytes of model.pt.
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +17,7 @@ from torch import nn
 
 from .architecture import Architecture
 from .errors import CompressError
-from .fileio import write_atomic
+from .fileio import write_torch
 from .models import ModelSpec, build_model, load_state_file, load_weights_into
 from .space import SearchSpace
 from .surgery import materialize
@@ -36,18 +35,9 @@ def save(model: nn.Module, arch: Architecture, spec: ModelSpec, out_dir: str | P
     full = model.state_dict()
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in full.items())
     state._metadata = getattr(full, "_metadata", None)  # module versions some loaders check (MNASNet)
-    payload = state_bytes(state)
-    write_atomic(out / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(payload))
+    write_torch(out / WEIGHTS_FILE, state)  # serialised in memory: the same state_dict gives the same bytes
     data.save(out / ARCH_FILE)
     return out
-
-
-def state_bytes(state: dict) -> bytes:
-    """``torch.save(state)`` as bytes: saved to memory, the archive's record names are fixed (a
-    file's would follow its temporary name), so the same state_dict always gives the same bytes."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 def load(path: str | Path, *, model_fn: Callable | None = None, trust_code: bool = False) -> nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -16,6 +17,7 @@ import click
 from . import __version__
 from .errors import CompressError
 from .search import METHODS
+from .settings import MAX_SEED, PATH_FIELDS
 from .units import format_count, parse_latency_ms, parse_shape, parse_size
 
 log = logging.getLogger("compressor")
@@ -40,7 +42,16 @@ class DefaultGroup(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
+
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, torchrun stopping the group) ends a run like Ctrl-C: cleanly,
+    keeping its resume state, rather than with no cleanup at all."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -166,8 +177,11 @@ def main():
 @click.option("--out", default=None, help="Run directory; default runs/<timestamp>-<model>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty run directory.")
 @click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
-              help="Continue a killed run from its run directory, with its own settings (other options are ignored).")
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Continue a killed run from its run directory, with its own settings. Its data, weights, "
+                   "latency table or profile file outside RUN_DIR must be given again (--data ...) to confirm.")
+@click.option("--trust-code", is_flag=True,
+              help="With --resume: allow importing the package.module:function model named in the run's settings.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--device", default=None, help="Training device (cpu, cuda, cuda:1); default: CUDA if available.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=None,
               help="Timed runs per latency measurement; default from the profile.")
@@ -179,15 +193,21 @@ def run_command(**opts):
     from .pipeline import NAS_METHOD, RunConfig, resume_config, run, run_nas
 
     _setup_logging(opts["quiet"])
+    _interrupt_on_sigterm()
     try:
-        resume_dir = opts.pop("resume_dir")
+        resume_dir, trust_code = opts.pop("resume_dir"), opts.pop("trust_code")
+        opts["data"] = opts.pop("data_dir")
         if resume_dir:
-            config = resume_config(resume_dir, quiet=opts["quiet"])
+            config = resume_config(resume_dir, quiet=opts["quiet"], trust_code=trust_code,
+                                   given=_resume_options(click.get_current_context(), opts))
         else:
+            if trust_code:
+                raise CompressError("--trust-code only applies to --resume: a model you name on the command line "
+                                    "is trusted already")
             budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"),
                             latency_ms=opts.pop("budget_latency"))
-            config = RunConfig(budget=budget, data=opts.pop("data_dir"), **opts)
-        report = (run_nas if config.method == NAS_METHOD else run)(config)
+            config = RunConfig(budget=budget, **opts)
+        report = _compressing(run_nas if config.method == NAS_METHOD else run, config)
     except CompressError as exc:
         _fail(exc)
     if not report:
@@ -205,6 +225,29 @@ def run_command(**opts):
     )
 
 
+def _compressing(run, config) -> dict:
+    """``run(config)``; an interruption (Ctrl-C, SIGTERM) keeps the run's state and says how to continue."""
+    try:
+        return run(config)
+    except KeyboardInterrupt:
+        where = f": continue with `compress --resume {config.out}`" if config.out else ""
+        click.echo(f"interrupted{where}", err=True)
+        sys.exit(130)
+
+
+def _resume_options(ctx: click.Context, opts: dict) -> dict:
+    """The options typed beside --resume: the path settings it may confirm; anything else is refused
+    (a resumed run keeps its own settings)."""
+    given = {k: v for k, v in opts.items()
+             if ctx.get_parameter_source("data_dir" if k == "data" else k) == click.core.ParameterSource.COMMANDLINE}
+    extra = sorted(set(given) - set(PATH_FIELDS) - {"quiet"})
+    if extra:
+        raise CompressError(f"--{extra[0].replace('_', '-')} cannot change the settings of a resumed run: drop it "
+                            "(--resume continues the run with its own settings)")
+    given.pop("quiet", None)
+    return given
+
+
 @main.command("inspect")
 @click.option("--model", required=True, help="torchvision model name or package.module:function.")
 @click.option("--weights", default=None, help="torchvision weights name or state_dict file (optional).")
@@ -220,7 +263,7 @@ def inspect_command(model, weights, num_classes, input_shape, channel_multiple, 
 
     _setup_logging(quiet=True)
     try:
-        net, _, _ = resolve_model(model, weights, num_classes)
+        net, _, _ = resolve_model(model, weights, num_classes, trust_code=True)  # the user typed it
         space = SearchSpace.build(net, parse_shape(input_shape), model, channel_multiple=channel_multiple)
     except CompressError as exc:
         _fail(exc)
@@ -274,7 +317,7 @@ def profiles_command():
               help="Cell search setting, repeatable: k, floor, epochs (per candidate), train_images, max_steps, ...")
 @click.option("--out", default=None, help="Run directory; default runs/<timestamp>-shrinkcnn.")
 @click.option("--overwrite", is_flag=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option("--latency-runs", type=click.IntRange(min=1), default=None)
 @click.option("--quiet", "-q", is_flag=True)
@@ -282,13 +325,14 @@ def nas_command(space, **opts):
     """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
     _require_torch()
     from .budget import Budget
-    from .pipeline import NAS_METHOD, RunConfig, run_nas
+    from .pipeline import NAS_METHOD, NAS_MODEL, RunConfig, run_nas
 
     _setup_logging(opts["quiet"])
+    _interrupt_on_sigterm()
     try:
         config = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"),
-                           model=f"compressor.nas.shrinkcnn:{space}", method=NAS_METHOD, **opts)
-        report = run_nas(config)
+                           model=NAS_MODEL, method=NAS_METHOD, **opts)
+        report = _compressing(run_nas, config)
     except CompressError as exc:
         _fail(exc)
     if report:  # empty on a rank other than 0 under torchrun
@@ -421,9 +465,9 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
         profile = resolve_target(target)
         shape = parse_shape(input_shape) if input_shape else profile.input_shape
         path = Path(out) if out else Path.home() / ".cache" / "compressor" / f"latency-{profile.name}.json"
-        net, _, _ = resolve_model(model, None, num_classes)
+        net, _, _ = resolve_model(model, None, num_classes, trust_code=True)
         space = SearchSpace.build(net, shape, model, channel_multiple=profile.channel_multiple)
-        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), quiet=quiet)
+        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, quiet=quiet)
         line = f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name}"
         if n_eval:
             err = evaluate_predictor(lat, space, net, profile, n=n_eval)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -38,11 +40,35 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     return Path(path)
 
 
+def write_torch(path: str | os.PathLike, obj) -> Path:
+    """Atomically ``torch.save`` ``obj`` to ``path``. Serialised in memory first: the archive's record
+    names are then fixed (a file's follow its temporary name), so the same tensors always give the
+    same bytes, and a full disk is an OSError with its errno rather than torch's "unexpected pos"."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getbuffer()
+    return write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Atomically write ``obj`` as indented JSON to ``path``."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Atomically write ``obj`` as indented JSON to ``path``. NaN and infinities are not JSON: they are
+    written as ``null`` (a diverged loss in a search trace), never as ``NaN`` or ``Infinity``."""
+    return write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -36,13 +36,14 @@ def versions() -> dict:
     return found
 
 
-def write_manifest(out: Path, inputs: dict) -> Path:
-    """Write ``manifest.json``: ``inputs``, versions, and the hash and size of every other file in ``out``."""
+def write_manifest(out: Path, inputs: dict, files: list[str]) -> Path:
+    """Write ``manifest.json``: ``inputs``, versions, and the hash and size of ``files`` (the names in
+    ``out`` this run wrote; a name that is not there is skipped). Other files in ``out`` are not the run's."""
     out = Path(out)
     artifacts = {
-        p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
-        for p in sorted(out.iterdir())
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+        name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size}
+        for name in sorted(set(files))
+        if (out / name).is_file()
     }
     return write_json(out / MANIFEST, {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

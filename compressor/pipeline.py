@@ -7,13 +7,12 @@ writes the run directory (``arch.json``, ``model.pt``, ``model.onnx``, ``baselin
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
-import shutil
 import logging
 import random
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,15 @@ from .budget import Budget
 from .counting import count_macs, count_params
 from .data import load_data, make_loader
 from .distributed import all_gather_object, broadcast_object, is_main, process_group
-from .errors import CompressError
-from .fileio import write_atomic, write_json
+from .errors import CompressError, first_line
+from .fileio import write_json, write_torch
 from .manifest import write_manifest
 from .models import resolve_model
 from .report import write_reports
+from .resume import restoring
+from .rundir import STATE_DIR, RunDir, open_new, open_resume, remove_previous_artifacts
+from .settings import (NAS_METHOD, NAS_MODEL, PATH_FIELDS, RunConfig, absolute_paths, config_from_settings,
+                       paths_outside)
 from .search import SEARCHERS, SearchContext, check_options
 from .space import SearchSpace
 from .surgery import materialize
@@ -43,41 +46,6 @@ from .units import format_count, parse_shape
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
-STATE_DIR = "state"  # what a killed run needs to resume: teacher, search result, training checkpoints
-RUN_FILE = "run.json"  # the run's settings, read back by --resume
-NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
-
-
-@dataclass
-class RunConfig:
-    """Everything one run needs; the CLI fills it from its options."""
-
-    budget: Budget
-    model: str = "resnet18"
-    weights: str | None = None
-    num_classes: int | None = None
-    data: str | None = None
-    target: str = "cpu"
-    input_shape: str | None = None
-    train_resolution: int = 32
-    method: str = "greedy"
-    epochs: int = 5
-    teacher_epochs: int = 5
-    search_epochs: int = 5
-    from_scratch: bool = False
-    options: dict | None = None
-    latency_table: str | None = None
-    resume: bool = False
-    batch_size: int = 64
-    lr: float = 0.05
-    kd_lambda: float = 0.9
-    temperature: float = 4.0
-    out: str | None = None
-    overwrite: bool = False
-    seed: int = 0
-    device: str | None = None
-    quiet: bool = False
-    latency_runs: int | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -115,26 +83,6 @@ def resolve_target(name: str, offline_ok: bool = False) -> Profile:
             "this machine: run on the target device, or use --target cpu"
         )
     return profile
-
-
-def prepare_out_dir(out: str | None, model: str, overwrite: bool) -> Path:
-    """The run directory: refuse a non-empty one unless ``overwrite``. See :func:`_discard` for failures."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = str(Path("runs") / f"{stamp}-{model.replace(':', '_').replace('.', '_')}")
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise CompressError(f"output path {out} exists and is not a directory: choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CompressError(f"output directory {out} is not empty: pass --overwrite or choose another --out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise CompressError(f"cannot write to output directory {out} ({exc.strerror}): choose another --out") from None
-    return path
 
 
 class _Stages:
@@ -178,90 +126,102 @@ def run(config: RunConfig) -> dict:
 
 
 def _in_run_dir(config: RunConfig, name: str, stages) -> dict:
-    """Run ``stages(out)`` in the run directory: a new one (its settings written for --resume), or
-    the killed run's with ``config.resume``; a failed new run leaves nothing behind. Under torchrun
-    the process group lives for the whole run."""
+    """Run ``stages(out)`` in the run directory, locked by rank 0: a new one (its settings saved for
+    --resume), or the killed run's with ``config.resume``. A new run that fails on bad input before
+    any stage saved state removes what it created; an interrupted or crashed run keeps what
+    --resume needs. Under torchrun the process group lives for the whole run."""
     with process_group():
-        if config.resume:
-            out, created = Path(config.out), None
-        else:
-            out, created = _shared_out_dir(config, name)
-            if is_main():
-                write_json(out / RUN_FILE, {**_settings(config), "budget": config.budget.to_dict()})
+        run_dir = _shared_run_dir(config, name)
         try:
-            return stages(out)
-        except BaseException:
-            if is_main() and not config.resume:  # a resumed run keeps its state for another try
-                _discard(out, created)
+            return stages(run_dir.path)
+        except CompressError:
+            if is_main() and not config.resume and not run_dir.did_work():
+                run_dir.discard()
             raise
+        except OSError as exc:
+            raise _write_error(exc, run_dir.path) from None
+        finally:
+            run_dir.release()
 
 
-def _settings(config: RunConfig) -> dict:
-    return {k: v for k, v in asdict(config).items() if k not in ("budget", "resume")}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def resume_config(run_dir: str, quiet: bool = False) -> RunConfig:
-    """The settings of the killed run in ``run_dir``, to continue it with :func:`run` (:func:`run_nas` for
-    a ``compress nas`` run)."""
-    path = Path(run_dir)
-    if not (path / RUN_FILE).is_file():
-        raise CompressError(f"{run_dir} is not a run directory (no {RUN_FILE}): give the --out of a run to resume")
-    if (path / "report.json").is_file() and not (path / STATE_DIR).exists():
-        raise CompressError(f"the run in {run_dir} has finished already: there is nothing to resume")
-    try:
-        saved = json.loads((path / RUN_FILE).read_text())
-        budget = Budget(**saved.pop("budget"))
-        config = RunConfig(budget=budget, **saved)
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise CompressError(f"{path / RUN_FILE} is damaged ({exc}); start a new run") from None
-    config.out, config.resume, config.quiet = str(path), True, quiet or config.quiet
-    return config
+def _write_error(exc: OSError, out: Path) -> Exception:
+    """A full disk or read-only folder under the run: one line saying how to continue; other OS
+    errors stay what they are."""
+    inside = exc.filename is not None and Path(exc.filename).absolute().is_relative_to(out.absolute())
+    if exc.errno in _WRITE_ERRNOS or (inside and exc.errno in (errno.EACCES, errno.EPERM)):
+        return CompressError(f"cannot write to the run directory {out} ({exc.strerror}): free space or make it "
+                             f"writable, then continue with `compress --resume {out}`")
+    return exc
 
 
-def _shared_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
-    """Rank 0 prepares the run directory; every rank learns its path (or rank 0's error)."""
-    result: tuple = (None, None, None)
+def _shared_run_dir(config: RunConfig, name: str) -> RunDir:
+    """Rank 0 opens (and locks) the run directory and saves the settings; every rank learns its
+    path (or rank 0's error)."""
+    result: tuple = (None, None)
+    run_dir = None
     if is_main():
         try:
-            out, created = _new_out_dir(config, name)
-            result = (str(out), str(created) if created else None, None)
+            run_dir = open_resume(config.out) if config.resume else _open_new(config, name)
+            result = (str(run_dir.path), None)
         except CompressError as exc:
-            result = (None, None, str(exc))
-    out, created, error = broadcast_object(result)
+            result = (None, str(exc))
+    path, error = broadcast_object(result)
     if error:
         raise CompressError(error)
-    return Path(out), Path(created) if created else None
+    return run_dir or RunDir(Path(path))
 
 
-def _new_out_dir(config: RunConfig, name: str) -> tuple[Path, Path | None]:
-    """Prepare the run directory; also return the top-most folder this created (None: none)."""
-    missing = None
-    probe = Path(config.out).absolute() if config.out else Path("runs").absolute() / "new-run"
-    while not probe.exists() and probe != probe.parent:
-        missing, probe = probe, probe.parent
-    out = prepare_out_dir(config.out, name, config.overwrite)
-    if missing is not None and missing.name == "new-run":  # the default folder: runs/ existed already
-        missing = out.absolute()
-    return out, missing
+def _open_new(config: RunConfig, name: str) -> RunDir:
+    run_dir = open_new(config.out, name, config.overwrite)
+    config.out = str(run_dir.path)
+    absolute_paths(config)
+    try:
+        write_json(run_dir.settings_file, {**config.settings(), "budget": config.budget.to_dict()})
+    except BaseException:
+        run_dir.discard()
+        run_dir.release()
+        raise
+    return run_dir
 
 
-def _discard(out: Path, created: Path | None) -> None:
-    """After a failed run, remove the run directory it created (its settings and resume state
-    included) and the empty folders above it, up to ``created``. A killed run never gets here, so
-    it keeps what --resume needs."""
-    if created is None:  # a folder that existed before: remove only what this run put there
-        (out / RUN_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-        return
-    created = created.absolute()
-    folder = out.absolute()
-    shutil.rmtree(folder, ignore_errors=True)
-    folder = folder.parent if folder != created else folder
-    while folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        if folder == created:
-            break
-        folder = folder.parent
+def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, given: dict | None = None) -> RunConfig:
+    """The settings of the killed run in ``run_dir``, to continue it with :func:`run` (:func:`run_nas` for
+    a ``compress nas`` run).
+
+    ``run.json`` is data: a user-code model spec in it is imported only with ``trust_code``, and the
+    paths it names outside the run directory only when ``given`` again (``{"data": path, ...}``, the
+    options typed on the command line). ``quiet`` is this invocation's, for logs and bars alike.
+    """
+    from .rundir import read_settings
+
+    path = Path(run_dir)
+    source = f"{path / STATE_DIR / 'run.json'}"
+    config = config_from_settings(read_settings(path), source)
+    given = dict(given or {})
+    for name, value in given.items():
+        setattr(config, name, value)
+    absolute_paths(config)
+    outside = [n for n in paths_outside(config, path) if n not in given]
+    if outside:
+        name = outside[0]
+        raise CompressError(
+            f"{source} names {name} {getattr(config, name)!r} outside the run directory, and paths from a run "
+            f"directory are trusted only inside it: confirm it with `compress --resume {run_dir} "
+            f"{PATH_FIELDS[name]} {getattr(config, name)}`"
+        )
+    if config.method == NAS_METHOD and config.model != NAS_MODEL:
+        raise CompressError(f"{source} is damaged: a compress nas run builds {NAS_MODEL}, not {config.model!r}; "
+                            "start a new run")
+    if config.method != NAS_METHOD and ":" in config.model and not trust_code:
+        raise CompressError(
+            f"{source} names the user-code model {config.model!r}; resuming would import and run it: pass "
+            "--trust-code (Python: trust_code=True) if you trust this run directory, or start a new run"
+        )
+    config.out, config.resume, config.quiet, config.trust_code = str(path), True, quiet, trust_code
+    return config
 
 
 def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
@@ -282,7 +242,8 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         if num_classes != data.num_classes:
             raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
                                 "classes: drop --num-classes or use matching data")
-        model, spec, trained = resolve_model(config.model, config.weights, num_classes)
+        # the spec was typed by the caller, or confirmed with --trust-code on --resume (resume_config)
+        model, spec, trained = resolve_model(config.model, config.weights, num_classes, trust_code=True)
         _check_runs_at(model, config.train_resolution)
 
     with stage("search_space"):
@@ -329,9 +290,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         if notes:
             arch, history = full, []
         elif (state / "search.json").is_file():  # a resumed run: the search had finished
-            saved = json.loads((state / "search.json").read_text())
-            arch, history = Architecture.from_dict(saved["architecture"]), saved["history"]
-            space.check(arch)
+            arch, history = _searched(space, state / "search.json")
             log.info("search: resumed with the architecture found before")
         else:
             calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=config.seed)))[0]
@@ -350,10 +309,6 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
 
     with stage("materialize"):
         small = materialize(space, model, arch)
-        closed = {"macs": space.macs(arch), "params": space.params(arch)}
-        counted = {"macs": count_macs(small, shape), "params": count_params(small)}
-        if closed != counted:
-            raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
 
     latency_check = None
     if budget.latency_ms is not None and measurable:
@@ -364,6 +319,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
             shared = Architecture.from_dict(broadcast_object(arch.to_dict()))
             if shared != arch:
                 arch, small = shared, materialize(space, model, shared)
+    closed = _delivered_costs(space, arch, small, shape)  # the delivered model's, after any latency repair
 
     with stage("fine_tuning"):
         seed_everything(config.seed + 2)
@@ -388,6 +344,7 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
                      f"and baseline.onnx there with `compress bench FILE --target {profile.name}` and merge the "
                      "results with `compress report`")
     write_json(out / "search.json", {"method": config.method, "history": history})
+    notes.extend(getattr(data, "warnings", []))
 
     report = {
         "model": config.model,
@@ -412,21 +369,42 @@ def _run(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "fixed_layers": space.fixed_layers,
         "search": {"steps": len(history), "file": "search.json"},
         "latency_check": latency_check,
-        "settings": _settings(config),
+        "settings": config.settings(),
         "notes": notes,
         "timings_s": stage.seconds,
     }
-    write_reports(out, report)
-    shutil.rmtree(state, ignore_errors=True)  # finished: the resume state is no longer needed
-    write_manifest(out, {"command": "run", **report["settings"], "budget": budget.to_dict(), "data": report["data"]})
-    log.info("wrote %s", out)
+    extra = ["baseline.onnx"] + (["latency_model.json"] if lat_model is not None else [])
+    _finish(out, report, "run", budget, extra)
     return report
+
+
+_ARTIFACTS = ("arch.json", "model.pt", "model.onnx", "search.json", "report.json", "report.md", "report.html")
+
+
+def _finish(out: Path, report: dict, command: str, budget: Budget, extra: list[str]) -> None:
+    """Write the reports and the manifest of what this run wrote, then drop the resume state (after the
+    manifest: a run killed in between is finished, not lost)."""
+    write_reports(out, report)
+    write_manifest(out, {"command": command, **report["settings"], "budget": budget.to_dict(),
+                         "data": report["data"]}, files=[*_ARTIFACTS, *extra])
+    RunDir(out).finish()
+    log.info("wrote %s", out)
+
+
+def _delivered_costs(space: SearchSpace, arch: Architecture, small, shape) -> dict:
+    """MACs and params of the model that ships, in closed form, checked against a count on the module."""
+    closed = _costs(space, arch)
+    counted = {"macs": count_macs(small, shape), "params": count_params(small)}
+    if closed != counted:
+        raise AssertionError(f"closed-form costs {closed} differ from counted {counted}")
+    return closed
 
 
 def deliver(out: Path, small, arch, spec, shape, profile: Profile, stage: "_Stages", runs: int | None,
             baseline=None, measure: bool = True) -> tuple[dict, dict]:
     """Save the model, export and verify ONNX, measure latency (of ``baseline`` too, if given)
     unless ``measure`` is false (a target this machine is not)."""
+    remove_previous_artifacts(out)  # --overwrite into a finished run: none of its files is taken for ours
     with stage("export"):
         checkpoint.save(small, arch, spec, out)
         onnx_path = export_onnx(small, shape, out / "model.onnx", opset=ONNX_OPSET)
@@ -489,13 +467,10 @@ def _run_nas(config: RunConfig, profile: Profile, shape, out: Path) -> dict:
         "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
                          "dropped_blocks": []},
         "fixed_layers": [], "search": {"steps": len(snapshots), "file": "search.json"},
-        "settings": _settings(config), "notes": [],
+        "settings": config.settings(), "notes": list(getattr(data, "warnings", [])),
         "timings_s": stage.seconds,
     }
-    write_reports(out, report)
-    shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # finished: the resume state is no longer needed
-    write_manifest(out, {"command": "nas", **report["settings"], "budget": config.budget.to_dict(),
-                         "data": report["data"]})
+    _finish(out, report, "nas", config.budget, [])
     return report
 
 
@@ -503,13 +478,14 @@ def _train_teacher(model, config: RunConfig, train_loader, val_loader, device, s
     """Train the original (or load it, when a resumed run had trained it already)."""
     done = state / "teacher.pt"
     if done.is_file():
-        model.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
+        with restoring(done, "the teacher training") as weights:
+            model.load_state_dict(weights)
         log.info("teacher: resumed with the weights trained before")
         return
     train(model, train_loader, config.teacher_epochs, lr=config.lr, device=device, val_loader=val_loader,
           quiet=config.quiet, desc="teacher", checkpoint=state / "teacher-training.pt")
     if is_main():
-        write_atomic(done, lambda tmp: torch.save(model.state_dict(), tmp))
+        write_torch(done, model.state_dict())
 
 
 def latency_clock(profile: Profile) -> str:
@@ -529,7 +505,8 @@ def _latency_model(space, model, profile: Profile, config: RunConfig, out: Path,
     if offline:
         lat = build_latency_model(space, model, profile, table, offline=True, quiet=config.quiet)
     else:
-        lat = build_latency_model(space, model, profile, table, clock=latency_clock(profile), quiet=config.quiet)
+        lat = build_latency_model(space, model, profile, table, clock=latency_clock(profile),
+                                  cache=config.latency_table is None, quiet=config.quiet)
     if is_main():
         write_json(out / "latency_model.json", lat.to_dict())
     return lat
@@ -581,6 +558,20 @@ def _meet_measured_latency(space, model, arch, small, budget: Budget, profile: P
         log.warning("measured latency %.3f ms is still over the %.3f ms budget after %d corrections",
                     checks[-1]["measured_ms"], budget.latency_ms, rounds)
     return arch, small, checks
+
+
+def _searched(space: SearchSpace, path: Path) -> tuple[Architecture, list]:
+    """The architecture and trace a resumed run's finished search saved, checked against the space."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        arch, history = Architecture.from_dict(saved["architecture"], str(path)), saved["history"]
+        if not isinstance(history, list):
+            raise TypeError("history is not a list")
+        space.check(arch)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, CompressError) as exc:
+        raise CompressError(f"cannot resume the search from {path} ({first_line(exc)}): it belongs to another run "
+                            "or is damaged; delete it to search again") from None
+    return arch, history
 
 
 def _check_runs_at(model, resolution: int) -> None:

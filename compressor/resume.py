@@ -14,13 +14,13 @@ import torch
 
 from .distributed import is_main
 from .errors import CompressError
-from .fileio import write_atomic
+from .fileio import write_torch
 
 
 def save_state(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically; under torchrun only rank 0 writes."""
     if is_main():
-        write_atomic(Path(path), lambda tmp: torch.save(state, tmp))
+        write_torch(Path(path), state)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,8 @@ def parse_latency_ms(text: str | float) -> float:
             )
         value, unit = float(m.group(1)), m.group(2) or "ms"
     value *= {"ms": 1.0, "us": 1e-3, "s": 1e3}[unit]
+    if not math.isfinite(value) or value > 1e9:
+        raise CompressError(f"latency {text!r} is too large: use e.g. 4ms")
     if value <= 0:
         raise CompressError(f"latency {text!r} must be positive: use e.g. 4ms")
     return value

@@ -8,6 +8,7 @@ exporter takes 4-13 s per model and cannot write an opset below 18. Both give th
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import logging
 import os
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressError, first_line
-from compressor.fileio import atomic_path
+from compressor.fileio import write_atomic
 from exporters.inputs import sample_input
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,16 @@ def export_onnx(
             "file; compress it further before exporting"
         )
     x = random_input(input_shape)
+    buffer = io.BytesIO()  # exported in memory: an export failure and a write failure are told apart
     with _eval_mode(model):
         _check_forward(model, x)
         try:
-            with warnings.catch_warnings(record=True) as caught, atomic_path(path) as tmp:
+            with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.onnx.export(
                     model,
                     (x,),
-                    str(tmp),
+                    buffer,
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
@@ -84,6 +86,8 @@ def export_onnx(
                 f"cannot export {name} to ONNX: {first_line(exc)}; replace that operation in the "
                 "model's forward with one ONNX supports"
             ) from exc
+    payload = buffer.getbuffer()
+    write_atomic(path, lambda tmp: tmp.write_bytes(payload))  # OSError (a full disk) is the caller's
     for w in caught:
         # The TorchScript exporter is deprecated upstream; that warning is expected, not news.
         if not issubclass(w.category, DeprecationWarning):

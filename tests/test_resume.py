@@ -55,8 +55,8 @@ def dirs(request, tmp_path_factory):
 def test_killed_run_left_state_and_no_report(dirs):
     root, method = dirs
     killed = root / "killed"
-    assert (killed / "run.json").is_file() and (killed / "state" / "teacher.pt").is_file()
-    state = torch.load(killed / "state" / f"search-{method}.pt", weights_only=True)
+    assert (killed / ".compress" / "run.json").is_file() and (killed / ".compress" / "teacher.pt").is_file()
+    state = torch.load(killed / ".compress" / f"search-{method}.pt", weights_only=True)
     unit = METHODS[method][2]
     if unit == "epoch":
         assert state["epoch"] == 1 and len(state["history"]) == 1  # the search state after its first epoch
@@ -80,7 +80,7 @@ def test_resume_ends_with_the_same_artifacts(dirs):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     r1, r2 = (json.loads((d / "report.json").read_text()) for d in (straight, killed))
     assert r1["compressed"]["accuracy"] == r2["compressed"]["accuracy"]
-    assert not (killed / "state").exists()  # a finished run keeps only its artifacts
+    assert not (killed / ".compress").exists()  # a finished run keeps only its artifacts
 
 
 def test_resume_of_a_finished_run_is_refused(dirs):
@@ -98,7 +98,7 @@ def test_killed_cell_search_resumes_to_the_same_result(tmp_path):
     killed = tmp_path / "killed"
     # step 1 of 4 done and checkpointed
     assert _kill_after("shrinkcnn step 1:", *nas, "--out", str(killed)) == -signal.SIGKILL
-    state = torch.load(killed / "state" / "search-shrinkcnn.pt", weights_only=True)
+    state = torch.load(killed / ".compress" / "search-shrinkcnn.pt", weights_only=True)
     assert 1 <= state["step"] < 4 and not (killed / "report.json").exists()
     resumed = _compress("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -109,4 +109,4 @@ def test_killed_cell_search_resumes_to_the_same_result(tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not (killed / "state").exists()
+    assert not (killed / ".compress").exists()

@@ -734,7 +734,7 @@ def build_lut(model_name_or_module, profile, out_path: str | os.PathLike, input_
     if isinstance(model_name_or_module, nn.Module):
         net, name = model_name_or_module.eval(), type(model_name_or_module).__name__
     else:
-        net, _, _ = resolve_model(str(model_name_or_module))
+        net, _, _ = resolve_model(str(model_name_or_module), trust_code=True)  # named by the caller
         name = str(model_name_or_module)
     space = SearchSpace.build(net, shape, name, channel_multiple=profile.channel_multiple)
     return build_latency_model(space, net, profile, out_path, **kwargs)

@@ -1,0 +1,160 @@
+"""A run's settings (:class:`RunConfig`): their types and ranges, checked in one place, and how they
+are read back from a run directory's ``run.json`` by ``--resume``.
+
+A settings file is data from disk: every value is type- and range-checked before use, and the
+fields that name files (data, weights, latency table, profile) are trusted only inside the run
+directory or when given again on the command line (see ``docs/SECURITY.md``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .budget import Budget
+from .errors import CompressError
+from .units import parse_shape
+
+NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
+NAS_MODEL = "compressor.nas.shrinkcnn:shrinkcnn"  # the built-in model of a `compress nas` run
+MAX_SEED = 2**32 - 1  # numpy's seed range
+# settings that name files, with the command-line option that gives them again on --resume
+PATH_FIELDS = {"data": "--data", "weights": "--weights", "latency_table": "--latency-table", "target": "--target"}
+_NOT_SAVED = ("budget", "resume", "trust_code")  # a settings file never grants trust
+_WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights name (DEFAULT, IMAGENET1K_V2)
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; the CLI fills it from its options. Checked when made."""
+
+    budget: Budget
+    model: str = "resnet18"
+    weights: str | None = None
+    num_classes: int | None = None
+    data: str | None = None
+    target: str = "cpu"
+    input_shape: str | None = None
+    train_resolution: int = 32
+    method: str = "greedy"
+    epochs: int = 5
+    teacher_epochs: int = 5
+    search_epochs: int = 5
+    from_scratch: bool = False
+    options: dict | None = None
+    latency_table: str | None = None
+    resume: bool = False
+    batch_size: int = 64
+    lr: float = 0.05
+    kd_lambda: float = 0.9
+    temperature: float = 4.0
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    device: str | None = None
+    quiet: bool = False
+    latency_runs: int | None = None
+    trust_code: bool = False  # --resume may import the user-code model named in run.json
+
+    def __post_init__(self):
+        check_config(self)
+
+    def settings(self) -> dict:
+        """The settings as saved in ``run.json`` and in the report (no budget, no trust)."""
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_SAVED}
+
+
+# (lowest, highest) of the numeric settings; None: unbounded on that side
+_RANGES = {
+    "num_classes": (2, 100_000), "train_resolution": (8, 4096), "epochs": (0, 100_000),
+    "teacher_epochs": (0, 100_000), "search_epochs": (1, 100_000), "batch_size": (2, 1 << 20),
+    "seed": (0, MAX_SEED), "latency_runs": (1, 1_000_000), "lr": (0.0, None), "kd_lambda": (0.0, 1.0),
+    "temperature": (0.0, None),
+}
+_OPEN_LOW = {"lr", "temperature"}  # must be strictly above the lowest
+
+
+def check_config(config: RunConfig) -> None:
+    """Raise CompressError naming the first setting of the wrong type or out of range."""
+    if not isinstance(config.budget, Budget):
+        raise CompressError(f"setting 'budget' must be a compressor.budget.Budget, got {type(config.budget).__name__}")
+    hints = typing.get_type_hints(RunConfig)
+    for f in fields(RunConfig):
+        if f.name != "budget":
+            _check_value(f.name, getattr(config, f.name), hints[f.name])
+    if config.input_shape is not None:
+        parse_shape(config.input_shape)
+    from .search import METHODS
+
+    if config.method not in (*METHODS, NAS_METHOD):
+        raise CompressError(f"setting 'method' is {config.method!r}: use one of {', '.join(METHODS)}")
+
+
+def _check_value(name: str, value, hint) -> None:
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return
+    kind = next(t for t in allowed if t is not type(None))
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise CompressError(f"setting {name!r} must be {_NAMES[kind]}, got {value!r}")
+    low, high = _RANGES.get(name, (None, None))
+    if low is not None and (value < low or (value == low and name in _OPEN_LOW)) or high is not None and value > high:
+        bounds = f"above {low}" if high is None else f"from {low} to {high}"
+        raise CompressError(f"setting {name!r} is {value!r}: it must be {bounds}")
+
+
+_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table"}
+
+
+def config_from_settings(saved: dict, source: str) -> RunConfig:
+    """A RunConfig from a saved settings object; any wrong field is one CompressError naming ``source``."""
+    saved = dict(saved)
+    known = {f.name for f in fields(RunConfig)} - set(_NOT_SAVED)
+    unknown = sorted(set(saved) - known - {"budget"})
+    try:
+        if unknown:
+            raise CompressError(f"unknown setting {unknown[0]!r}")
+        budget = saved.pop("budget", None)
+        if not isinstance(budget, dict) or set(budget) - {"macs", "params", "latency_ms"}:
+            raise CompressError("setting 'budget' must be a table of macs, params and latency_ms")
+        return RunConfig(budget=Budget(**budget), **saved)
+    except CompressError as exc:
+        raise CompressError(f"{source} is damaged: {exc}; start a new run") from None
+
+
+def is_path(name: str, value) -> bool:
+    """Whether the setting ``name`` with ``value`` names a file or folder (a weights or profile name does not)."""
+    if value is None:
+        return False
+    if name == "weights":
+        return not _WEIGHTS_NAME.match(value)
+    if name == "target":
+        return value.endswith(".toml") or "/" in value
+    return True
+
+
+def absolute_paths(config: RunConfig) -> None:
+    """Make the settings that name files absolute, so a run resumes from any working directory."""
+    for name in PATH_FIELDS:
+        value = getattr(config, name)
+        if is_path(name, value):
+            setattr(config, name, str(Path(value).absolute()))
+
+
+def paths_outside(config: RunConfig, run_dir: Path) -> list[str]:
+    """The path settings that lie outside ``run_dir`` (those --resume must be given again)."""
+    root = run_dir.resolve()
+    outside = []
+    for name in PATH_FIELDS:
+        value = getattr(config, name)
+        if is_path(name, value) and not Path(value).resolve().is_relative_to(root):
+            outside.append(name)
+    return outside
