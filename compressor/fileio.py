@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import CompressError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -72,3 +74,13 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def cannot_write(path, exc: OSError) -> CompressError:
+    """The one-line error for an output path the OS refused (a part of it is a file, no such
+    folder, read-only, full disk)."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a part of the path is a file, not a folder"
+    else:
+        reason = (exc.strerror or str(exc)).lower()
+    return CompressError(f"cannot write {path}: {reason}; choose another --out")

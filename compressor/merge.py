@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from .errors import CompressError
-from .fileio import write_json, write_text
+from .fileio import cannot_write, write_json, write_text
 from .report import md_text
 from .report_html import (
     Plots,
@@ -584,8 +584,6 @@ def _write_all(out_dir: Path, writers: dict) -> list[Path]:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        from exporters.bench import cannot_write
-
         raise cannot_write(out_dir, exc) from None
     return [out_dir / name for name in writers]
 

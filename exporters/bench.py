@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from compressor.errors import CompressError
-from compressor.fileio import write_json
+from compressor.fileio import cannot_write, write_json
 from exporters.inputs import check_input_size
 from exporters.stats import cpu_name
 from exporters.tensorrt import ENGINE_SUFFIXES, parse_sample_shape
@@ -349,16 +349,6 @@ def write_bench(result: dict, out_path) -> Path:
         raise cannot_write(out_path, exc) from None
 
 
-def cannot_write(path, exc: OSError) -> CompressError:
-    """The one-line error for an output path the OS refused (a part of it is a file, no such
-    folder, read-only, full disk)."""
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        reason = "a part of the path is a file, not a folder"
-    else:
-        reason = (exc.strerror or str(exc)).lower()
-    return CompressError(f"cannot write {path}: {reason}; choose another --out")
-
-
 def format_bench(result: dict) -> str:
     """One line for the terminal: file, target, runtime, percentiles, throughput."""
     s = result["stats"]
@@ -374,7 +364,6 @@ def format_bench(result: dict) -> str:
 
 __all__ = [
     "bench",
-    "cannot_write",
     "choose_runtime",
     "file_sha256",
     "format_bench",

@@ -396,3 +396,23 @@ def _fmt(n):
     from compressor.units import format_count
 
     return format_count(n)
+
+
+# --- item 11: a validation set that lacks a class is said so in the report ----------------------------------
+
+def test_data_warnings_reach_the_report(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", "abc"), ("val", "ab")):
+        for c in classes:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    out = tmp_path / "r"
+    result = _cli(*FAST, "--data", str(tmp_path / "data"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert any("validation has no image of class 'c'" in n for n in notes)
+    assert "validation has no image of class" in (out / "report.md").read_text()

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from compressor.errors import CompressError
+from exporters.inputs import check_input_size
 from exporters.tensorrt.availability import enum_name, numpy_dtype
 from exporters.tensorrt.cuda import DeviceBuffer, HostBuffer
 from exporters.tensorrt.shapes import format_shape
@@ -58,6 +59,8 @@ def bind(engine, context, backend, shapes: dict[str, tuple[int, ...]]) -> tuple[
     specs = describe_io(engine)
     for spec in specs:
         if spec.is_input:
+            shape = tuple(shapes[spec.name])
+            check_input_size(shape[1:], shape[0] if shape else 1, f"engine input '{spec.name}'")  # before allocating
             if not context.set_input_shape(spec.name, shapes[spec.name]):
                 raise CompressError(
                     f"TensorRT rejects shape {format_shape(shapes[spec.name])} for input '{spec.name}'; use a "
