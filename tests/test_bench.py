@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SHAPE
 from torch import nn
 
 from compressor.errors import CompressError
@@ -30,6 +29,8 @@ from exporters.onnx_export import export_onnx
 from exporters.tensorrt import tensorrt_available
 from profiles import load_profile, parse_profile
 
+from conftest import TINY_SHAPE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = TINY_SHAPE
 TRT_OK, TRT_REASON = tensorrt_available()
@@ -40,7 +41,8 @@ def _on_every_board(monkeypatch):
     """These tests check runtime choice and errors, not the host check: let board profiles run here."""
     import profiles
 
-    monkeypatch.setattr(profiles, "host_model", lambda: "Jetson Orin Nano | Jetson AGX Orin | Jetson Nano | Raspberry Pi 4")
+    boards = "Jetson Orin Nano | Jetson AGX Orin | Jetson Nano | Raspberry Pi 4"
+    monkeypatch.setattr(profiles, "host_model", lambda: boards)
 
 
 def _profile(runtimes, device="gpu", name="t"):

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
-import tomllib
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli (a dependency there)
+    import tomli as tomllib
 
 from exporters.runners import ORT_PROVIDERS, TORCH_DEVICES
 from profiles import PROFILE_DIR, list_profiles, load_profile

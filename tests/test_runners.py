@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_SHAPE, tiny_cnn
 from torch import nn
 
 from compressor.errors import CompressError
 from exporters.runners import OrtRunner, available_runners, make_runner
 from exporters.stats import LatencyStats, cpu_name
 from exporters.torch_runner import TorchRunner
+
+from conftest import TINY_SHAPE, tiny_cnn
 
 SHAPE = TINY_SHAPE
 META = dict(
