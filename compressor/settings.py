@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .budget import Budget
 from .errors import CompressError
+from .rundir import STATE_DIR, read_settings
 from .units import parse_shape
 
 NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
@@ -158,3 +159,38 @@ def paths_outside(config: RunConfig, run_dir: Path) -> list[str]:
         if is_path(name, value) and not Path(value).resolve().is_relative_to(root):
             outside.append(name)
     return outside
+
+
+def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, given: dict | None = None) -> RunConfig:
+    """The settings of the killed run in ``run_dir``, to continue it with ``compressor.pipeline.run``
+    (``run_nas`` for a ``compress nas`` run).
+
+    ``run.json`` is data: a user-code model spec in it is imported only with ``trust_code``, and the
+    paths it names outside the run directory only when ``given`` again (``{"data": path, ...}``, the
+    options typed on the command line). ``quiet`` is this invocation's, for logs and bars alike.
+    """
+    path = Path(run_dir)
+    source = f"{path / STATE_DIR / 'run.json'}"
+    config = config_from_settings(read_settings(path), source)
+    given = dict(given or {})
+    for name, value in given.items():
+        setattr(config, name, value)
+    absolute_paths(config)
+    outside = [n for n in paths_outside(config, path) if n not in given]
+    if outside:
+        name = outside[0]
+        raise CompressError(
+            f"{source} names {name} {getattr(config, name)!r} outside the run directory, and paths from a run "
+            f"directory are trusted only inside it: confirm it with `compress --resume {run_dir} "
+            f"{PATH_FIELDS[name]} {getattr(config, name)}`"
+        )
+    if config.method == NAS_METHOD and config.model != NAS_MODEL:
+        raise CompressError(f"{source} is damaged: a compress nas run builds {NAS_MODEL}, not {config.model!r}; "
+                            "start a new run")
+    if config.method != NAS_METHOD and ":" in config.model and not trust_code:
+        raise CompressError(
+            f"{source} names the user-code model {config.model!r}; resuming would import and run it: pass "
+            "--trust-code (Python: trust_code=True) if you trust this run directory, or start a new run"
+        )
+    config.out, config.resume, config.quiet, config.trust_code = str(path), True, quiet, trust_code
+    return config

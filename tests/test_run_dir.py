@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from conftest import run_python, subprocess_env
 from onnx import numpy_helper, shape_inference
 
-from compressor import pipeline
+from compressor import target
 from compressor.budget import Budget
 from compressor.cli import main
 from compressor.errors import CompressError
@@ -245,13 +245,15 @@ def test_a_state_link_is_refused_and_nothing_lands_outside(tmp_path):
 # --- items 8, 15, 16: interrupted runs keep their state; resume cleans up and finishes ----------------------
 
 def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
+    from compressor import checkpoint
+
     out = tmp_path / "r"
-    real = pipeline.deliver
+    real = checkpoint.save
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "deliver", interrupted)
+    monkeypatch.setattr(checkpoint, "save", interrupted)  # Ctrl-C as the export begins
     result = _cli(*TEACH, "--out", str(out))
     assert result.exit_code == 130
     assert f"interrupted: continue with `compress --resume {out}`" in result.output
@@ -260,7 +262,7 @@ def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
     stale.write_bytes(b"half")
     mine = out / ".mine.tmp"  # not of write_atomic's pattern: the user's
     mine.write_text("x")
-    monkeypatch.setattr(pipeline, "deliver", real)
+    monkeypatch.setattr(checkpoint, "save", real)
     resumed = _cli("--resume", str(out))
     assert resumed.exit_code == 0, resumed.output
     assert not stale.exists() and mine.exists() and not (out / ".compress").exists()
@@ -365,7 +367,7 @@ def _onnx_macs(path: Path) -> int:
 def test_report_after_a_latency_repair_describes_the_delivered_model(tmp_path, monkeypatch):
     """The first measurement of the searched model is made to read 1.5x the budget, so the run
     repairs the architecture; the report must give the repaired model's figures."""
-    real, seen = pipeline._measure, []
+    real, seen = target.measure_onnx, []
 
     def measure(path, profile, shape, runs, slowest=0):
         stats = real(path, profile, shape, runs, slowest)
@@ -374,7 +376,7 @@ def test_report_after_a_latency_repair_describes_the_delivered_model(tmp_path, m
             stats = {**stats, "p50": 75.0}  # 1.5x the 50 ms budget: the repair must cut a third
         return stats
 
-    monkeypatch.setattr(pipeline, "_measure", measure)
+    monkeypatch.setattr(target, "measure_onnx", measure)
     out = tmp_path / "r"
     args = [a for a in FAST if a not in ("--budget-macs", "15M")]
     result = _cli(*args, "--budget-latency", "50ms", "--budget-macs", "30M",

@@ -1,0 +1,58 @@
+"""What the stages of a run share: the typed state each stage reads and fills in.
+
+A stage is a function ``stage(state) -> None`` (see ``compressor.stages``); the executor
+(``compressor.executor``) runs a list of them over one :class:`RunState`. Fields start empty and
+are filled by the stage named beside them; a stage may read only what earlier stages filled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profiles import Profile
+
+from .architecture import Architecture
+from .budget import Budget
+from .runtime import Runtime
+from .rundir import STATE_DIR
+from .settings import RunConfig
+
+
+@dataclass
+class RunState:
+    """One run's configuration, its run directory, and what its stages have produced so far."""
+
+    config: RunConfig
+    out: Path
+    profile: Profile
+    shape: tuple[int, int, int]
+    runtime: Runtime
+    budget: Budget
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    data: Any = None  # data: the DataBundle
+    train_loader: Any = None  # data
+    val_loader: Any = None  # data
+    model: Any = None  # model: the original (the teacher)
+    spec: Any = None  # model: how to rebuild it (ModelSpec)
+    trained: bool = False  # model: whether it came with trained weights
+    space: Any = None  # search_space: the SearchSpace
+    full: Architecture | None = None  # search_space: the unshrunk architecture
+    meets_budget: bool = False  # search_space: the original meets the budget, it is kept as is
+    latency_model: Any = None  # latency_model: the calibrated latency predictor, if any
+    baseline_accuracy: float | None = None  # evaluate_baseline
+    architecture: Architecture | None = None  # search, repaired by latency_check
+    history: list = field(default_factory=list)  # search: the searcher's trace
+    small: Any = None  # materialize: the compressed nn.Module, trained by fine_tuning
+    latency_check: list | None = None  # latency_check: measured vs predicted, per correction
+    accuracy: float | None = None  # fine_tuning (or evaluate for a nas run): the compressed model's
+    onnx: dict | None = None  # export: path, opset, parity
+    latency: dict = field(default_factory=lambda: {"compressed": None, "baseline": None})  # measure
+    artifacts: list[str] = field(default_factory=list)  # the files of the run directory this run wrote
+    report: dict | None = None  # report
+
+    @property
+    def state_dir(self) -> Path:
+        """Where stages keep what --resume needs."""
+        return self.out / STATE_DIR

@@ -1,0 +1,67 @@
+"""The stages of ``compress nas``: a ShrinkCNN cell searched from scratch, deployed at the MAC budget.
+
+The run shares the executor, the export, measure and finish stages with ``compress run``; only
+its data, search and report stages are its own.
+"""
+from __future__ import annotations
+
+from .. import checkpoint
+from ..data import load_data, make_loader
+from ..fileio import write_json
+from ..run_state import RunState
+from ..settings import NAS_METHOD
+from ..space import SearchSpace
+from ..train import evaluate
+from .deliver import costs, finish, percentiles
+
+
+def data(state: RunState) -> None:
+    """Load the images (the cell search makes its own loaders)."""
+    config, rt = state.config, state.runtime
+    state.data = load_data(config.data, resolution=config.train_resolution, seed=rt.seed, quiet=rt.quiet)
+    state.notes.extend(state.data.warnings)
+
+
+def search(state: RunState) -> None:
+    """Search the cell (the ranks split each step's candidates) and train the deployed network."""
+    from ..nas.shrinkcnn import run_nas as search_cell
+
+    config, rt = state.config, state.runtime
+    state.small, state.spec, state.history = search_cell(
+        state.data, config.budget.macs, state.shape, options=config.options, epochs=config.epochs,
+        batch_size=config.batch_size, lr=config.lr, seed=rt.seed, device=rt.device, quiet=rt.quiet,
+        state_dir=state.state_dir)
+
+
+def evaluate_network(state: RunState) -> None:
+    """The deployed network's validation accuracy; its space, to export it like any compressed model."""
+    config, rt = state.config, state.runtime
+    val_loader = make_loader(state.data.val, config.batch_size, shuffle=False, seed=rt.seed)
+    state.accuracy = evaluate(state.small, val_loader, device=rt.device, quiet=rt.quiet)
+    state.small = state.small.cpu().eval()
+    state.space = SearchSpace.build(state.small, state.shape, state.spec.name,
+                                    channel_multiple=state.profile.channel_multiple)
+    state.architecture = state.space.full()
+
+
+def report(state: RunState) -> None:
+    """Write ``search.json`` (the snapshots), the reports and the manifest."""
+    config, data, spec = state.config, state.data, state.spec
+    write_json(state.out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in state.history]})
+    state.artifacts.append("search.json")
+    state.report = {
+        "model": "shrinkcnn", "out": str(state.out), "target": state.profile.to_dict(), "method": NAS_METHOD,
+        "input_shape": list(state.shape), "train_resolution": config.train_resolution,
+        "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
+                 "num_classes": data.num_classes},
+        "budget": config.budget.to_dict(), "baseline": None,
+        "compressed": {**costs(state.space, state.architecture), "accuracy": state.accuracy,
+                       "latency_ms": percentiles(state.latency["compressed"])},
+        "latency": state.latency, "onnx": state.onnx, "spec": spec.to_dict(),
+        "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
+                         "dropped_blocks": []},
+        "fixed_layers": [], "search": {"steps": len(state.history), "file": "search.json"},
+        "settings": config.settings(), "notes": state.notes,
+        "timings_s": dict(state.timings),
+    }
+    finish(state, "nas")

@@ -1,0 +1,112 @@
+"""The stages that prepare a run: data, model, search space, teacher, baseline accuracy."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import torch
+
+from ..data import load_data, make_loader
+from ..distributed import is_main
+from ..errors import CompressError
+from ..fileio import write_torch
+from ..models import resolve_model
+from ..resume import restoring
+from ..run_state import RunState
+from ..space import SearchSpace
+from ..train import evaluate, train
+from ..units import format_count
+
+log = logging.getLogger(__name__)
+
+
+def data(state: RunState) -> None:
+    """Load the images; the loaders for training (sharded under torchrun) and validation."""
+    config, rt = state.config, state.runtime
+    state.data = load_data(config.data, resolution=config.train_resolution, seed=rt.seed, quiet=rt.quiet)
+    if state.shape[0] != 3:
+        raise CompressError(f"input shape {'x'.join(map(str, state.shape))} has {state.shape[0]} channels; "
+                            "the images have 3: use 3xHxW")
+    state.train_loader = make_loader(state.data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
+    state.val_loader = make_loader(state.data.val, config.batch_size, shuffle=False, seed=rt.seed)
+    state.notes.extend(state.data.warnings)
+
+
+def model(state: RunState) -> None:
+    """Build the original model (the caller named it: trusted, see docs/SECURITY.md) with its weights."""
+    config, data = state.config, state.data
+    num_classes = config.num_classes or data.num_classes
+    if num_classes != data.num_classes:
+        raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
+                            "classes: drop --num-classes or use matching data")
+    state.model, state.spec, state.trained = resolve_model(config.model, config.weights, num_classes,
+                                                           trust_code=True)
+    _check_runs_at(state.model, config.train_resolution)
+
+
+def search_space(state: RunState) -> None:
+    """The search space at the deployment shape; fail fast on a budget no architecture meets."""
+    config, budget = state.config, state.budget
+    state.space = space = _build_space(state)
+    state.full = space.full()
+    if (budget.macs, budget.params) != (None, None) and budget.latency_ms is None \
+            and replace(budget, latency_ms=None).fits(space, state.full):
+        state.meets_budget = True
+        state.notes.append("the model already meets the budget; it is kept as is")
+        log.warning(state.notes[-1])
+    elif not space.decisions():
+        why = "; ".join(e["reason"] for e in space.fixed_layers) or "it has no prunable channel groups or blocks"
+        raise CompressError(f"{config.model} has nothing the search can shrink ({why[:300]}); "
+                            "try another model or raise the budget")
+    elif budget.latency_ms is None:
+        budget.check_reachable(space)  # before any training: fail fast
+    log.info("%s at %s: %s MACs, %s params, %d width decisions, %d removable blocks", config.model,
+             "x".join(map(str, state.shape)), format_count(space.macs(state.full)),
+             format_count(space.params(state.full)), len(space.decision_groups), len(space.blocks))
+
+
+def needs_teacher(state: RunState) -> bool:
+    return not state.trained and state.config.teacher_epochs > 0
+
+
+def teacher_training(state: RunState) -> None:
+    """Train the original (or take the weights a resumed run trained), then rank its channels again."""
+    config, rt = state.config, state.runtime
+    done = state.state_dir / "teacher.pt"
+    if done.is_file():
+        with restoring(done, "the teacher training") as weights:
+            state.model.load_state_dict(weights)
+        log.info("teacher: resumed with the weights trained before")
+    else:
+        train(state.model, state.train_loader, config.teacher_epochs, lr=config.lr, device=rt.device,
+              val_loader=state.val_loader, quiet=rt.quiet, desc="teacher",
+              checkpoint=state.state_dir / "teacher-training.pt")
+        if is_main():
+            write_torch(done, state.model.state_dict())
+    state.model = state.model.cpu().eval()
+    state.space = _build_space(state)  # channel rankings follow the trained weights
+
+
+def evaluate_baseline(state: RunState) -> None:
+    """The original's validation accuracy."""
+    state.model = state.model.cpu().eval()
+    state.baseline_accuracy = evaluate(state.model, state.val_loader, device=state.runtime.device,
+                                       quiet=state.runtime.quiet)
+    state.model = state.model.cpu().eval()
+
+
+def _build_space(state: RunState) -> SearchSpace:
+    return SearchSpace.build(state.model, state.shape, state.config.model,
+                             channel_multiple=state.profile.channel_multiple)
+
+
+def _check_runs_at(model, resolution: int) -> None:
+    """Raise CompressError unless ``model`` runs on training images of ``resolution``."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, resolution, resolution))
+    except Exception as exc:  # noqa: BLE001 - the user's model does not run at this size
+        raise CompressError(
+            f"the model does not run on {resolution}x{resolution} training images ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}); raise --train-resolution"
+        ) from None
