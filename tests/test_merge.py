@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from compressor import merge as merge_mod
+from compressor import merge_render
 from compressor.errors import CompressError
 from compressor.merge import merge_reports, merged_markdown, write_merged
 
@@ -241,7 +242,7 @@ def test_write_merged_refuses_a_run_dir_and_leaves_nothing_on_failure(two_runs, 
     merged = merge_reports([a, b, bench])
     with pytest.raises(CompressError, match="is the run directory of run_a"):
         write_merged(a, merged)
-    monkeypatch.setattr(merge_mod, "main_rows", lambda merged: 1 / 0)
+    monkeypatch.setattr(merge_render, "main_rows", lambda merged: 1 / 0)
     out = tmp_path / "merged"
     with pytest.raises(ZeroDivisionError):
         write_merged(out, merged)
@@ -250,7 +251,7 @@ def test_write_merged_refuses_a_run_dir_and_leaves_nothing_on_failure(two_runs, 
 
 def test_a_failing_plot_becomes_a_note(two_runs, monkeypatch, caplog):
     a, b, bench = two_runs
-    monkeypatch.setattr(merge_mod, "scatter_figure", lambda series: 1 / 0)
+    monkeypatch.setattr(merge_render, "scatter_figure", lambda series: 1 / 0)
     with caplog.at_level(logging.WARNING, logger="compressor.report_html"):
         text = merge_mod.merged_html(merge_reports([a, b, bench]))
     assert "accuracy_latency plot could not be drawn (ZeroDivisionError" in text

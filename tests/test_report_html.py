@@ -12,6 +12,7 @@ import pytest
 
 from compressor import report_html
 from compressor.report_html import html_report, summary_rows, write_html
+from compressor.run_report import RunReport
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -88,9 +89,17 @@ def make_report(model="resnet18") -> dict:
     }
 
 
+def typed(report: dict) -> RunReport:
+    return RunReport.from_dict(report, "test report")
+
+
+def page_of(report: dict, **kwargs) -> str:
+    return html_report(typed(report), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def page_text():
-    return html_report(make_report())
+    return page_of(make_report())
 
 
 def test_page_parses_and_is_balanced(page_text):
@@ -101,7 +110,7 @@ def test_page_parses_and_is_balanced(page_text):
 
 
 def test_page_has_the_report_figures(page_text):
-    header, rows = summary_rows(make_report())
+    header, rows = summary_rows(typed(make_report()))
     assert header == ["", "baseline", "compressed", "ratio"]
     for row in rows:
         for cell in row:
@@ -128,7 +137,7 @@ def test_text_is_escaped():
     report["notes"] = ["<b>bold</b>"]
     report["target"]["notes"]["clocks"] = "<img src=x onerror=alert(1)>"
     report["architecture"]["dropped_blocks"] = ["layer2.1"]
-    text = html_report(report)
+    text = page_of(report)
     c = parse(text)
     assert "script" not in c.tags and "b" not in c.tags
     assert len(c.imgs) == 2  # only the plots
@@ -142,26 +151,26 @@ def test_nas_report_without_baseline_or_widths():
     report["baseline"] = None
     del report["latency"]["baseline"]
     report["architecture"] = {"file": "arch.json", "cell_edges": [[0, 1, "conv3x3"]], "dropped_blocks": []}
-    text = html_report(report)
+    text = page_of(report)
     c = parse(text)
-    assert len(c.imgs) == 1 and "conv3x3" in text and "88.03%" in text and "baseline" not in summary_rows(report)[0]
+    assert len(c.imgs) == 1 and "conv3x3" in text and "88.03%" in text and "baseline" not in summary_rows(typed(report))[0]
 
 
 def test_widths_without_originals_plot_kept_channels():
     report = make_report()
     del report["architecture"]["full_widths"]
-    text = html_report(report)
+    text = page_of(report)
     assert len(parse(text).imgs) == 2 and "kept %" not in text
 
 
 def test_without_matplotlib_the_page_says_so(monkeypatch):
     monkeypatch.setattr(report_html, "have_matplotlib", lambda: False)
-    text = html_report(make_report())
+    text = page_of(make_report())
     assert not parse(text).imgs and "pip install matplotlib" in text and "91.37%" in text
 
 
 def test_write_html_is_atomic(tmp_path):
-    path = write_html(tmp_path, make_report())
+    path = write_html(tmp_path, typed(make_report()))
     assert path == tmp_path / "report.html"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary files left
     parse(path.read_text(encoding="utf-8"))
@@ -171,7 +180,7 @@ def test_failing_render_or_write_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "report.html").write_text("old")
     monkeypatch.setattr(report_html, "summary_rows", lambda r: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        write_html(tmp_path, make_report())
+        write_html(tmp_path, typed(make_report()))
     monkeypatch.undo()
 
     real = Path.write_text
@@ -182,14 +191,14 @@ def test_failing_render_or_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", half_then_fail)
     with pytest.raises(OSError):
-        write_html(tmp_path, make_report())
+        write_html(tmp_path, typed(make_report()))
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
     assert (tmp_path / "report.html").read_text() == "old"
 
 
 def test_plots_as_files(tmp_path):
-    write_html(tmp_path, make_report(), inline=False)
+    write_html(tmp_path, typed(make_report()), inline=False)
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     srcs = [img["src"] for img in parse(text).imgs]
     assert srcs == ["plots/latency.png", "plots/widths.png"]
@@ -201,5 +210,5 @@ def test_plots_as_files(tmp_path):
 def test_report_is_not_modified(page_text):
     report = make_report()
     before = copy.deepcopy(report)
-    html_report(report)
+    page_of(report)
     assert report == before

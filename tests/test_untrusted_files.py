@@ -18,6 +18,7 @@ from test_merge import make_bench, make_run
 
 from compressor.cli import main
 from compressor.report import markdown
+from compressor.run_report import RunReport
 
 HOSTILE = "<script>alert(1)</script> a|b\nx `code` [link](javascript:alert(1)) &amp; \\"
 
@@ -170,11 +171,11 @@ def _run_report(text: str) -> dict:
 
 
 def test_run_report_markdown_escapes_text():
-    _assert_inert_markdown(markdown(_run_report(HOSTILE)))
+    _assert_inert_markdown(markdown(RunReport.from_dict(_run_report(HOSTILE), "hostile")))
 
 
 def test_run_report_markdown_keeps_plain_text():
-    md = markdown(_run_report("resnet18_v2 (a-b.c)"))
+    md = markdown(RunReport.from_dict(_run_report("resnet18_v2 (a-b.c)"), "plain"))
     assert "resnet18_v2 (a-b.c)" in md
 
 

@@ -1,0 +1,157 @@
+"""``compress report``'s pages: the merged data of :func:`compressor.merge.merge_reports` as
+Markdown (a run x device table, the devices, the bench files) and as one self-contained HTML page
+with plots. Text from the input files is escaped in both."""
+from __future__ import annotations
+
+from .report import md_text
+from .report_html import Plots, architecture_section, esc, kv_table, page, profile_items, table
+from .report_plots import latency_figure, scatter_figure
+from .run_report import ArchitectureInfo, Target
+from .units import format_count
+
+
+def _ms(stats, key="p50") -> str:
+    return f"{stats[key]:.3f}" if stats else "-"
+
+
+def _speedup(row) -> str:
+    o, c = row.get("original"), row.get("compressed")
+    return f"{o['p50'] / c['p50']:.2f}x" if o and c and c["p50"] > 0 else "-"
+
+
+def _acc(costs) -> str:
+    return f"{100 * costs['accuracy']:.2f}%" if costs else "-"
+
+
+def _macs(costs) -> str:
+    return format_count(costs["macs"]) if costs else "-"
+
+
+MAIN_HEADER = ["run", "model", "method", "device", "original p50 (ms)", "compressed p50 (ms)", "speed-up",
+               "original accuracy", "compressed accuracy", "original MACs", "compressed MACs"]
+
+
+def main_rows(merged: dict) -> list[list[str]]:
+    """One row per run and device: p50 original vs compressed, speed-up, accuracy, MACs."""
+    rows = []
+    for run in merged["runs"]:
+        for lat in run["latency"] or [{"device": "-", "original": None, "compressed": None}]:
+            rows.append([run["name"], run["model"], run["method"], lat["device"], _ms(lat["original"]),
+                         _ms(lat["compressed"]), _speedup(lat), _acc(run["baseline"]), _acc(run["compressed"]),
+                         _macs(run["baseline"]), _macs(run["compressed"])])
+    return rows
+
+
+def _device_facts(dev: dict) -> list[str]:
+    facts = [f"profile {dev['profile']}", f"runtime {dev['runtime']}", f"measured by {dev['source']}"]
+    host = dev.get("host") or {}
+    for key, label in (("board", "board"), ("l4t", "L4T"), ("cpu_governor", "CPU governor"),
+                       ("cpu_max_mhz", "CPU max MHz"), ("throttled", "throttled"), ("hostname", "host")):
+        if host.get(key) is not None:
+            facts.append(f"{label} {host[key]}")
+    mode = host.get("nvpmodel")
+    if isinstance(mode, dict) and mode.get("name"):
+        facts.append(f"power mode {mode['name']}" + (f" (id {mode['id']})" if mode.get("id") is not None else ""))
+    return facts
+
+
+def merged_markdown(merged: dict) -> str:
+    """The merged report as Markdown: the run x device table, then the devices and bench files; text
+    from the input files is escaped (:func:`compressor.report.md_text`)."""
+    lines = [f"# Compression runs ({len(merged['runs'])})", "",
+             "| " + " | ".join(MAIN_HEADER) + " |", "|---|---|---|---|" + "---:|" * (len(MAIN_HEADER) - 4)]
+    lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in main_rows(merged)]
+    lines += ["", "Latency is the median of timed runs after a warm-up; speed-up = original p50 / compressed p50."]
+    if merged["devices"]:
+        lines += ["", "## Devices", ""]
+        for dev in merged["devices"]:
+            lines.append(f"- {md_text(dev['label'])}: {md_text(', '.join(_device_facts(dev)))}")
+            for k, v in dev["notes"].items():
+                lines.append(f"  - {md_text(k.replace('_', ' '))}: {md_text(v)}")
+    if merged["benches"]:
+        lines += ["", "## Bench files", ""]
+        for b in merged["benches"]:
+            where = ", ".join(f"{m['run']}/{m['file']} ({m['role']})" for m in b["matched"]) or "no run (left out)"
+            lines.append(f"- {md_text(b['path'])}: {md_text(b['file'])} (sha256 {b['sha256'][:12]}...) -> "
+                         f"{md_text(where)}")
+    return "\n".join(lines) + "\n"
+
+
+def _percentiles_table(runs: list[dict]) -> list[str]:
+    detail = [[run["name"], lat["device"], *[_ms(lat["original"], k) for k in ("p50", "p90", "p99")],
+               *[_ms(lat["compressed"], k) for k in ("p50", "p90", "p99")]] for run in runs for lat in run["latency"]]
+    return ["<h2>Latency percentiles (ms)</h2>",
+            table(["run", "device", "original p50", "original p90", "original p99", "compressed p50",
+                   "compressed p90", "compressed p99"], detail, numeric_from=2)]
+
+
+def _plots(merged: dict, plots: Plots) -> list[str]:
+    """Latency per device, and accuracy against latency, one colour per device."""
+    if not plots.enabled:
+        return [plots.missing()]
+    runs, labels = merged["runs"], [dev["label"] for dev in merged["devices"]]
+    panels = [(label, [(run["name"], lat["original"], lat["compressed"]) for run in runs for lat in run["latency"]
+                       if lat["device"] == label]) for label in labels]
+    series = []
+    for label in labels:
+        points = []
+        for run in runs:
+            for lat in (lat for lat in run["latency"] if lat["device"] == label):
+                base = lat["original"] and run["baseline"]
+                o = (lat["original"]["p50"], run["baseline"]["accuracy"]) if base else None
+                c = (lat["compressed"]["p50"], run["compressed"]["accuracy"]) if lat["compressed"] else None
+                points.append({"run": run["name"], "original": o, "compressed": c})
+        series.append({"device": label, "points": points})
+    return ["<h2>Latency per device</h2>",
+            plots.img(lambda: latency_figure(panels), "latency", "latency p50 per device, original vs compressed"),
+            "<h2>Accuracy vs latency</h2>",
+            plots.img(lambda: scatter_figure(series), "accuracy_latency", "accuracy against latency p50")]
+
+
+def _runs_section(runs: list[dict], plots: Plots) -> list[str]:
+    parts = ["<h2>Runs</h2>"]
+    for i, run in enumerate(runs):
+        b, c = run["baseline"], run["compressed"]
+        facts = [("directory", run["dir"]), ("model", run["model"]), ("method", run["method"]),
+                 ("target", run["target"])]
+        if run.get("input_shape"):
+            facts.append(("input shape", "x".join(map(str, run["input_shape"]))))
+        params_b = format_count(b["params"]) if b else "-"
+        facts += [("MACs", f"{_macs(b)} -> {_macs(c)}"), ("params", f"{params_b} -> {format_count(c['params'])}"),
+                  ("val accuracy", f"{_acc(b)} -> {_acc(c)}")]
+        parts += [f"<h3>{esc(run['name'])}</h3>", kv_table(facts)]
+        if run["architecture"]:
+            parts.append(architecture_section(ArchitectureInfo(**run["architecture"]), plots, name=f"widths_{i}",
+                                              title=run["name"]))
+    return parts
+
+
+def _devices_section(merged: dict) -> list[str]:
+    if not merged["devices"]:
+        return []
+    parts = ["<h2>Devices</h2>"]
+    for dev in merged["devices"]:
+        items = [("measured by", dev["source"]), ("device", dev["device"]), ("runtime", dev["runtime"])]
+        items += profile_items(Target(name=dev["profile"], description=dev.get("description"), notes=dev["notes"]))
+        items += [(f"host {k}", v if not isinstance(v, dict) else ", ".join(f"{a} {b}" for a, b in v.items()))
+                  for k, v in (dev.get("host") or {}).items()]
+        if dev["files"]:
+            items.append(("bench files", ", ".join(dev["files"])))
+        parts.append(f"<h3>{esc(dev['label'])}</h3>" + kv_table(items))
+    return parts
+
+
+def merged_html(merged: dict, plots_dir=None) -> str:
+    """The merged report as a self-contained HTML page with plots (see :func:`merge_reports`)."""
+    plots = Plots(plots_dir)
+    runs = merged["runs"]
+    parts = [f"<h1>Compression runs ({len(runs)})</h1>",
+             ("<p>Latency is the median (p50) of timed runs after a warm-up; speed-up = original p50 / "
+              "compressed p50.</p>"),
+             table(MAIN_HEADER, main_rows(merged), numeric_from=4),
+             *_percentiles_table(runs), *_plots(merged, plots), *_runs_section(runs, plots),
+             *_devices_section(merged)]
+    if merged["unmatched"]:
+        parts.append("<h2>Bench files left out</h2><p>These match no model file of the given runs (by SHA-256):</p><ul>"
+                     + "".join(f"<li><code>{esc(p)}</code></li>" for p in merged["unmatched"]) + "</ul>")
+    return page(f"Compression runs ({len(runs)})", "\n".join(parts))

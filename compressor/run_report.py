@@ -1,0 +1,313 @@
+"""``RunReport``: one run's report (``compress`` or ``compress nas``) as typed data.
+
+``report.json`` is :meth:`RunReport.to_dict`; report.md, report.html, ``compress report`` and the
+CLI's summary read a :class:`RunReport`. :meth:`RunReport.from_dict` is the one place a report read
+from a file is checked (types, NaN/Infinity, negative figures); it reads version 1 (the files written
+before ``format_version`` existed: the same fields) and refuses newer versions in one line.
+
+Attribute names are report.json's keys. Parts that other modules own and describe stay plain data:
+``budget`` (:meth:`compressor.budget.Budget.to_dict`), ``settings`` (the run's settings), ``spec``
+(a NAS run's network spec); latency measurements are :class:`exporters.stats.LatencyStats`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, dataclass, field
+from typing import ClassVar
+
+from exporters.stats import LatencyStats
+
+from .errors import CompressError
+from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
+
+FORMAT_VERSION = 2
+_REMEDY = "fix the file or run `compress` again"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The target profile as the report records it (:meth:`profiles.Profile.to_dict`)."""
+
+    name: str | None = None
+    description: str | None = None
+    device: str | None = None
+    runtimes: list[str] | None = None
+    precision: str | None = None
+    batch: int | None = None
+    input_shape: list[int] | None = None
+    channel_multiple: int | None = None
+    measure: dict | None = None
+    notes: dict = field(default_factory=dict)
+    source: str | None = None
+    host_model: str | None = None
+
+    @classmethod
+    def of(cls, profile) -> Target:
+        """The record of a :class:`profiles.Profile`."""
+        return cls(**profile.to_dict())
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The data set: where it came from, its train/val image counts and classes."""
+
+    source: str
+    train: int
+    val: int
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """MACs and parameters at the deployment input, and validation accuracy (0..1), of one model."""
+
+    macs: int
+    params: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class PredictedLatency:
+    """p50 latencies (ms) the latency table predicts, for a run with a latency budget."""
+
+    baseline: float
+    compressed: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency measured on this machine; None where it was not (the target's ``compress bench`` gives it)."""
+
+    compressed: LatencyStats | None = None
+    baseline: LatencyStats | None = None
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """The exported ONNX file, its opset, checker verdict and largest difference from PyTorch."""
+
+    path: str
+    opset: int
+    max_abs_diff: float | None
+    checker: str
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    """The delivered architecture: kept channels per group and blocks (compression), or the cell's
+    edges (NAS). Parts a run does not have are None and left out of report.json."""
+
+    file: str | None = None
+    widths: dict[str, int] | None = None
+    full_widths: dict[str, int] | None = None
+    blocks: dict[str, bool] | None = None
+    cell_edges: list | None = None
+    dropped_blocks: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of_widths(cls, file: str, widths: dict, full_widths: dict, blocks: dict) -> ArchitectureInfo:
+        """A compressed architecture; its dropped blocks are the blocks marked False."""
+        return cls(file=file, widths=widths, full_widths=full_widths, blocks=blocks,
+                   dropped_blocks=[k for k, kept in blocks.items() if not kept])
+
+    def to_dict(self) -> dict:
+        """The parts this architecture has (None ones left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class FixedLayers:
+    """Layers whose width the search leaves as it is, and why."""
+
+    layers: list[str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    """How many steps the search took, and the file that holds them."""
+
+    steps: int
+    file: str
+
+
+@dataclass(frozen=True)
+class LatencyCheck:
+    """One round of checking a latency-budgeted architecture on the target."""
+
+    predicted_ms: float
+    measured_ms: float
+    macs: int
+
+
+# The parts of report.json read into the dataclasses above, and the lists of them.
+_PARTS = {"target": Target, "data": DataInfo, "baseline": Costs, "compressed": Costs,
+          "predicted_latency_ms": PredictedLatency, "onnx": OnnxInfo, "architecture": ArchitectureInfo,
+          "search": SearchInfo}
+_LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
+# Keys one kind of run leaves out: a NAS run (a cell found from scratch, with its spec) has no original
+# weights, latency prediction or check; a compression run has no spec.
+_COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
+
+
+@dataclass(kw_only=True)
+class RunReport:
+    """What a run found and delivered. ``model`` and ``compressed`` are required; the rest defaults to
+    "not recorded". See the module docstring for the parts kept as plain data."""
+
+    format_version: ClassVar[int] = FORMAT_VERSION
+
+    model: str
+    weights: str | None = None
+    out: str | None = None
+    target: Target | None = None
+    method: str | None = None
+    input_shape: list[int] | None = None
+    train_resolution: int | None = None
+    data: DataInfo | None = None
+    budget: dict | None = None
+    baseline: Costs | None = None
+    compressed: Costs
+    predicted_latency_ms: PredictedLatency | None = None
+    latency: Latency = field(default_factory=Latency)
+    onnx: OnnxInfo | None = None
+    spec: dict | None = None
+    architecture: ArchitectureInfo | None = None
+    fixed_layers: list[FixedLayers] = field(default_factory=list)
+    search: SearchInfo | None = None
+    latency_check: list[LatencyCheck] | None = None
+    settings: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_nas(self) -> bool:
+        """A network searched from scratch (``compress nas``): it has a spec and no baseline."""
+        return self.spec is not None
+
+    def to_dict(self) -> dict:
+        """report.json's content: ``format_version`` and every part (version 1's keys, in its order)."""
+        data = {"format_version": self.format_version}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("baseline", "compressed"):
+                value = _costs_dict(value, getattr(self.latency, f.name))
+            elif f.name == "latency":
+                value = {side: _stats_dict(getattr(value, side)) for side in ("compressed", "baseline")}
+            elif f.name == "architecture" and value is not None:
+                value = value.to_dict()
+            elif f.name in _PARTS and value is not None:
+                value = dataclasses.asdict(value)
+            elif f.name in _LISTS and value is not None:
+                value = [dataclasses.asdict(v) for v in value]
+            data[f.name] = value
+        for key in _COMPRESSION_ONLY if self.is_nas else ("spec",):
+            del data[key]
+        return data
+
+    @classmethod
+    def from_dict(cls, data, source: str = "report") -> RunReport:
+        """The report in ``data`` (report.json's content, read from ``source``, named in errors),
+        checked: a wrong field, an unknown version or a missing part is one CompressError line."""
+        if not isinstance(data, dict):
+            raise CompressError(f"{source} is not a compress run report; {HINT}")
+        _check_version(data, source)
+        _check_run(data, source)
+        parts = {key: _part(cls_, data.get(key), key, source) for key, cls_ in _PARTS.items()}
+        lists = {key: [_part(cls_, item, f"{key}.{i}", source) for i, item in enumerate(data[key])]
+                 for key, cls_ in _LISTS.items() if data.get(key) is not None}
+        latency = Latency(**{side: _stats(data["latency"].get(side), side, source)
+                             for side in ("compressed", "baseline")})
+        plain = {f.name: data[f.name] for f in dataclasses.fields(cls)
+                 if f.name in data and f.name not in {*parts, *lists, "latency"} and data[f.name] is not None}
+        return cls(**plain, **parts, **lists, latency=latency)
+
+
+def _costs_dict(costs: Costs | None, stats: LatencyStats | None) -> dict | None:
+    if costs is None:
+        return None
+    pcts = {k: getattr(stats, k) for k in ("p50", "p90", "p99")} if stats else None
+    return {**dataclasses.asdict(costs), "latency_ms": pcts}
+
+
+def _stats_dict(stats: LatencyStats | None) -> dict | None:
+    return stats.to_dict() if stats is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: version, field checks, parts
+# --------------------------------------------------------------------------------------------
+
+_RUN_FIELDS = {
+    "method": "text", "target": "object", "target.name": "text", "target.description": "text",
+    "target.notes": "object", "input_shape": "shape", "notes": "texts",
+    **{f"{part}.{key}": kind for part in ("baseline", "compressed")
+       for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
+    "latency.baseline": "object", "latency.compressed": "object",
+    **{f"latency.{part}.{key}": kind for part in ("baseline", "compressed") for key, kind in STATS_FIELDS.items()},
+    "architecture": "object", "architecture.widths": "counts", "architecture.full_widths": "counts",
+    "architecture.blocks": "object", "architecture.dropped_blocks": "texts",
+    # read by report.md / report.html and the summary line as well
+    "weights": "text", "out": "text", "train_resolution": "count", "budget": "object",
+    "data": "object", "data.source": "text", "data.train": "count", "data.val": "count", "data.num_classes": "count",
+    "predicted_latency_ms": "object", "predicted_latency_ms.baseline": "amount",
+    "predicted_latency_ms.compressed": "amount",
+    "onnx": "object", "onnx.path": "text", "onnx.opset": "count", "onnx.max_abs_diff": "amount", "onnx.checker": "text",
+    "spec": "object", "architecture.file": "text", "architecture.cell_edges": "list",
+    "fixed_layers": "objects", "search": "object", "search.steps": "count", "search.file": "text",
+    "latency_check": "objects", "settings": "object", "timings_s": "amounts",
+}
+_ITEM_FIELDS = {"fixed_layers": {"layers": "texts", "reason": "text"},
+                "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"}}
+
+
+def _check_version(data: dict, source: str) -> None:
+    version = data.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CompressError(f"{source}: format_version {version!r} is not a report version (1 to {FORMAT_VERSION}); "
+                            f"{_REMEDY}")
+    if version > FORMAT_VERSION:
+        raise CompressError(f"{source} is a version {version} report, written by a newer compressor; this one "
+                            f"reads versions 1 to {FORMAT_VERSION}: upgrade compressor to read it")
+
+
+def _check_run(report: dict, where: str) -> None:
+    if not isinstance(report.get("model"), str):
+        raise CompressError(f"{where} is not a compress run report (no model name); {HINT}")
+    for part in ("compressed", "baseline"):
+        costs = report.get(part)
+        if part == "baseline" and costs is None:
+            continue
+        if not isinstance(costs, dict) or not all(is_number(costs.get(k)) for k in ("macs", "params", "accuracy")):
+            raise CompressError(f"{where} is not a compress run report ({part} has no macs/params/accuracy); {HINT}")
+    lat = report.get("latency")
+    if not isinstance(lat, dict):
+        raise CompressError(f"{where} is not a compress run report (no latency); {HINT}")
+    if lat.get("compressed") is not None:  # None: measured only on the device (compress bench)
+        check_stats(lat["compressed"], f"{where} (compressed latency)")
+    if lat.get("baseline") is not None:
+        check_stats(lat["baseline"], f"{where} (baseline latency)")
+    check_fields(report, _RUN_FIELDS, where, _REMEDY)
+    for key, item_fields in _ITEM_FIELDS.items():
+        for i, item in enumerate(report.get(key) or []):
+            check_fields(item, item_fields, where, _REMEDY, prefix=f"{key}.{i}.")
+
+
+def _part(cls, obj: dict | None, key: str, where: str):
+    """``cls`` from the object ``obj`` (the field ``key``; None stays None); the fields ``cls``
+    needs must be there, those it does not know are left out."""
+    if obj is None:
+        return None
+    for f in dataclasses.fields(cls):
+        if f.name not in obj and f.default is MISSING and f.default_factory is MISSING:
+            raise CompressError(f"{where}: field '{key}.{f.name}' is missing; {_REMEDY}")
+    return cls(**{f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj})
+
+
+def _stats(obj: dict | None, side: str, where: str) -> LatencyStats | None:
+    stats = _part(LatencyStats, obj, f"latency.{side}", where)
+    return dataclasses.replace(stats, input_shape=tuple(stats.input_shape)) if stats else None
+
+
+__all__ = ["FORMAT_VERSION", "ArchitectureInfo", "Costs", "DataInfo", "FixedLayers", "Latency", "LatencyCheck",
+           "OnnxInfo", "PredictedLatency", "RunReport", "SearchInfo", "Target"]
