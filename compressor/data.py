@@ -23,10 +23,10 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
-from tqdm.auto import tqdm
 
 from .distributed import is_distributed, rank, world_size
 from .errors import CompressError
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -460,9 +460,8 @@ def _unreadable(path: str) -> str | None:
 def _verify_images(paths: list[str], quiet: bool) -> None:
     """Raise a CompressError naming the first file (in order) that PIL cannot read."""
     chunk_size = 1024  # bounds the number of pending futures on large trees
-    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool, tqdm(
-        total=len(paths), desc="check images", unit="img", leave=False,
-        disable=True if quiet else None,
+    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool, progress_bar(
+        len(paths), desc="check images", unit="img", leave=False, quiet=quiet,
     ) as bar:
         for start in range(0, len(paths), chunk_size):
             chunk = paths[start:start + chunk_size]

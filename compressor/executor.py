@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .distributed import broadcast_object, is_main, process_group
 from .errors import CompressError

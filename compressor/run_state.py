@@ -14,8 +14,8 @@ from profiles import Profile
 
 from .architecture import Architecture
 from .budget import Budget
-from .runtime import Runtime
 from .rundir import STATE_DIR
+from .runtime import Runtime
 from .settings import RunConfig
 
 

@@ -1,9 +1,7 @@
-"""Where and how a stage runs: the device, the seed and the verbosity, carried in one object, and
-the one way this package makes a progress bar.
+"""Where and how a stage runs: the device, the seed and the verbosity, carried in one object.
 
-A stage takes a :class:`Runtime` instead of ``device=``, ``seed=`` and ``quiet=`` parameters.
-Verbosity follows one rule for logs and bars alike: ``quiet`` hides both (the CLI sets logging to
-WARNING); otherwise bars show when stderr is a terminal.
+A stage takes a :class:`Runtime` instead of ``device=``, ``seed=`` and ``quiet=`` parameters; its
+bars come from :func:`compressor.progress.progress_bar`.
 """
 from __future__ import annotations
 
@@ -12,14 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-
-def progress_bar(total: int | None = None, *, desc: str, unit: str = "it", quiet: bool = False, initial: int = 0,
-                 leave: bool = True, iterable=None) -> tqdm:
-    """A tqdm bar, hidden when ``quiet`` and whenever stderr is not a terminal."""
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, leave=leave,
-                disable=True if quiet else None, dynamic_ncols=True)
+from .progress import progress_bar
 
 
 def seed_everything(seed: int) -> None:
@@ -37,6 +29,6 @@ class Runtime:
     seed: int = 0
     quiet: bool = False
 
-    def bar(self, total: int | None = None, **kw) -> tqdm:
+    def bar(self, total: int | None = None, **kw):
         """:func:`progress_bar` with this runtime's verbosity."""
         return progress_bar(total, quiet=self.quiet, **kw)

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .distributed import wrap
 from .errors import CompressError
+from .progress import progress_bar
 from .resume import restoring, save_state
 
 logger = logging.getLogger(__name__)
@@ -113,11 +113,6 @@ def reinitialize(model: nn.Module) -> nn.Module:
     return model
 
 
-def _bar_disabled(quiet: bool):
-    """tqdm's ``disable``: always off when quiet, else off when stderr is not a terminal."""
-    return True if quiet else None
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu", quiet: bool = False
@@ -128,7 +123,7 @@ def evaluate(
     model.to(device).eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    for x, y in tqdm(loader, desc="eval", unit="batch", leave=False, disable=_bar_disabled(quiet)):
+    for x, y in progress_bar(iterable=loader, desc="eval", unit="batch", leave=False, quiet=quiet):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         correct += (logits_of(model(x)).argmax(dim=1) == y).sum()
         seen += y.numel()
@@ -199,8 +194,8 @@ def train(
         done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader, desc)
         first = done + 1
         logger.info("%s: resuming after epoch %d from %s", desc, first - 1, checkpoint)
-    bar = tqdm(total=epochs * steps_per_epoch, initial=(first - 1) * steps_per_epoch, desc=desc, unit="batch",
-               disable=_bar_disabled(quiet), dynamic_ncols=True)
+    bar = progress_bar(epochs * steps_per_epoch, initial=(first - 1) * steps_per_epoch, desc=desc, unit="batch",
+                       quiet=quiet)
     try:
         for epoch in range(first, epochs + 1):
             if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler reshuffles

@@ -34,12 +34,11 @@ import logging
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -49,6 +48,7 @@ from exporters.stats import cpu_name
 
 from ..errors import CompressError
 from ..fileio import write_text
+from ..progress import progress_bar
 from .layers import LayerConfig
 
 log = logging.getLogger(__name__)
@@ -278,12 +278,6 @@ def null_probe() -> Probe:
     return Probe(NULL_KEY, (1,), null_onnx, nn.Identity, 0)
 
 
-def _bar(total: int, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="graph", leave=False, disable=quiet or not sys.stderr.isatty())
-
-
 def summarize(rounds: Sequence[float], stat: str = "min") -> float:
     """One latency from the rounds' medians: ``"min"`` (the quietest round: foreign load only ever
     adds time, so the lowest median is the most repeatable estimate on a shared machine) or
@@ -305,7 +299,8 @@ def measure_probes(runner, probes: Sequence[Probe], *, batch: int, warmup: int, 
     use_module = getattr(runner, "runtime", "").startswith("torch-")
     out: list[list[float]] = [[] for _ in probes]
     rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory(prefix="compressor-lut-") as tmp, _bar(len(probes) * rounds, desc, quiet) as bar:
+    with tempfile.TemporaryDirectory(prefix="compressor-lut-") as tmp, progress_bar(
+            len(probes) * rounds, desc=desc, unit="graph", leave=False, quiet=quiet) as bar:
         paths: dict[int, Path] = {}
 
         def target(i: int):
@@ -365,7 +360,7 @@ class LatencyTable:
                 "entries": dict(sorted(self.entries.items())), "calibrations": dict(self.calibrations)}
 
     @classmethod
-    def from_section(cls, data: dict, source: str = "latency table") -> "LatencyTable":
+    def from_section(cls, data: dict, source: str = "latency table") -> LatencyTable:
         """One table of a file, its values checked (latencies finite and not negative)."""
         try:
             entries = {str(k): _valid_entry(v, f"latency for '{k}'", source) for k, v in data["entries"].items()}
@@ -403,7 +398,7 @@ class LatencyTable:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, profile: str | None = None, hardware: dict | None = None) -> "LatencyTable":
+    def load(cls, path: str | os.PathLike, profile: str | None = None, hardware: dict | None = None) -> LatencyTable:
         """The file's (first) table for ``profile`` and ``hardware`` where given; refuse a file that has none."""
         return tables_for(read_tables(path), profile, hardware, str(path))[0]
 

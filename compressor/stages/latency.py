@@ -89,7 +89,8 @@ def _meet_measured_latency(state: RunState) -> None:
         predicted = budget.latency.predict(state.architecture)
         path = export_onnx(state.small, state.shape, state.state_dir / "latency-check.onnx")
         measured = target.measure_onnx(path, state.profile, state.shape, None)["p50"]
-        checks.append({"predicted_ms": predicted, "measured_ms": measured, "macs": state.space.macs(state.architecture)})
+        macs = state.space.macs(state.architecture)
+        checks.append({"predicted_ms": predicted, "measured_ms": measured, "macs": macs})
         log.info("latency check: predicted %.3f ms, measured %.3f ms (budget %.3f ms)", predicted, measured,
                  budget.latency_ms)
         if measured <= budget.latency_ms:

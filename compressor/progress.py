@@ -1,0 +1,15 @@
+"""The one way this package shows progress: a tqdm bar, hidden when quiet.
+
+Verbosity follows one rule for logs and bars alike: ``quiet`` hides both (the CLI sets logging to
+WARNING); otherwise bars show when stderr is a terminal. Needs no PyTorch.
+"""
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+
+def progress_bar(total: int | None = None, *, desc: str, unit: str = "it", quiet: bool = False, initial: int = 0,
+                 leave: bool = True, iterable=None) -> tqdm:
+    """A tqdm bar, hidden when ``quiet`` and whenever stderr is not a terminal."""
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, leave=leave,
+                disable=True if quiet else None, dynamic_ncols=True)
