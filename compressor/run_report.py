@@ -56,6 +56,11 @@ class DataInfo:
     val: int
     num_classes: int | None = None
 
+    @classmethod
+    def of(cls, data) -> DataInfo:
+        """The record of a loaded data set (``source``, ``train``, ``val``, ``num_classes``)."""
+        return cls(source=data.source, train=len(data.train), val=len(data.val), num_classes=data.num_classes)
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -153,7 +158,8 @@ _COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
 @dataclass(kw_only=True)
 class RunReport:
     """What a run found and delivered. ``model`` and ``compressed`` are required; the rest defaults to
-    "not recorded". See the module docstring for the parts kept as plain data."""
+    "not recorded". See the module docstring for the parts kept as plain data. report.json's
+    ``baseline.latency_ms`` and ``compressed.latency_ms`` (p50/p90/p99) are written from ``latency``."""
 
     format_version: ClassVar[int] = FORMAT_VERSION
 

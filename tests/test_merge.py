@@ -55,7 +55,8 @@ def make_run(root: Path, name: str, *, method: str, macs: int, acc: float, p50: 
         "baseline": {"macs": 148_050_944, "params": 11_181_642, "accuracy": 0.9137},
         "compressed": {"macs": macs, "params": 2_000_000, "accuracy": acc},
         "latency": {"baseline": _stats(base_p50), "compressed": _stats(p50)},
-        "architecture": {"widths": {"conv1": 8, "layer1.0.conv1": 64}, "full_widths": {"conv1": 64, "layer1.0.conv1": 64},
+        "architecture": {"widths": {"conv1": 8, "layer1.0.conv1": 64},
+                         "full_widths": {"conv1": 64, "layer1.0.conv1": 64},
                          "blocks": {"layer1.1": False}, "dropped_blocks": ["layer1.1"]},
     }
     (d / "report.json").write_text(json.dumps(report))

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -50,11 +51,13 @@ def test_round_trip(name):
 def test_typed_parts():
     report = RunReport.from_dict(_v1("report_v1.json"))
     assert not report.is_nas and report.compressed.macs == 14638080 and report.baseline.accuracy > 0
-    assert report.latency.compressed.runtime == "onnxruntime-cpu" and report.latency.compressed.input_shape == (3, 32, 32)
+    measured = report.latency.compressed
+    assert measured.runtime == "onnxruntime-cpu" and measured.input_shape == (3, 32, 32)
     assert report.architecture.dropped_blocks == ["layer2.1", "layer3.1", "layer4.1"]
     assert report.target.name == "cpu" and report.data.val == 359 and report.onnx.checker == "passed"
     nas = RunReport.from_dict(_v1("report_v1_nas.json"))
-    assert nas.is_nas and nas.baseline is None and nas.architecture.widths is None and len(nas.architecture.cell_edges) == 3
+    assert nas.is_nas and nas.baseline is None
+    assert nas.architecture.widths is None and len(nas.architecture.cell_edges) == 3
 
 
 def test_built_in_code_matches_the_file():
@@ -65,7 +68,8 @@ def test_built_in_code_matches_the_file():
     built = dataclasses.replace(
         read,
         target=Target(**data["target"]),
-        data=DataInfo(**data["data"]),
+        data=DataInfo.of(SimpleNamespace(source=data["data"]["source"], train=range(1438), val=range(359),
+                                         num_classes=10)),
         baseline=Costs(**{k: data["baseline"][k] for k in ("macs", "params", "accuracy")}),
         compressed=Costs(**{k: data["compressed"][k] for k in ("macs", "params", "accuracy")}),
         latency=Latency(compressed=read.latency.compressed, baseline=read.latency.baseline),
@@ -144,6 +148,7 @@ def test_summary_lines():
         "resnet18: MACs 37M -> 14.6M, params 11.2M -> 4.84M, accuracy 8.9% -> 16.2%, p50 1.11 ms -> 0.57 ms; "
         "written to /tmp/v1run")
     unmeasured = dataclasses.replace(RunReport.from_dict(_v1("report_v1.json")), latency=Latency())
-    assert summary_line(unmeasured).endswith("latency to be measured on the target (see report.md); written to /tmp/v1run")
+    assert summary_line(unmeasured).endswith(
+        "latency to be measured on the target (see report.md); written to /tmp/v1run")
     assert summary_line_nas(RunReport.from_dict(_v1("report_v1_nas.json"))) == (
         "shrinkcnn: 3 cell edges, MACs 8.07M, params 41.7K, accuracy 10.0%, p50 0.44 ms; written to /tmp/v1nas")
