@@ -1,19 +1,29 @@
-"""Budgets: upper bounds on MACs, params and latency that a compressed architecture must meet.
+"""Budgets: upper bounds on metrics (MACs, params, latency) that a compressed architecture must meet.
 
-A latency bound needs a latency predictor (``predict(arch) -> ms``, see ``compressor.latency``):
-searchers compare predicted latency with the bound exactly as they compare MACs, and the
-pipeline re-measures the result on the target afterwards.
+Every bound names a :class:`~compressor.costs.Metric`; searchers read the bounds and the metrics
+through :meth:`Budget.bounds` and :meth:`Budget.metrics` and treat them all alike. A latency bound
+needs a latency model (:class:`~compressor.latency.LatencyModel`, the ``latency`` metric): the
+pipeline re-measures the result on the target afterwards, and a model recalibrated on a
+measurement is a new object in a new budget (:meth:`Budget.calibrated`).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .architecture import Architecture
 from .errors import CompressError
 from .units import format_count
 
+if TYPE_CHECKING:  # costs imports torch; a budget is read without it (compress bench)
+    from .costs import Metric
+
+log = logging.getLogger(__name__)
+
 _UNITS = {"macs": "MACs", "params": "params", "latency_ms": "ms"}
+_OBJECTIVE = ("latency_ms", "macs")  # what a score trades accuracy against: the first bounded, else MACs
 
 
 @dataclass(frozen=True)
@@ -40,26 +50,67 @@ class Budget:
             raise CompressError(f"budget latency_ms must be a positive, finite number of milliseconds, got {lat!r} "
                                 "(compressor.units.parse_latency_ms reads '4ms')")
 
-    def with_latency_model(self, predictor) -> "Budget":
+    def with_latency_model(self, predictor) -> Budget:
         """The same bounds, with latency predicted by ``predictor``."""
         return replace(self, latency=predictor)
 
     def to_dict(self) -> dict:
         return {"macs": self.macs, "params": self.params, "latency_ms": self.latency_ms}
 
+    def bounds(self) -> dict[str, float]:
+        """The active bounds, by metric name."""
+        return {k: v for k, v in self.to_dict().items() if v is not None}
+
+    def metric(self, space, name: str) -> Metric:
+        """The metric ``name`` ("macs", "params" or "latency_ms") of ``space``."""
+        from .costs import MacsMetric, ParamsMetric
+
+        if name == "macs":
+            return MacsMetric(space)
+        if name == "params":
+            return ParamsMetric(space)
+        if self.latency is None:
+            raise CompressError("a latency budget needs a latency model: build one with `compress lut` "
+                                "or let the run measure it on the target")
+        return self.latency
+
+    def metrics(self, space) -> dict[str, Metric]:
+        """The metric of every active bound."""
+        return {k: self.metric(space, k) for k in self.bounds()}
+
+    def objective(self, space) -> Metric:
+        """The cost a searcher's score trades accuracy against: the target's latency when it is
+        bounded, else MACs."""
+        bounds = self.bounds()
+        return self.metric(space, next((k for k in _OBJECTIVE if k in bounds), "macs"))
+
     def costs(self, space, arch: Architecture) -> dict:
         """The budgeted costs of ``arch`` ({"macs", "params", "latency_ms"} for the active bounds)."""
-        out: dict = {}
-        if self.macs is not None:
-            out["macs"] = space.macs(arch)
-        if self.params is not None:
-            out["params"] = space.params(arch)
-        if self.latency_ms is not None:
-            if self.latency is None:
-                raise CompressError("a latency budget needs a latency model: build one with `compress lut` "
-                                    "or let the run measure it on the target")
-            out["latency_ms"] = float(self.latency.predict(arch))
-        return out
+        widths, kept = space.encode(arch)
+        return {k: m.value_encoded(widths, kept) for k, m in self.metrics(space).items()}
+
+    def calibrated(self, space, arch: Architecture, measure) -> tuple[Budget, float | None]:
+        """With a latency bound: ``arch`` measured on the target by ``measure(arch) -> ms`` and a new
+        budget whose latency model predicts that measurement for it (rescaled by
+        measured/predicted); else this budget and None."""
+        if self.latency_ms is None or measure is None:
+            return self, None
+        measured = float(measure(arch))
+        predicted = self.latency.predict(arch)
+        log.info("measured %.3f ms where %.3f ms was predicted", measured, predicted)
+        if predicted <= 0:
+            return self, measured
+        return self.with_latency_model(self.latency.rescaled(measured / predicted)), measured
+
+    def calibration(self) -> list[float] | None:
+        """What :meth:`calibrated` changed (the latency model's coefficients), to save with a search's state."""
+        return self.latency.coefficients() if self.latency is not None else None
+
+    def with_calibration(self, calibration: list[float] | None) -> Budget:
+        """This budget with a :meth:`calibration` restored."""
+        if calibration is None:
+            return self
+        return self.with_latency_model(self.latency.with_coefficients(calibration))
 
     def fits(self, space, arch: Architecture) -> bool:
         """Whether ``arch`` meets every active bound."""
@@ -67,7 +118,8 @@ class Budget:
 
     def excess(self, space, arch: Architecture) -> float:
         """Largest ratio cost/bound over the active bounds (<= 1 means within budget)."""
-        return max(v / getattr(self, k) for k, v in self.costs(space, arch).items())
+        bounds = self.bounds()
+        return max(v / bounds[k] for k, v in self.costs(space, arch).items())
 
     def check_reachable(self, space) -> None:
         """Raise CompressError when even the smallest architecture in the space is over budget."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,14 @@ class ChannelGroup:
         """Root channel indices kept at ``width``, most important first."""
         return self.ranking[:width]
 
+    def nearest(self, ratios: Sequence[float], with_full: bool = False) -> tuple[int, ...]:
+        """The choices nearest ``ratio * channels`` for each ratio (plus the full width when
+        ``with_full``), deduplicated and ascending: the widths a searcher lets this group take."""
+        found = {round_width(self.channels, float(r), self.choices) for r in ratios}
+        if with_full:
+            found.add(self.channels)
+        return tuple(sorted(found))
+
 
 @dataclass
 class Decision:
@@ -79,6 +88,17 @@ def round_width(channels: int, ratio: float, choices: tuple[int, ...]) -> int:
     """The choice closest to ``ratio * channels`` (ties go to the wider)."""
     target = ratio * channels
     return min(choices, key=lambda c: (abs(c - target), -c))
+
+
+def notch_ratios(notch: float) -> tuple[float, ...]:
+    """``1, 1 - notch, 1 - 2 notch, ...`` down to the last positive ratio (rounded to 9 decimals,
+    so that 1 - 7 * 0.1 is 0.3, not 0.29999999999999993)."""
+    if not 0.0 < notch <= 1.0:
+        raise CompressError(f"notch {notch!r} must lie in (0, 1], e.g. 0.1")
+    ratios = []
+    while (r := round(1.0 - len(ratios) * notch, 9)) > 1e-9:
+        ratios.append(r)
+    return tuple(ratios)
 
 
 @dataclass
@@ -104,7 +124,7 @@ class SearchSpace:
         model_name: str = "model",
         channel_multiple: int = 8,
         min_ratio: float = 0.1,
-    ) -> "SearchSpace":
+    ) -> SearchSpace:
         """Trace ``model`` (eval mode, batch 1) and derive its decisions and cost tables."""
         model.eval()
         input_shape = tuple(int(s) for s in input_shape)
@@ -171,6 +191,12 @@ class SearchSpace:
         """Every group at its narrowest choice and every removable block dropped."""
         return self.architecture({g.name: g.choices[0] for g in self.decision_groups},
                                  {b.name: False for b in self.blocks})
+
+    def width_table(self, ratios: Sequence[float], with_full: bool = False) -> dict[str, tuple[int, ...]]:
+        """The one table of candidate widths: for every decision group, its choices nearest
+        ``ratios`` of its channels (:meth:`ChannelGroup.nearest`). TAS (ratios 0.3..1 with the full
+        width), ASNG (0.1..1) and AutoShrink (notches, :func:`notch_ratios`) search over it."""
+        return {g.name: g.nearest(ratios, with_full) for g in self.decision_groups}
 
     def uniform(self, ratio: float) -> Architecture:
         """Every group at the choice nearest ``ratio`` of its width; all blocks kept."""
@@ -294,7 +320,7 @@ def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
 
 
 def _is_grouped(module) -> bool:
-    return isinstance(module, nn.Conv2d) and 1 < module.groups and not (
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and not (
         module.groups == module.in_channels == module.out_channels
     )
 

@@ -18,13 +18,7 @@ from compressor.data import load_data
 from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.asng import ranking_utility
-from compressor.search.asng_search import (
-    DEFAULTS,
-    asng_search,
-    batch_stat_eval,
-    candidate_widths,
-    penalized_loss,
-)
+from compressor.search.asng_search import ASNGOptions, asng_search, batch_stat_eval, penalized_loss
 from compressor.search.base import SearchContext
 from compressor.space import ChannelGroup, SearchSpace
 
@@ -105,7 +99,7 @@ def test_penalty_makes_over_budget_samples_rank_worse():
     raw = [1.5, 2.0]  # losses of (over budget by 20 %, within budget)
     excess = [1.2, 0.8]
     assert ranking_utility(raw).tolist() == [1.0, -1.0]
-    pen = [penalized_loss(f, e, DEFAULTS["penalty"]) for f, e in zip(raw, excess)]
+    pen = [penalized_loss(f, e, ASNGOptions().penalty) for f, e in zip(raw, excess)]
     assert np.allclose(pen, [3.5, 2.0])
     assert ranking_utility(pen).tolist() == [-1.0, 1.0]
     # two over-budget samples of equal loss: the one closer to the budget wins
@@ -116,10 +110,11 @@ def test_penalty_makes_over_budget_samples_rank_worse():
 def test_candidate_widths():
     g = ChannelGroup("g", 64, tuple(range(8, 65, 8)), np.arange(64), np.full(64, 1 / 64), ["g"])
     # targets 6.4 12.8 19.2 25.6 32 38.4 44.8 51.2 57.6 64 -> nearest multiples of 8, deduplicated
-    assert candidate_widths(g, DEFAULTS["ratios"]) == (8, 16, 24, 32, 40, 48, 56, 64)
-    assert candidate_widths(g, [1.0, 0.5, 0.25]) == (16, 32, 64)
+    assert g.nearest(ASNGOptions().ratios) == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert g.nearest([1.0, 0.5, 0.25]) == (16, 32, 64)
+    assert g.nearest([0.5, 0.25]) == (16, 32)  # without the full width unless asked (TAS asks)
     small = ChannelGroup("s", 16, (8, 16), np.arange(16), np.full(16, 1 / 16), ["s"])
-    assert candidate_widths(small, DEFAULTS["ratios"]) == (8, 16)
+    assert small.nearest(ASNGOptions().ratios) == (8, 16)
 
 
 def test_batch_stat_eval():

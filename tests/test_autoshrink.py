@@ -1,4 +1,4 @@
-"""Tests for compressor.search.autoshrink (AutoShrink's progressive shrinking, ALGORITHMS.md section 3).
+"""Tests for compressor.search.autoshrink (AutoShrink's progressive shrinking, docs/ALGORITHMS.md, autoshrink).
 
 Models are torchvision families at 3x32x32 with 10 classes, scored on tiny subsets of the bundled
 digits, with k = 2-3 candidates, one fine-tuning step and one validation batch, so every search
@@ -16,26 +16,25 @@ import torch
 from torch.utils.data import Subset
 
 from compressor.budget import Budget
+from compressor.costs import MacsMetric, ParamsMetric
 from compressor.counting import count_macs
 from compressor.data import load_data
 from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.autoshrink import (
-    DEFAULTS,
+    AutoShrinkOptions,
     Move,
     apply_move,
     autoshrink_search,
     best_snapshot,
     legal_moves,
-    macs_cost,
     move_between,
     narrower,
-    notch_grid,
-    parse_options,
     score,
 )
+from compressor.search.autoshrink_proxy import ScratchScorer
 from compressor.search.base import SearchContext
-from compressor.space import ChannelGroup, SearchSpace
+from compressor.space import ChannelGroup, SearchSpace, notch_ratios
 from compressor.surgery import materialize
 
 SHAPE = (3, 32, 32)
@@ -102,13 +101,17 @@ def _group(channels, choices):
 def test_notch_grid_rounds_ten_percent_steps_to_the_choices():
     g = _group(64, range(8, 65, 8))
     # 57.6 -> 56, 51.2 -> 48, 44.8 -> 48, 38.4 -> 40, 32, 25.6 -> 24, 19.2 -> 16, 12.8 -> 16, 6.4 -> 8
-    assert notch_grid(g) == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert g.nearest(notch_ratios(0.1), with_full=True) == (8, 16, 24, 32, 40, 48, 56, 64)
     g = _group(200, list(range(24, 200, 8)) + [200])
     # 180 -> 184 (tie goes wider), 160, 140 -> 144, 120, 100 -> 104, 80, 60 -> 64, 40, 20 -> 24 (narrowest)
-    assert notch_grid(g) == (24, 40, 64, 80, 104, 120, 144, 160, 184, 200)
+    assert g.nearest(notch_ratios(0.1), with_full=True) == (24, 40, 64, 80, 104, 120, 144, 160, 184, 200)
     assert narrower(g, 200) == 184 and narrower(g, 184) == 160 and narrower(g, 24) is None
     assert narrower(g, 150) == 144  # off-grid widths step down to the grid
-    assert notch_grid(g, 0.25) == (48, 104, 152, 200)  # 150 -> 152 and 100 -> 104 (ties go wider), 50 -> 48
+    # 150 -> 152 and 100 -> 104 (ties go wider), 50 -> 48
+    assert g.nearest(notch_ratios(0.25), with_full=True) == (48, 104, 152, 200)
+    assert notch_ratios(0.1)[-1] == 0.1 and notch_ratios(0.1)[7] == 0.3  # 1 - 7 * 0.1, rounded
+    with pytest.raises(CompressError):
+        notch_ratios(0)
 
 
 def test_legal_moves_and_apply_move(models):
@@ -126,15 +129,18 @@ def test_legal_moves_and_apply_move(models):
     assert Move("block", b, False) not in legal_moves(space, dropped)
 
 
-def test_options_are_validated():
-    assert parse_options({}, 7)["scratch_epochs"] == 7
-    assert parse_options({"k": 4})["k"] == 4
+def test_options_are_validated(models, data):
+    model, space = models("mobilenet_v3_small")
+    ctx = _context(model, data)
+    ctx.epochs = 7
+    assert ScratchScorer(space, ctx, AutoShrinkOptions.from_dict({}), "cpu").epochs == 7  # scratch_epochs default
+    assert AutoShrinkOptions.from_dict({"k": 4}).k == 4
     for bad in ({"kk": 1}, {"k": 0}, {"k": 2.5}, {"notch": 0}, {"proxy_train": "magic"}, {"finetune_lr": -1},
                 {"cost_weight": "x"}, {"max_steps": -1}):
         with pytest.raises(CompressError):
-            parse_options(bad)
-    assert set(DEFAULTS) >= {"k", "notch", "cost_weight", "finetune_steps", "eval_batches", "commit_steps",
-                             "proxy_train", "scratch_epochs"}
+            AutoShrinkOptions.from_dict(bad)
+    assert set(AutoShrinkOptions.keys()) >= {"k", "notch", "cost_weight", "finetune_steps", "eval_batches",
+                                             "commit_steps", "proxy_train", "scratch_epochs"}
 
 
 # --------------------------------------------------------------------------- the search
@@ -209,14 +215,11 @@ def test_cost_function_can_be_swapped(models, data):
     model, space = models("mobilenet_v3_small")
     budget = _budget(space, 0.9)
 
-    def params_cost(space, arch):
-        return float(space.params(arch))
-
-    result = autoshrink_search(space, budget, _context(model, data, k=2, cost_offset=5.0), cost_fn=params_cost)
+    result = autoshrink_search(space, budget, _context(model, data, k=2, cost_offset=5.0), cost=ParamsMetric(space))
     for entry in _steps(result.history):
         assert entry["cost"] == space.params(_arch(space, entry))
         assert entry["score"] == pytest.approx(entry["accuracy"] - 0.1 * (math.log10(entry["cost"]) - 5.0))
-    assert macs_cost(space, space.full()) == space.macs(space.full())
+    assert MacsMetric(space).value(space.full()) == space.macs(space.full())
 
 
 def test_full_model_within_budget_is_returned_as_is(models, data):

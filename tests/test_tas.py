@@ -1,4 +1,4 @@
-"""TAS (compressor.search.tas) and the differentiable expected cost (compressor.search.expected_cost).
+"""TAS (compressor.search.tas) and the differentiable expected cost (compressor.costs.ExpectedCost).
 
 Hand-computed values for channel-wise interpolation, the channel mixture and the gated cost loss;
 Gumbel top-2 sampling and where its gradients go; expected cost == closed form at one-hot
@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from compressor.budget import Budget
+from compressor.costs import ExpectedCost, expected_macs, expected_params
 from compressor.data import load_data
 from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.base import SearchContext
-from compressor.search.expected_cost import ExpectedCost, expected_macs, expected_params
-from compressor.search.tas import (
-    TASOptions, TASSupernet, cost_loss, cwi, depth_stages, gumbel_softmax, gumbel_top2, mix_channels,
-    tas_search, tau_schedule, terminal_layers, width_candidates,
-)
+from compressor.search.tas import TASOptions, cost_loss, tas_search, tau_schedule
+from compressor.search.tas_ops import cwi, depth_stages, gumbel_softmax, gumbel_top2, mix_channels, terminal_layers
+from compressor.search.tas_supernet import DEFAULT_RATIOS, TASSupernet
 from compressor.space import SearchSpace
 from compressor.surgery import apply_masks
 
@@ -178,7 +177,8 @@ def test_expected_cost_equals_closed_form_at_one_hot(nets, name):
         assert round(float(expected_params(space, probs, keep))) == space.params(arch)
     # with TAS's candidate subsets (the layout the searcher uses)
     slots = [i for i, g in enumerate(space.groups) if g.is_decision]
-    cands = [width_candidates(space.groups[i]) for i in slots]
+    table = space.width_table(DEFAULT_RATIOS, with_full=True)
+    cands = [table[space.groups[i].name] for i in slots]
     cost = ExpectedCost(space, slots, cands)
     rng = np.random.default_rng(0)
     pick = [int(rng.integers(len(c))) for c in cands]
@@ -254,11 +254,11 @@ def test_cost_loss_gate_on_hand_numbers():
 
 
 # ---------------------------------------------------------------------- structure
-def test_width_candidates_and_tau_schedule(nets):
+def test_width_table_and_tau_schedule(nets):
     _, space = nets("resnet18")
     g = next(g for g in space.decision_groups if g.channels == 64)
-    assert width_candidates(g) == (16, 24, 32, 40, 48, 56, 64)
-    assert width_candidates(g, (0.5,)) == (32, 64)  # the full width is always a candidate
+    assert space.width_table(DEFAULT_RATIOS, with_full=True)[g.name] == (16, 24, 32, 40, 48, 56, 64)
+    assert space.width_table((0.5,), with_full=True)[g.name] == (32, 64)  # the full width is always a candidate
     assert tau_schedule(0, 11) == pytest.approx(5.0)
     assert tau_schedule(5, 11) == pytest.approx(2.55)
     assert tau_schedule(10, 11) == pytest.approx(0.1)

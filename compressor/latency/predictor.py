@@ -28,6 +28,7 @@ probabilities.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -43,11 +44,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..architecture import Architecture
+from ..costs import Metric
 from ..errors import CompressError
 from .layers import DimTable, LayerInstance, effective_channels, grid_points, trace_layers
-from .table import (NULL_KEY, LatencyTable, Probe, channel_block, choose_runtime, describe_hardware,
-                    hardware_fingerprint, layer_probe, make_runner, measure_probes, null_probe, parse_tables,
-                    read_tables, summarize, tables_for)
+from .table import (
+    NULL_KEY,
+    LatencyTable,
+    Probe,
+    channel_block,
+    choose_runtime,
+    describe_hardware,
+    hardware_fingerprint,
+    layer_probe,
+    make_runner,
+    measure_probes,
+    null_probe,
+    parse_tables,
+    read_tables,
+    summarize,
+    tables_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +229,11 @@ def model_fingerprint(space, layers: Sequence[LayerInstance]) -> str:
 
 
 # ---------------------------------------------------------------------- the model
-class LatencyModel:
-    """Predicted latency (ms) of any architecture of one space on one target (see the module docstring)."""
+class LatencyModel(Metric):
+    """Predicted latency (ms) of any architecture of one space on one target (see the module docstring):
+    the ``latency_ms`` :class:`~compressor.costs.Metric`."""
+
+    name = "latency_ms"
 
     def __init__(self, space, layers: list[LayerInstance], dims: DimTable, table: LatencyTable,
                  grid: int = 5, a: float = 1.0, b: float = 0.0, fingerprint: str = "", c: float = 0.0):
@@ -318,17 +337,29 @@ class LatencyModel:
         """Predicted latency of ``arch`` on the target, in ms."""
         return self.predict_encoded(*self.space.encode(arch))
 
+    value_encoded = predict_encoded
+
+    def rescaled(self, factor: float) -> "LatencyModel":
+        """A new model whose every prediction is this one's times ``factor`` (a measured/predicted
+        ratio seen on the target); this one is left as it is."""
+        return self.with_coefficients([self.a * factor, self.b * factor, self.c * factor])
+
     def rescale(self, factor: float) -> None:
-        """Scale every prediction by ``factor`` (a measured/predicted ratio seen on the target)."""
+        """Scale this model's predictions by ``factor`` in place (the pipeline's latency check
+        until it switches to :meth:`rescaled`)."""
         self.a, self.b, self.c = self.a * factor, self.b * factor, self.c * factor
 
     def coefficients(self) -> list[float]:
         """The calibration ``[a, b, c]`` (ms = a·table ms + c·weight MB + b), e.g. to save a search's state."""
         return [self.a, self.b, self.c]
 
-    def set_coefficients(self, coefficients) -> None:
-        """Restore a calibration returned by :meth:`coefficients`."""
-        self.a, self.b, self.c = (float(v) for v in coefficients)
+    def with_coefficients(self, coefficients) -> "LatencyModel":
+        """A new model with the calibration ``coefficients`` (as :meth:`coefficients` returns them);
+        it shares this one's table and layers."""
+        other = copy.copy(self)
+        other.__dict__.pop("_expected_cache", None)  # expectations read their model's coefficients
+        other.a, other.b, other.c = (float(v) for v in coefficients)
+        return other
 
     def details(self, arch: Architecture) -> list[dict]:
         """Per layer call: name, C_in, C_out, uncalibrated ms (a debugging view)."""
@@ -343,8 +374,8 @@ class LatencyModel:
         return rows
 
     # ------------------------------------------------------------------ expectations (TAS)
-    def expected_cost(self, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]],
-                      device=None) -> "ExpectedLatency":
+    def expectation(self, slot_groups: Sequence[int], candidates: Sequence[Sequence[int]],
+                    device=None) -> "ExpectedLatency":
         """Expected latency with ``ExpectedCost``'s conventions (padded ``(n_slots, K)`` probabilities)."""
         return ExpectedLatency(self, slot_groups, candidates, device)
 
@@ -402,7 +433,7 @@ class LatencyModel:
 
 
 class ExpectedLatency:
-    """Differentiable expected latency, like :class:`~compressor.search.expected_cost.ExpectedCost`.
+    """Differentiable expected latency, like :class:`~compressor.costs.ExpectedCost`.
 
     ``slot_groups[s]`` is the group (index into ``space.groups``) whose width slot ``s`` decides
     among ``candidates[s]``; call with a ``(n_slots, K)`` probability matrix (zero padded) and the

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,8 @@ from ..distributed import map_over_ranks
 from ..errors import CompressError
 from ..models import ModelSpec
 from ..resume import restoring, save_state
-from ..search.autoshrink import fixed_batches, random_subset, score, train_from_scratch
+from ..search.autoshrink import score
+from ..search.autoshrink_proxy import fixed_batches, random_subset, train_from_scratch
 from ..units import format_count
 
 log = logging.getLogger(__name__)

@@ -2,13 +2,14 @@
 
 What is searched
 ----------------
-One independent categorical distribution per decision of the space (ALGORITHMS.md section 2),
+One independent categorical distribution per decision of the space (docs/ALGORITHMS.md, section asng),
 optimised by :class:`~compressor.search.asng.CategoricalASNG` with λ = 2, α = 1.5, δ_init = 1
 and Δ_max from ``options["delta_max"]`` (default ∞):
 
 * a channel group chooses among a *candidate subset* of its widths: for every ratio in
   ``options["ratios"]`` (default 0.1, 0.2, …, 1.0) the choice nearest ``ratio · channels``,
-  deduplicated and ascending (:func:`candidate_widths`). A handful of candidates per group keeps
+  deduplicated and ascending (the space's :meth:`~compressor.space.SearchSpace.width_table`).
+  A handful of candidates per group keeps
   ``N = Σ(K_i − 1)`` small, so the natural-gradient step stays meaningful;
 * a removable residual block chooses between drop (index 0) and keep (index 1).
 
@@ -104,44 +105,50 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..architecture import Architecture
-from ..budget import Budget
 from ..data import cycle, make_loader, split_halves
 from ..distributed import all_mean, wrap
 from ..errors import CompressError
-from ..resume import restoring, save_state
-from ..space import ChannelGroup, SearchSpace, round_width
+from ..space import SearchSpace
 from ..surgery import apply_masks
-from ..train import logits_of, pick_device
+from ..train import logits_of
 from .asng import CategoricalASNG
 from .base import SearchContext, SearchResult
 from .greedy import block_scores, repair
+from .loop import LoopSearcher
+from .options import SearchOptions, option
+from .registry import register, search
 
 log = logging.getLogger(__name__)
 
-__all__ = ["asng_search", "batch_stat_eval", "candidate_widths", "penalized_loss", "DEFAULTS"]
-
-DEFAULTS: dict = {
-    "ratios": [round(0.1 * i, 1) for i in range(1, 11)],
-    "w_lr": 0.025,
-    "weight_decay": 5e-4,
-    "grad_clip": 5.0,
-    "penalty": 10.0,
-    "delta_max": math.inf,
-    "converge": None,
-    "steps_per_epoch": None,
-}
+__all__ = ["ASNGOptions", "ASNGSearcher", "asng_search", "batch_stat_eval", "penalized_loss"]
 
 _ALPHA = 1.5
 _DELTA_INIT = 1.0
 _LAMBDA = 2
+
+
+@dataclass(frozen=True)
+class ASNGOptions(SearchOptions):
+    """Settings of ``--method asng`` (the table in the module docstring)."""
+
+    method = "asng"
+    ratios: tuple[float, ...] = option(tuple(round(0.1 * i, 1) for i in range(1, 11)), low=0.0, low_open=True,
+                                       high=1.0)
+    w_lr: float = option(0.025, low=0.0, low_open=True)
+    weight_decay: float = option(5e-4, low=0.0)
+    grad_clip: float = option(5.0, low=0.0, low_open=True)
+    penalty: float = option(10.0, low=0.0)
+    delta_max: float = option(math.inf, low=0.0, low_open=True, finite=False)
+    converge: float | None = option(None, low=0.0, low_open=True, high=1.0)
+    steps_per_epoch: int | None = option(None, low=1)
 
 
 # ---------------------------------------------------------------------- pieces with plain inputs
@@ -152,11 +159,6 @@ def penalized_loss(loss: float, excess: float, penalty: float) -> float:
     loss stays NaN (the ranking treats it as worst).
     """
     return float(loss) + float(penalty) * max(0.0, float(excess) - 1.0)
-
-
-def candidate_widths(group: ChannelGroup, ratios: Sequence[float]) -> tuple[int, ...]:
-    """The choices of ``group`` nearest ``r · channels`` for each ratio, deduplicated, ascending."""
-    return tuple(sorted({round_width(group.channels, float(r), group.choices) for r in ratios}))
 
 
 @contextlib.contextmanager
@@ -187,7 +189,7 @@ class _Encoding:
 
     def __init__(self, space: SearchSpace, ratios: Sequence[float]):
         self.space = space
-        self.widths = [(g.name, candidate_widths(g, ratios)) for g in space.decision_groups]
+        self.widths = list(space.width_table(ratios).items())
         self.blocks = [b.name for b in space.blocks]
 
     @property
@@ -202,84 +204,13 @@ class _Encoding:
         return self.space.architecture(widths, kept)
 
 
-# ---------------------------------------------------------------------- options
-def _number(options: dict, key: str, positive: bool = True, allow_inf: bool = False) -> float:
-    value = options.get(key, DEFAULTS[key])
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise CompressError(f"asng option {key}={value!r} must be a number, e.g. {key}={DEFAULTS[key]}") from None
-    ok = (value > 0 if positive else value >= 0) and not math.isnan(value) and (allow_inf or math.isfinite(value))
-    if not ok:
-        sign = "positive" if positive else "non-negative"
-        raise CompressError(f"asng option {key}={value!r} must be a {sign} finite number, e.g. {key}={DEFAULTS[key]}")
-    return value
-
-
-def _options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        log.warning("asng ignores the options %s (it knows %s)", ", ".join(unknown), ", ".join(DEFAULTS))
-    ratios = options.get("ratios", DEFAULTS["ratios"])
-    if isinstance(ratios, (int, float)) and not isinstance(ratios, bool):
-        ratios = [ratios]
-    try:
-        ratios = [float(r) for r in ratios]
-    except (TypeError, ValueError):
-        raise CompressError(f"asng option ratios={ratios!r} must be a list of numbers in (0, 1], "
-                            "e.g. ratios=[0.25,0.5,0.75,1.0]") from None
-    if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
-        raise CompressError(f"asng option ratios={ratios!r} must be a non-empty list of numbers in (0, 1], "
-                            "e.g. ratios=[0.25,0.5,0.75,1.0]")
-    out = {
-        "ratios": ratios,
-        "w_lr": _number(options, "w_lr"),
-        "weight_decay": _number(options, "weight_decay", positive=False),
-        "grad_clip": _number(options, "grad_clip"),
-        "penalty": _number(options, "penalty", positive=False),
-        "delta_max": _number(options, "delta_max", allow_inf=True),
-        "converge": None,
-        "steps_per_epoch": None,
-    }
-    if options.get("converge") is not None:
-        converge = _number(options, "converge")
-        if converge > 1.0:
-            raise CompressError(f"asng option converge={converge} must lie in (0, 1], e.g. converge=0.9")
-        out["converge"] = converge
-    steps = options.get("steps_per_epoch")
-    if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise CompressError(f"asng option steps_per_epoch={steps!r} must be a positive integer, e.g. 100")
-        out["steps_per_epoch"] = steps
-    return out
-
-
-def _save(path, epoch, history, supernet, optimizer, scheduler, asng) -> None:
-    """The search state after ``epoch``, written atomically: enough to continue it exactly."""
-    state = {"epoch": epoch, "history": history, "supernet": supernet.state_dict(), "asng": asng.state_dict(),
-             "optimizer": optimizer.state_dict() if optimizer else None,
-             "scheduler": scheduler.state_dict() if scheduler else None, "torch_rng": torch.get_rng_state()}
-    save_state(path, state)
-
-
-def _restore(path, supernet, optimizer, scheduler, asng) -> tuple[int, list]:
-    """Load a search state saved by :func:`_save`; return the next epoch and the history so far."""
-    with restoring(path, "the asng search") as state:
-        supernet.load_state_dict(state["supernet"])
-        asng.load_state_dict(state["asng"])
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["epoch"]) + 1, list(state["history"])
-
-
+# ---------------------------------------------------------------------- the searcher
 def _costs(space: SearchSpace, arch: Architecture) -> dict:
     return {"macs": space.macs(arch), "params": space.params(arch)}
 
 
-# ---------------------------------------------------------------------- the searcher
-def asng_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
+@register("asng")
+class ASNGSearcher(LoopSearcher):
     """ASNG-NAS over widths and blocks, with a budget penalty and a final greedy repair.
 
     Trains a weight-sharing copy of ``context.model`` on ``context.train_data`` for
@@ -291,170 +222,171 @@ def asng_search(space: SearchSpace, budget: Budget, context: SearchContext | Non
     ``lr``, ``argmax`` (MACs and params of argmax θ before repair), ``argmax_excess``,
     ``converged`` and ``seconds``.
     """
-    context = context if context is not None else SearchContext()
-    if context.model is None or context.train_data is None:
-        raise CompressError("the asng search trains a supernet: it needs the model and training data")
-    if isinstance(context.epochs, bool) or not isinstance(context.epochs, int) or context.epochs < 1:
-        raise CompressError(f"search epochs {context.epochs!r} must be a positive integer for asng, e.g. 5")
-    opts = _options(dict(context.options or {}))
-    full = space.full()
-    if budget.fits(space, full):
-        return SearchResult(full, [{"epoch": 0, "note": "the full model meets the budget", **_costs(space, full)}])
-    budget.check_reachable(space)
-    encoding = _Encoding(space, opts["ratios"])
-    if not encoding.categories:
-        log.warning("asng: the space has no decisions; repairing the full model")
-        return repair(space, budget, full)
 
-    half_w, half_a = split_halves(context.train_data, context.seed)
-    if min(len(half_w), len(half_a)) < 2:
-        raise CompressError(f"asng needs at least 4 training images (got {len(context.train_data)}): "
-                            "provide more training data")
-    device = pick_device(context.device)
-    forked = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked):
-        torch.manual_seed(context.seed)
-        history, theta_arch = _search(space, budget, context, opts, encoding, half_w, half_a, device)
+    Options = ASNGOptions
+    lower = "the learning rate, e.g. --option w_lr=0.01"
 
-    scores = _block_scores(space, context)
-    result = repair(space, budget, theta_arch, scores)
-    log.info("asng: argmax θ %s, after repair %s (%d repair moves)", _costs(space, theta_arch),
-             _costs(space, result.architecture), len(result.history))
-    return SearchResult(result.architecture, history)
+    def prepare(self) -> SearchResult | None:
+        space, budget, ctx = self.space, self.budget, self.context
+        if ctx.model is None or ctx.train_data is None:
+            raise CompressError("the asng search trains a supernet: it needs the model and training data")
+        if isinstance(ctx.epochs, bool) or not isinstance(ctx.epochs, int) or ctx.epochs < 1:
+            raise CompressError(f"search epochs {ctx.epochs!r} must be a positive integer for asng, e.g. 5")
+        full = space.full()
+        if budget.fits(space, full):
+            return SearchResult(full, [{"epoch": 0, "note": "the full model meets the budget", **_costs(space, full)}])
+        budget.check_reachable(space)
+        self.encoding = _Encoding(space, self.options.ratios)
+        if not self.encoding.categories:
+            log.warning("asng: the space has no decisions; repairing the full model")
+            return repair(space, budget, full)
+        self.halves = split_halves(ctx.train_data, ctx.seed)
+        if min(len(h) for h in self.halves) < 2:
+            raise CompressError(f"asng needs at least 4 training images (got {len(ctx.train_data)}): "
+                                "provide more training data")
+        return None
 
+    def setup(self) -> None:
+        ctx, opts = self.context, self.options
+        self.supernet = copy.deepcopy(ctx.model).to(self.device)
+        self.params = [p for p in self.supernet.parameters() if p.requires_grad]
+        # under torchrun every rank takes its own shard of each half; gradients and losses are averaged
+        self.loader_w = make_loader(self.halves[0], ctx.batch_size, shuffle=True, seed=ctx.seed, shard=True)
+        self.loader_a = make_loader(self.halves[1], ctx.batch_size, shuffle=True, seed=ctx.seed + 1, shard=True)
+        self.steps = opts.steps_per_epoch or len(self.loader_w)
+        self.optimizer = self.scheduler = None
+        if self.params:
+            self.optimizer = torch.optim.SGD(self.params, lr=opts.w_lr, momentum=0.9, nesterov=True,
+                                             weight_decay=opts.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.bar_total())
+        else:
+            log.warning("asng: the model has no trainable parameters; only the distribution is updated")
+        self.asng = asng = CategoricalASNG(self.encoding.categories, alpha=_ALPHA, delta_init=_DELTA_INIT,
+                                           delta_max=opts.delta_max, rng=np.random.default_rng(ctx.seed))
+        if opts.converge is not None and opts.converge > asng.convergence_ceiling:
+            log.warning("asng: converge=%.4g is above the largest value the convergence statistic can reach "
+                        "(%.4f with %d decisions); the search runs all %d epochs",
+                        opts.converge, asng.convergence_ceiling, asng.D, ctx.epochs)
+        log.info("asng: %d decisions (N=%d), %d epochs of %d steps, batch %d, on %s", asng.num_decisions, asng.N,
+                 ctx.epochs, self.steps, ctx.batch_size, self.device)
 
-def _block_scores(space: SearchSpace, context: SearchContext) -> dict:
-    was_training = context.model.training
-    try:
-        return block_scores(space, context)
-    finally:
-        context.model.train(was_training)
+    def bar_total(self) -> int:
+        return self.steps * self.context.epochs
 
+    def bar_done(self, index: int) -> int:
+        return self.steps * (index - 1)
 
-def _search(space, budget, context, opts, encoding, half_w, half_a, device):
-    supernet = copy.deepcopy(context.model).to(device)
-    params = [p for p in supernet.parameters() if p.requires_grad]
-    # under torchrun every rank takes its own shard of each half; gradients and losses are averaged
-    loader_w = make_loader(half_w, context.batch_size, shuffle=True, seed=context.seed, shard=True)
-    loader_a = make_loader(half_a, context.batch_size, shuffle=True, seed=context.seed + 1, shard=True)
-    steps = opts["steps_per_epoch"] or len(loader_w)
-    total = steps * context.epochs
-    optimizer = scheduler = None
-    if params:
-        optimizer = torch.optim.SGD(params, lr=opts["w_lr"], momentum=0.9, nesterov=True,
-                                    weight_decay=opts["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    else:
-        log.warning("asng: the model has no trainable parameters; only the distribution is updated")
+    def total_units(self) -> int:
+        return self.context.epochs
 
-    asng = CategoricalASNG(encoding.categories, alpha=_ALPHA, delta_init=_DELTA_INIT,
-                           delta_max=opts["delta_max"], rng=np.random.default_rng(context.seed))
-    if opts["converge"] is not None and opts["converge"] > asng.convergence_ceiling:
-        log.warning("asng: converge=%.4g is above the largest value the convergence statistic can reach "
-                    "(%.4f with %d decisions); the search runs all %d epochs",
-                    opts["converge"], asng.convergence_ceiling, asng.D, context.epochs)
-    log.info("asng: %d decisions (N=%d), %d epochs of %d steps, batch %d, on %s", asng.num_decisions, asng.N,
-             context.epochs, steps, context.batch_size, device)
+    def begin(self, done: int) -> None:
+        skip = self.steps * done  # a resumed search replays the data order up to where it stopped
+        self.batches_w, self.batches_a = cycle(self.loader_w, skip=skip), cycle(self.loader_a, skip=skip)
+        self.ddp = wrap(self.supernet, self.device, find_unused=True)  # a dropped block takes no part in a pass
 
-    history: list[dict] = []
-    first = 1
-    if context.checkpoint is not None and context.checkpoint.is_file():
-        first, history = _restore(context.checkpoint, supernet, optimizer, scheduler, asng)
-        log.info("asng: resuming after epoch %d from %s", first - 1, context.checkpoint)
-    done_steps = steps * (first - 1)  # a resumed search replays the data order up to where it stopped
-    batches_w, batches_a = cycle(loader_w, skip=done_steps), cycle(loader_a, skip=done_steps)
-    bar = tqdm(total=total, initial=steps * (first - 1), desc="asng", unit="step",
-               disable=True if context.quiet else None, dynamic_ncols=True)
-    converged = False
-    ddp = wrap(supernet, device, find_unused=True)  # a dropped block's weights take no part in a pass
-    try:
-        for epoch in range(first, context.epochs + 1):
-            start = time.perf_counter()
-            sums = {"weight_loss": 0.0, "arch_loss": 0.0, "penalized_loss": 0.0, "over_budget": 0.0}
-            done = updates = 0
-            lr = optimizer.param_groups[0]["lr"] if optimizer else 0.0
-            for _ in range(steps):
-                x, y = next(batches_w)
-                if optimizer is not None:
-                    lr = optimizer.param_groups[0]["lr"]
-                    sums["weight_loss"] += _weight_step(space, supernet, ddp, encoding, asng.sample(_LAMBDA), x,
-                                                        y, device, optimizer, params, opts["grad_clip"], epoch)
-                    scheduler.step()
-                x, y = next(batches_a)
-                samples = asng.sample(_LAMBDA)
-                losses, penalized, over = _evaluate(space, budget, supernet, encoding, samples, x, y, device,
-                                                    opts["penalty"])
-                updates += asng.update(samples, penalized)
-                sums["arch_loss"] += float(np.mean(losses))
-                sums["penalized_loss"] += float(np.mean(penalized))
-                sums["over_budget"] += over
-                done += 1
-                bar.update()
-                if opts["converge"] is not None and asng.has_converged(opts["converge"]):
-                    converged = True
-                    break
-            theta_arch = encoding.architecture(asng.argmax())
-            record = {
-                "epoch": epoch,
-                "steps": done,
-                **{k: v / done for k, v in sums.items()},
-                "updates": updates,
-                "convergence": asng.convergence(),
-                "step_size": asng.step_size,
-                "Delta": asng.Delta,
-                "lr": lr,
-                "argmax": _costs(space, theta_arch),
-                "argmax_excess": budget.excess(space, theta_arch),
-                "converged": converged,
-                "seconds": time.perf_counter() - start,
-            }
-            if optimizer is None:
-                record["weight_loss"] = None
-            history.append(record)
-            if context.checkpoint is not None:  # before the epoch is reported as done
-                _save(context.checkpoint, epoch, history, supernet, optimizer, scheduler, asng)
-            summary = (f"conv {record['convergence']:.4f} step {record['step_size']:.3g} "
-                       f"excess {record['argmax_excess']:.3f}")
-            bar.set_postfix_str(f"ep {epoch}/{context.epochs} {summary}")
-            log.info("asng epoch %d/%d: convergence %.4f (ceiling %.4f), step size %.4g, weight loss %s, "
-                     "arch loss %.4f, %d/%d updates, argmax θ at %.3f of the budget (%.1fs)",
-                     epoch, context.epochs, record["convergence"], asng.convergence_ceiling, record["step_size"],
-                     "n/a" if record["weight_loss"] is None else f"{record['weight_loss']:.4f}",
-                     record["arch_loss"], updates, done, record["argmax_excess"], record["seconds"])
-            if converged:
-                log.info("asng: convergence %.4f reached the threshold %.4g after epoch %d; stopping",
-                         record["convergence"], opts["converge"], epoch)
+    def done(self, index: int, history: list[dict]) -> bool:
+        return index > self.context.epochs or bool(history and history[-1]["converged"])
+
+    def step(self, index: int) -> dict:
+        start = time.perf_counter()
+        sums = {"weight_loss": 0.0, "arch_loss": 0.0, "penalized_loss": 0.0, "over_budget": 0.0}
+        done = updates = 0
+        asng, optimizer, converge = self.asng, self.optimizer, self.options.converge
+        lr = optimizer.param_groups[0]["lr"] if optimizer else 0.0
+        converged = False
+        for _ in range(self.steps):
+            x, y = next(self.batches_w)
+            if optimizer is not None:
+                lr = optimizer.param_groups[0]["lr"]
+                sums["weight_loss"] += self._weight_step(asng.sample(_LAMBDA), x, y, index)
+                self.scheduler.step()
+            x, y = next(self.batches_a)
+            samples = asng.sample(_LAMBDA)
+            losses, penalized, over = _evaluate(self.space, self.budget, self.supernet, self.encoding, samples, x, y,
+                                                self.device, self.options.penalty)
+            updates += asng.update(samples, penalized)
+            sums["arch_loss"] += float(np.mean(losses))
+            sums["penalized_loss"] += float(np.mean(penalized))
+            sums["over_budget"] += over
+            done += 1
+            self.bar.update()
+            if converge is not None and asng.has_converged(converge):
+                converged = True
                 break
-    finally:
-        bar.close()
-    log.debug("asng: final θ %s", [row.round(3).tolist() for row in asng.theta_list()])
-    return history, encoding.architecture(asng.argmax())
+        theta_arch = self.encoding.architecture(asng.argmax())
+        record = {"epoch": index, "steps": done, **{k: v / done for k, v in sums.items()}, "updates": updates,
+                  "convergence": asng.convergence(), "step_size": asng.step_size, "Delta": asng.Delta, "lr": lr,
+                  "argmax": _costs(self.space, theta_arch), "argmax_excess": self.budget.excess(self.space, theta_arch),
+                  "converged": converged, "seconds": time.perf_counter() - start}
+        if optimizer is None:
+            record["weight_loss"] = None
+        self.bar.set_postfix_str(f"ep {index}/{self.context.epochs} conv {record['convergence']:.4f} "
+                                 f"step {record['step_size']:.3g} excess {record['argmax_excess']:.3f}")
+        return record
+
+    def summary(self, r: dict) -> str:
+        weight = "n/a" if r["weight_loss"] is None else f"{r['weight_loss']:.4f}"
+        return (f"convergence {r['convergence']:.4f} (ceiling {self.asng.convergence_ceiling:.4f}), step size "
+                f"{r['step_size']:.4g}, weight loss {weight}, arch loss {r['arch_loss']:.4f}, {r['updates']}/"
+                f"{r['steps']} updates, argmax θ at {r['argmax_excess']:.3f} of the budget ({r['seconds']:.1f}s)")
+
+    def _weight_step(self, samples, x, y, epoch: int) -> float:
+        """Mean CE of the samples on one batch, backpropagated into the shared weights; one SGD step.
+
+        The forward passes call ``self.ddp`` (the supernet in DistributedDataParallel under torchrun,
+        which averages the gradients over the ranks; the masks hook into the supernet's modules).
+        """
+        self.supernet.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for k, indices in enumerate(samples):
+            # under DDP the gradients of all samples are summed locally and averaged over the ranks once
+            last = k == len(samples) - 1
+            accumulate = self.ddp.no_sync() if not last and hasattr(self.ddp, "no_sync") else contextlib.nullcontext()
+            with accumulate, apply_masks(self.space, self.supernet, self.encoding.architecture(indices)):
+                loss = F.cross_entropy(logits_of(self.ddp(x)), y)
+                (loss / len(samples)).backward()
+            total += loss.detach()
+        mean = float(all_mean(total / len(samples)))
+        self.check_finite([mean], f"in epoch {epoch}")
+        torch.nn.utils.clip_grad_norm_(self.params, self.options.grad_clip)
+        self.optimizer.step()
+        return mean
+
+    def state_dict(self) -> dict:
+        return {"supernet": self.supernet.state_dict(), "asng": self.asng.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.asng.load_state_dict(state["asng"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def finish(self, history: list[dict]) -> SearchResult:
+        space, ctx = self.space, self.context
+        if history and history[-1]["converged"]:
+            log.info("asng: convergence %.4f reached the threshold %.4g after epoch %d; stopping",
+                     history[-1]["convergence"], self.options.converge, history[-1]["epoch"])
+        log.debug("asng: final θ %s", [row.round(3).tolist() for row in self.asng.theta_list()])
+        theta_arch = self.encoding.architecture(self.asng.argmax())
+        was_training = ctx.model.training
+        try:
+            scores = block_scores(space, ctx)
+        finally:
+            ctx.model.train(was_training)
+        result = repair(space, self.budget, theta_arch, scores)
+        log.info("asng: argmax θ %s, after repair %s (%d repair moves)", _costs(space, theta_arch),
+                 _costs(space, result.architecture), len(result.history))
+        return SearchResult(result.architecture, history)
 
 
-def _weight_step(space, supernet, ddp, encoding, samples, x, y, device, optimizer, params, clip, epoch) -> float:
-    """Mean CE of the samples on one batch, backpropagated into the shared weights; one SGD step.
-
-    ``ddp`` is the supernet as the forward passes call it (in DistributedDataParallel under torchrun,
-    which averages the gradients over the ranks; the masks hook into ``supernet``'s modules).
-    """
-    supernet.train()
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for k, indices in enumerate(samples):
-        # under DDP the gradients of all samples are summed locally and averaged over the ranks once
-        accumulate = ddp.no_sync() if k < len(samples) - 1 and hasattr(ddp, "no_sync") else contextlib.nullcontext()
-        with accumulate, apply_masks(space, supernet, encoding.architecture(indices)):
-            loss = F.cross_entropy(logits_of(ddp(x)), y)
-            (loss / len(samples)).backward()
-        total += loss.detach()
-    mean = float(all_mean(total / len(samples)))
-    if not math.isfinite(mean):
-        raise CompressError(f"the asng supernet training diverged (loss {mean} in epoch {epoch}): "
-                            "lower the learning rate, e.g. --option w_lr=0.01")
-    torch.nn.utils.clip_grad_norm_(params, clip)
-    optimizer.step()
-    return mean
+def asng_search(space, budget, context: SearchContext | None = None) -> SearchResult:
+    """``--method asng`` (:class:`ASNGSearcher`)."""
+    return search("asng", space, budget, context)
 
 
 @torch.no_grad()

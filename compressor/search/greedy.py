@@ -17,7 +17,8 @@ import torch
 from ..architecture import Architecture
 from ..budget import Budget
 from ..space import SearchSpace
-from .base import SearchContext, SearchResult
+from .base import SearchContext, Searcher, SearchResult
+from .registry import register
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,24 @@ def _step_index(g, width):
     return g.choices.index(width)
 
 
-def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
+@register("greedy")
+class GreedySearcher(Searcher):
     """Shrink from the full model until the budget holds, then widen back while it still holds."""
-    if budget.fits(space, space.full()):
-        return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
-    return repair(space, budget, space.full(), block_scores(space, context))
+
+    def search(self) -> SearchResult:
+        space, budget = self.space, self.budget
+        if budget.fits(space, space.full()):
+            return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
+        return repair(space, budget, space.full(), block_scores(space, self.context))
 
 
-def repair(space: SearchSpace, budget: Budget, start: Architecture, bscores: dict[str, float] | None = None) -> SearchResult:
+def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
+    """``--method greedy`` (:class:`GreedySearcher`)."""
+    return GreedySearcher(space, budget, context or SearchContext(), GreedySearcher.Options()).search()
+
+
+def repair(space: SearchSpace, budget: Budget, start: Architecture,
+           bscores: dict[str, float] | None = None) -> SearchResult:
     """Bring ``start`` within budget by the greedy moves, then widen back while the budget holds.
 
     Searchers whose result may exceed the budget (ASNG, TAS's argmax) end with this.
@@ -103,7 +114,8 @@ def repair(space: SearchSpace, budget: Budget, start: Architecture, bscores: dic
                 moves.append((loss, ("width", g.name, narrower), state.arch({**state.widths, g.name: narrower})))
         for b in space.blocks:
             if state.kept[b.name]:
-                moves.append((bscores[b.name], ("block", b.name, False), state.arch(kept={**state.kept, b.name: False})))
+                dropped = state.arch(kept={**state.kept, b.name: False})
+                moves.append((bscores[b.name], ("block", b.name, False), dropped))
         for loss, move, arch in moves:
             after = state.cost(arch)
             gain = saved(current, after)
