@@ -389,11 +389,8 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     generator) is written there after every step, and a later call with the same path continues
     from it. Under torchrun the candidates of a step are split among the ranks.
     """
-    for name, value, lo in (("k", k, 1), ("floor", floor, 1), ("epochs", epochs, 1), ("patience", patience, 1),
-                            ("batch_size", batch_size, 1), ("train_images", train_images, 1),
-                            ("val_images", val_images, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise CompressError(f"ShrinkCNN search option {name}={value!r} must be an integer >= {lo}")
+    _check_counts(k=k, floor=floor, epochs=epochs, patience=patience, batch_size=batch_size,
+                  train_images=train_images, val_images=val_images)
     if train_data is None or len(train_data) == 0 or val_data is None or len(val_data) == 0:
         raise CompressError("the ShrinkCNN search needs training and validation images")
     device = torch.device(device)
@@ -430,34 +427,49 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
                desc="shrinkcnn", unit="edge", disable=True if quiet else None, dynamic_ncols=True)
     try:
         while len(edges) > floor and (max_steps is None or step < max_steps):
-            removable = [e for e in edges if live_edges([f for f in edges if f != e], nodes)]
-            if not removable:
+            snap = _shrink_step(edges, nodes, rng, k, step + 1, evaluate)
+            if snap is None:
                 break
-            step += 1
-            picks = rng.choice(len(removable), size=min(k, len(removable)), replace=False)
-            picked = [removable[int(idx)] for idx in picks]
-            afters = [live_edges([f for f in edges if f != edge], nodes) for edge in picked]
-            # under torchrun candidate i is trained by rank i mod world, with the seed one process uses
-            results = map_over_ranks(lambda i, after: evaluate(after, step, i), afters)
-            candidates = [{"edge": list(edge), "edges_left": len(after), **r}
-                          for edge, after, r in zip(picked, afters, results)]
-            best = max(range(len(candidates)), key=lambda i: (candidates[i]["score"], -i))
-            edge = tuple(candidates[best]["edge"])
-            after = live_edges([f for f in edges if f != edge], nodes)
-            dropped = sorted(set(edges) - set(after) - {edge})
-            c = candidates[best]
-            snapshots.append(CellSnapshot(step, [list(e) for e in after], c["accuracy"], c["macs"], c["params"],
-                                          c["score"], list(edge), [list(e) for e in dropped], candidates))
-            _save(checkpoint, step, after, snapshots, rng)  # before the step is reported as done
+            step = snap.step
+            snapshots.append(snap)
+            _save(checkpoint, step, snap.edges, snapshots, rng)  # before the step is reported as done
             log.info("shrinkcnn step %d: removed %s%s, %d edges left, acc %.4f, %s MACs, score %.4f", step,
-                     list(edge), f" (and {len(dropped)} dead)" if dropped else "", len(after), c["accuracy"],
-                     format_count(c["macs"]), c["score"])
-            bar.update(min(len(edges) - len(after), bar.total - bar.n))
-            bar.set_postfix_str(f"{len(after)} edges, score {c['score']:.3f}")
-            edges = after
+                     snap.removed, f" (and {len(snap.dropped)} dead)" if snap.dropped else "", len(snap.edges),
+                     snap.accuracy, format_count(snap.macs), snap.score)
+            bar.update(min(len(edges) - len(snap.edges), bar.total - bar.n))
+            bar.set_postfix_str(f"{len(snap.edges)} edges, score {snap.score:.3f}")
+            edges = [tuple(e) for e in snap.edges]
     finally:
         bar.close()
     return snapshots
+
+
+def _check_counts(**counts) -> None:
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CompressError(f"ShrinkCNN search option {name}={value!r} must be an integer >= 1")
+
+
+def _shrink_step(edges, nodes: int, rng, k: int, step: int, evaluate) -> CellSnapshot | None:
+    """Step ``step``: score up to ``k`` random removable edges, remove the best-scoring one (and
+    the edges it leaves dead); its snapshot, or None when no edge can go."""
+    removable = [e for e in edges if live_edges([f for f in edges if f != e], nodes)]
+    if not removable:
+        return None
+    picks = rng.choice(len(removable), size=min(k, len(removable)), replace=False)
+    picked = [removable[int(idx)] for idx in picks]
+    afters = [live_edges([f for f in edges if f != edge], nodes) for edge in picked]
+    # under torchrun candidate i is trained by rank i mod world, with the seed one process uses
+    results = map_over_ranks(lambda i, after: evaluate(after, step, i), afters)
+    candidates = [{"edge": list(edge), "edges_left": len(after), **r}
+                  for edge, after, r in zip(picked, afters, results)]
+    best = max(range(len(candidates)), key=lambda i: (candidates[i]["score"], -i))
+    edge = tuple(candidates[best]["edge"])
+    after = live_edges([f for f in edges if f != edge], nodes)
+    dropped = sorted(set(edges) - set(after) - {edge})
+    c = candidates[best]
+    return CellSnapshot(step, [list(e) for e in after], c["accuracy"], c["macs"], c["params"], c["score"], list(edge),
+                        [list(e) for e in dropped], candidates)
 
 
 def _save(checkpoint, step: int, edges, snapshots: list[CellSnapshot], rng) -> None:
