@@ -6,13 +6,13 @@ from .errors import CompressError  # noqa: E402
 
 
 def load(path, *, model_fn=None, trust_code=False):
-    """Load a compressed model (a run directory or its ``model.pt``); see ``compressor.checkpoint``.
+    """Load a compressed model (a run directory or its ``model.pt``); see ``compressor.artifact``.
 
     Code named in arch.json is never imported on its own: for a model built by
     ``package.module:function`` pass ``model_fn`` (your builder, given num_classes) or, if you trust
     the artifact's source, ``trust_code=True``.
     """
-    from .checkpoint import load as _load
+    from .artifact import load as _load
 
     return _load(path, model_fn=model_fn, trust_code=trust_code)
 

@@ -144,7 +144,8 @@ def main():
 @click.option("--data", "data_dir", default=None,
               help="ImageFolder directory (class subfolders, or train/ and val/). Default: scikit-learn's bundled "
                    "handwritten digits.")
-@click.option("--target", default="cpu", show_default=True, help="Target profile name (see `compress profiles`) or a TOML file.")
+@click.option("--target", default="cpu", show_default=True,
+              help="Target profile name (see `compress profiles`) or a TOML file.")
 @click.option("--input-shape", callback=_shape, default=None,
               help="Deployment input CxHxW at which costs and latency are measured; default from the profile.")
 @click.option("--train-resolution", type=click.IntRange(min=8), default=32, show_default=True,
@@ -191,6 +192,7 @@ def run_command(**opts):
     _require_torch()
     from .budget import Budget
     from .pipeline import NAS_METHOD, RunConfig, resume_config, run, run_nas
+    from .report import summary_line, summary_line_nas
 
     _setup_logging(opts["quiet"])
     _interrupt_on_sigterm()
@@ -210,22 +212,11 @@ def run_command(**opts):
         report = _compressing(run_nas if config.method == NAS_METHOD else run, config)
     except CompressError as exc:
         _fail(exc)
-    if not report:
-        return  # a torchrun rank other than 0: rank 0 writes and reports
-    if config.method == NAS_METHOD:
-        return _echo_nas(report)
-    b, c = report["baseline"], report["compressed"]
-    latency = (f"p50 {b['latency_ms']['p50']:.2f} ms -> {c['latency_ms']['p50']:.2f} ms" if c["latency_ms"]
-               else "latency to be measured on the target (see report.md)")
-    click.echo(
-        f"{report['model']}: MACs {format_count(b['macs'])} -> {format_count(c['macs'])}, "
-        f"params {format_count(b['params'])} -> {format_count(c['params'])}, "
-        f"accuracy {100 * b['accuracy']:.1f}% -> {100 * c['accuracy']:.1f}%, {latency}; "
-        f"written to {report['out']}"
-    )
+    if report is not None:  # None on a torchrun rank other than 0: rank 0 writes and reports
+        click.echo(summary_line_nas(report) if report.is_nas else summary_line(report))
 
 
-def _compressing(run, config) -> dict:
+def _compressing(run, config):
     """``run(config)``; an interruption (Ctrl-C, SIGTERM) keeps the run's state and says how to continue."""
     try:
         return run(config)
@@ -326,6 +317,7 @@ def nas_command(space, **opts):
     _require_torch()
     from .budget import Budget
     from .pipeline import NAS_METHOD, NAS_MODEL, RunConfig, run_nas
+    from .report import summary_line_nas
 
     _setup_logging(opts["quiet"])
     _interrupt_on_sigterm()
@@ -335,15 +327,8 @@ def nas_command(space, **opts):
         report = _compressing(run_nas, config)
     except CompressError as exc:
         _fail(exc)
-    if report:  # empty on a rank other than 0 under torchrun
-        _echo_nas(report)
-
-
-def _echo_nas(report: dict) -> None:
-    c = report["compressed"]
-    click.echo(f"shrinkcnn: {len(report['architecture']['cell_edges'])} cell edges, MACs {format_count(c['macs'])}, "
-               f"params {format_count(c['params'])}, accuracy {100 * c['accuracy']:.1f}%, "
-               f"p50 {c['latency_ms']['p50']:.2f} ms; written to {report['out']}")
+    if report is not None:  # None on a rank other than 0 under torchrun
+        click.echo(summary_line_nas(report))
 
 
 @main.command("bench")
@@ -385,7 +370,8 @@ def bench_command(model_file, target, runtime, batch, warmup, runs, threads, inp
               help="Engine precision; default from the profile.")
 @click.option("--batch-range", default=None, metavar="MIN,OPT,MAX",
               help="Dynamic batch range of the optimisation profile; default 1,<profile batch>,8.")
-@click.option("--workspace", type=click.IntRange(min=1), default=1024, show_default=True, help="Workspace limit in MiB.")
+@click.option("--workspace", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Workspace limit in MiB.")
 @click.option("--calib-data", default=None,
               help="ImageFolder of calibration images for int8 (resized to the input shape, same normalisation).")
 @click.option("--calib-images", type=click.IntRange(min=1), default=512, show_default=True)
@@ -411,8 +397,8 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
             data = load_data(calib_data, resolution=profile.input_shape[-1], val_fraction=0.5, quiet=quiet)
             batches = make_loader(data.val, 8, shuffle=False, seed=0)
         engine_path = Path(out) if out else onnx_path.with_suffix(".engine")
-        info = build_engine(onnx_path, engine_path, precision=precision or profile.precision,
-                            batch=parse_batch_range(batch_range) if batch_range else (1, profile.batch, max(8, profile.batch)),
+        batch = parse_batch_range(batch_range) if batch_range else (1, profile.batch, max(8, profile.batch))
+        info = build_engine(onnx_path, engine_path, precision=precision or profile.precision, batch=batch,
                             input_shape=profile.input_shape, workspace_mb=workspace,
                             timing_cache=engine_path.with_suffix(".timing.cache"), calibration_batches=batches,
                             max_calibration_batches=calib_images // 8)

@@ -18,6 +18,7 @@ from pathlib import Path
 from .distributed import broadcast_object, is_main, process_group
 from .errors import CompressError
 from .fileio import write_json
+from .run_report import RunReport
 from .run_state import RunState
 from .rundir import RunDir, open_new, open_resume
 from .settings import RunConfig, absolute_paths
@@ -37,8 +38,8 @@ class Stage:
 
 
 def execute(config: RunConfig, stages: list[Stage], make_state: Callable[[RunConfig, Path], RunState],
-            name: str) -> dict:
-    """Run ``stages`` in the run directory of ``config`` and return the report (empty on ranks other
+            name: str) -> RunReport | None:
+    """Run ``stages`` in the run directory of ``config`` and return the report (None on ranks other
     than 0). ``make_state`` builds the initial state; ``name`` names a default run directory."""
     absolute_paths(config)  # on every rank: a run resumes from any working directory
     with process_group():
@@ -47,10 +48,10 @@ def execute(config: RunConfig, stages: list[Stage], make_state: Callable[[RunCon
             state = make_state(config, run_dir.path)
             for stage in stages:
                 if stage.main_only and not is_main():
-                    return {}
+                    return None
                 if stage.when is None or stage.when(state):
                     _timed(stage, state)
-            return state.report or {}
+            return state.report
         except CompressError:
             if is_main() and not config.resume and not run_dir.did_work():
                 run_dir.discard()

@@ -14,6 +14,7 @@ from profiles import Profile
 
 from .architecture import Architecture
 from .budget import Budget
+from .run_report import Latency, OnnxInfo, RunReport
 from .rundir import STATE_DIR
 from .runtime import Runtime
 from .settings import RunConfig
@@ -45,12 +46,12 @@ class RunState:
     architecture: Architecture | None = None  # search, repaired by latency_check
     history: list = field(default_factory=list)  # search: the searcher's trace
     small: Any = None  # materialize: the compressed nn.Module, trained by fine_tuning
-    latency_check: list | None = None  # latency_check: measured vs predicted, per correction
+    latency_check: list | None = None  # latency_check: LatencyChecks, one per correction
     accuracy: float | None = None  # fine_tuning (or evaluate for a nas run): the compressed model's
-    onnx: dict | None = None  # export: path, opset, parity
-    latency: dict = field(default_factory=lambda: {"compressed": None, "baseline": None})  # measure
+    onnx: OnnxInfo | None = None  # export: path, opset, parity
+    latency: Latency = field(default_factory=Latency)  # latency: measured on the target
     artifacts: list[str] = field(default_factory=list)  # the files of the run directory this run wrote
-    report: dict | None = None  # report
+    report: RunReport | None = None  # report
 
     @property
     def state_dir(self) -> Path:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from exporters.runners import available_runners, make_runner
+from exporters.stats import LatencyStats
 from profiles import Profile, host_model, load_profile
 
 from .errors import CompressError
@@ -49,13 +50,13 @@ def resolve_target(name: str, offline_ok: bool = False) -> Profile:
     return profile
 
 
-def measure_onnx(onnx_path: Path, profile: Profile, shape, runs: int | None, slowest: int = 0) -> dict:
+def measure_onnx(onnx_path: Path, profile: Profile, shape, runs: int | None, slowest: int = 0) -> LatencyStats:
     """Latency statistics of an ONNX file on the target (``slowest``: also profile that many nodes)."""
     runner = make_runner(measuring_runtime(profile), threads=profile.measure.threads, precision=profile.precision,
                          profile_nodes=slowest)
     stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
                            runs=runs or profile.measure.runs)
-    return stats.to_dict()
+    return stats
 
 
 def latency_clock(profile: Profile) -> str:

@@ -6,6 +6,7 @@ proxy, a 3x32x32 deployment shape, no fine-tuning.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -245,15 +246,15 @@ def test_a_state_link_is_refused_and_nothing_lands_outside(tmp_path):
 # --- items 8, 15, 16: interrupted runs keep their state; resume cleans up and finishes ----------------------
 
 def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
-    from compressor import checkpoint
+    from compressor import artifact
 
     out = tmp_path / "r"
-    real = checkpoint.save
+    real = artifact.save
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save", interrupted)  # Ctrl-C as the export begins
+    monkeypatch.setattr(artifact, "save", interrupted)  # Ctrl-C as the export begins
     result = _cli(*TEACH, "--out", str(out))
     assert result.exit_code == 130
     assert f"interrupted: continue with `compress --resume {out}`" in result.output
@@ -262,7 +263,7 @@ def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
     stale.write_bytes(b"half")
     mine = out / ".mine.tmp"  # not of write_atomic's pattern: the user's
     mine.write_text("x")
-    monkeypatch.setattr(checkpoint, "save", real)
+    monkeypatch.setattr(artifact, "save", real)
     resumed = _cli("--resume", str(out))
     assert resumed.exit_code == 0, resumed.output
     assert not stale.exists() and mine.exists() and not (out / ".compress").exists()
@@ -333,12 +334,12 @@ def test_full_disk_is_one_line_and_resumable(tmp_path):
 def test_read_only_folder_mid_run(tmp_path, monkeypatch):
     import errno
 
-    from compressor import checkpoint
+    from compressor import artifact
 
     def read_only(model, arch, spec, out):
         raise OSError(errno.EROFS, "Read-only file system", str(Path(out) / "model.pt"))
 
-    monkeypatch.setattr(checkpoint, "save", read_only)
+    monkeypatch.setattr(artifact, "save", read_only)
     out = tmp_path / "r"
     result = _cli(*FAST, "--out", str(out))
     _one_error(result, "(Read-only file system): free space or make it writable")
@@ -372,8 +373,8 @@ def test_report_after_a_latency_repair_describes_the_delivered_model(tmp_path, m
     def measure(path, profile, shape, runs, slowest=0):
         stats = real(path, profile, shape, runs, slowest)
         if Path(path).name == "latency-check.onnx" and not seen:
-            seen.append(stats["p50"])
-            stats = {**stats, "p50": 75.0}  # 1.5x the 50 ms budget: the repair must cut a third
+            seen.append(stats.p50)
+            stats = dataclasses.replace(stats, p50=75.0)  # 1.5x the 50 ms budget: the repair must cut a third
         return stats
 
     monkeypatch.setattr(target, "measure_onnx", measure)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import compressor
-from compressor import checkpoint
+from compressor import artifact
 from compressor.architecture import Architecture
 from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model, load_weights_into, resolve_model
@@ -63,7 +63,7 @@ def _save(model: nn.Module, spec: ModelSpec, out, ratio: float = 0.5):
     space = SearchSpace.build(model.eval(), SHAPE, spec.name)
     arch = space.uniform(ratio)
     small = materialize(space, model, arch)
-    return checkpoint.save(small, arch, spec, out), small
+    return artifact.save(small, arch, spec, out), small
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def _first_width(value):
 ])
 def test_numbers_are_checked_before_building(copy, monkeypatch, edit, words):
     _edit_arch(copy, edit)
-    monkeypatch.setattr(checkpoint, "build_model", lambda *a, **k: pytest.fail("built before checking"))
+    monkeypatch.setattr(artifact, "build_model", lambda *a, **k: pytest.fail("built before checking"))
     with pytest.raises(CompressError) as info:
         compressor.load(copy, trust_code=True)
     msg = str(info.value)
@@ -316,8 +316,8 @@ def test_model_pt_is_byte_reproducible(user_artifact, user_code, tmp_path):
     _, small = user_artifact
     arch = Architecture.load(user_artifact[0] / "arch.json")
     spec = ModelSpec(f"{USER_MODULE}:tiny", 10, {"width": 16})
-    first = checkpoint.save(small, arch, spec, tmp_path / "a")
-    second = checkpoint.save(small, arch, spec, tmp_path / "some" / "other-folder")
+    first = artifact.save(small, arch, spec, tmp_path / "a")
+    second = artifact.save(small, arch, spec, tmp_path / "some" / "other-folder")
     assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
     assert (first / "arch.json").read_bytes() == (second / "arch.json").read_bytes()
     state = torch.load(second / "model.pt", weights_only=True)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 import compressor
-from compressor import checkpoint
+from compressor import artifact
 from compressor.counting import count_macs
 from compressor.data import DataBundle, load_data
 from compressor.errors import CompressError
@@ -218,7 +218,7 @@ def test_spec_rebuilds_the_same_network(tmp_path):
         assert torch.equal(rebuilt(x), model(x))
     # saved and loaded like any compressed model: spec + full architecture + state_dict
     space = SearchSpace.build(model, (3, 32, 32), spec.name)
-    checkpoint.save(model, space.full(), spec, tmp_path)
+    artifact.save(model, space.full(), spec, tmp_path)
     loaded = compressor.load(tmp_path)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-5)

@@ -2,13 +2,15 @@
 write the report and the manifest (shared by ``compress run`` and ``compress nas``)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from exporters.onnx_export import export_onnx, verify_onnx
 
-from .. import checkpoint, target
+from .. import artifact, target
 from ..manifest import write_manifest
 from ..report import write_reports
+from ..run_report import Latency, OnnxInfo
 from ..run_state import RunState
 from ..rundir import RunDir, remove_previous_artifacts
 
@@ -21,12 +23,12 @@ def export(state: RunState) -> None:
     """``arch.json`` + ``model.pt``, ``model.onnx`` checked against PyTorch, and ``baseline.onnx``."""
     out = state.out
     remove_previous_artifacts(out)  # --overwrite into a finished run: none of its files is taken for ours
-    checkpoint.save(state.small, state.architecture, state.spec, out)
+    artifact.save(state.small, state.architecture, state.spec, out)
     onnx_path = export_onnx(state.small, state.shape, out / "model.onnx")
     parity = verify_onnx(state.small, onnx_path, state.shape)
-    state.onnx = {"path": onnx_path.name, "opset": parity["opset"], "max_abs_diff": parity["max_abs_diff"],
-                  "checker": parity["checker"]}
-    state.artifacts += [checkpoint.ARCH_FILE, checkpoint.WEIGHTS_FILE, onnx_path.name]
+    state.onnx = OnnxInfo(path=onnx_path.name, opset=parity["opset"], max_abs_diff=parity["max_abs_diff"],
+                          checker=parity["checker"])
+    state.artifacts += [artifact.ARCH_FILE, artifact.WEIGHTS_FILE, onnx_path.name]
     if state.baseline_accuracy is not None:  # a compressed run: the original too, to compare on the device
         export_onnx(state.model, state.shape, out / "baseline.onnx")
         state.artifacts.append("baseline.onnx")
@@ -44,26 +46,18 @@ def can_measure(state: RunState) -> bool:
 def measure(state: RunState) -> None:
     """Latency of the compressed model (with its slowest nodes) and of the original, on the target."""
     runs = state.config.latency_runs
-    state.latency["compressed"] = target.measure_onnx(state.out / "model.onnx", state.profile, state.shape, runs,
-                                                      slowest=10)
-    if "baseline.onnx" in state.artifacts:
-        state.latency["baseline"] = target.measure_onnx(state.out / "baseline.onnx", state.profile, state.shape,
-                                                        runs)
+    compressed = target.measure_onnx(state.out / "model.onnx", state.profile, state.shape, runs, slowest=10)
+    baseline = target.measure_onnx(state.out / "baseline.onnx", state.profile, state.shape, runs) \
+        if "baseline.onnx" in state.artifacts else None
+    state.latency = Latency(compressed=compressed, baseline=baseline)
 
 
 def finish(state: RunState, command: str) -> None:
     """Write the reports and the manifest of what this run wrote, then drop the resume state (after the
     manifest: a run killed in between is finished, not lost)."""
     write_reports(state.out, state.report)
-    write_manifest(state.out, {"command": command, **state.report["settings"], "budget": state.budget.to_dict(),
-                               "data": state.report["data"]}, files=[*state.artifacts, *REPORTS])
+    report = state.report
+    write_manifest(state.out, {"command": command, **report.settings, "budget": report.budget,
+                               "data": dataclasses.asdict(report.data)}, files=[*state.artifacts, *REPORTS])
     RunDir(state.out).finish()
     log.info("wrote %s", state.out)
-
-
-def costs(space, arch) -> dict:
-    return {"macs": space.macs(arch), "params": space.params(arch)}
-
-
-def percentiles(stats: dict | None) -> dict | None:
-    return {k: stats[k] for k in ("p50", "p90", "p99")} if stats else None

@@ -10,6 +10,7 @@ from exporters.onnx_export import export_onnx
 from .. import target
 from ..distributed import broadcast_object, is_main
 from ..fileio import write_json
+from ..run_report import LatencyCheck
 from ..run_state import RunState
 from ..surgery import materialize
 
@@ -59,7 +60,7 @@ def target_measure(state: RunState):
         if is_main():
             small = materialize(state.space, state.model, arch)
             path = export_onnx(small, state.shape, state.state_dir / "measure.onnx")
-            value = target.measure_onnx(path, state.profile, state.shape, None)["p50"]
+            value = target.measure_onnx(path, state.profile, state.shape, None).p50
         return broadcast_object(value)
     return measure
 
@@ -88,9 +89,9 @@ def _meet_measured_latency(state: RunState) -> None:
     for _ in range(CORRECTIONS):
         predicted = budget.latency.predict(state.architecture)
         path = export_onnx(state.small, state.shape, state.state_dir / "latency-check.onnx")
-        measured = target.measure_onnx(path, state.profile, state.shape, None)["p50"]
+        measured = target.measure_onnx(path, state.profile, state.shape, None).p50
         macs = state.space.macs(state.architecture)
-        checks.append({"predicted_ms": predicted, "measured_ms": measured, "macs": macs})
+        checks.append(LatencyCheck(predicted_ms=predicted, measured_ms=measured, macs=macs))
         log.info("latency check: predicted %.3f ms, measured %.3f ms (budget %.3f ms)", predicted, measured,
                  budget.latency_ms)
         if measured <= budget.latency_ms:
@@ -100,5 +101,5 @@ def _meet_measured_latency(state: RunState) -> None:
         state.small = materialize(state.space, state.model, state.architecture)
     else:
         log.warning("measured latency %.3f ms is still over the %.3f ms budget after %d corrections",
-                    checks[-1]["measured_ms"], budget.latency_ms, CORRECTIONS)
+                    checks[-1].measured_ms, budget.latency_ms, CORRECTIONS)
     state.latency_check = checks

@@ -5,14 +5,15 @@ its data, search and report stages are its own.
 """
 from __future__ import annotations
 
-from .. import checkpoint
+from ..artifact import ARCH_FILE
 from ..data import load_data, make_loader
 from ..fileio import write_json
+from ..run_report import ArchitectureInfo, Costs, DataInfo, RunReport, SearchInfo, Target
 from ..run_state import RunState
 from ..settings import NAS_METHOD
 from ..space import SearchSpace
 from ..train import evaluate
-from .deliver import costs, finish, percentiles
+from .deliver import finish
 
 
 def data(state: RunState) -> None:
@@ -46,22 +47,17 @@ def evaluate_network(state: RunState) -> None:
 
 def report(state: RunState) -> None:
     """Write ``search.json`` (the snapshots), the reports and the manifest."""
-    config, data, spec = state.config, state.data, state.spec
+    config, space, arch, spec = state.config, state.space, state.architecture, state.spec
     write_json(state.out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in state.history]})
     state.artifacts.append("search.json")
-    state.report = {
-        "model": "shrinkcnn", "out": str(state.out), "target": state.profile.to_dict(), "method": NAS_METHOD,
-        "input_shape": list(state.shape), "train_resolution": config.train_resolution,
-        "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
-                 "num_classes": data.num_classes},
-        "budget": config.budget.to_dict(), "baseline": None,
-        "compressed": {**costs(state.space, state.architecture), "accuracy": state.accuracy,
-                       "latency_ms": percentiles(state.latency["compressed"])},
-        "latency": state.latency, "onnx": state.onnx, "spec": spec.to_dict(),
-        "architecture": {"file": checkpoint.ARCH_FILE, "cell_edges": spec.kwargs.get("edges"),
-                         "dropped_blocks": []},
-        "fixed_layers": [], "search": {"steps": len(state.history), "file": "search.json"},
-        "settings": config.settings(), "notes": state.notes,
-        "timings_s": dict(state.timings),
-    }
+    state.report = RunReport(
+        model="shrinkcnn", out=str(state.out), target=Target.of(state.profile), method=NAS_METHOD,
+        input_shape=list(state.shape), train_resolution=config.train_resolution, data=DataInfo.of(state.data),
+        budget=config.budget.to_dict(),
+        compressed=Costs(macs=space.macs(arch), params=space.params(arch), accuracy=state.accuracy),
+        latency=state.latency, onnx=state.onnx, spec=spec.to_dict(),
+        architecture=ArchitectureInfo(file=ARCH_FILE, cell_edges=spec.kwargs.get("edges")),
+        search=SearchInfo(steps=len(state.history), file="search.json"), settings=config.settings(),
+        notes=state.notes, timings_s=dict(state.timings),
+    )
     finish(state, "nas")

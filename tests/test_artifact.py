@@ -1,4 +1,4 @@
-"""compressor.checkpoint: a compressed model saved as arch.json + a state_dict (no pickled modules)
+"""compressor.artifact: a compressed model saved as arch.json + a state_dict (no pickled modules)
 and loaded back with compressor.load, on random architectures of many torchvision families."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compressor
-from compressor import checkpoint
+from compressor import artifact
 from compressor.architecture import Architecture
 from compressor.errors import CompressError
 from compressor.surgery import DroppedBlock, materialize
@@ -38,7 +38,7 @@ def test_round_trip(zoo, tmp_path, name):
     arch = random_architecture(space, seed=7)
     small = materialize(space, entry.model, arch)
     _perturb(small, 11)
-    out = checkpoint.save(small, arch, entry.spec, tmp_path / "run")
+    out = artifact.save(small, arch, entry.spec, tmp_path / "run")
     assert sorted(p.name for p in out.iterdir()) == ["arch.json", "model.pt"]
 
     # arch.json is plain JSON naming the model; model.pt is tensors only
@@ -65,8 +65,8 @@ def test_load_from_weights_file_path(zoo, tmp_path):
     arch = random_architecture(entry.space, seed=2)
     small = materialize(entry.space, entry.model, arch)
     _perturb(small, 3)
-    checkpoint.save(small, arch, entry.spec, tmp_path)
-    loaded = checkpoint.load(tmp_path / "model.pt")
+    artifact.save(small, arch, entry.spec, tmp_path)
+    loaded = artifact.load(tmp_path / "model.pt")
     x = batch()
     with torch.no_grad():
         assert torch.allclose(loaded(x), small(x), atol=1e-5, rtol=0)
@@ -77,7 +77,7 @@ def saved(zoo, tmp_path):
     entry = zoo("resnet18")
     arch = entry.space.uniform(0.5)
     small = materialize(entry.space, entry.model, arch)
-    return checkpoint.save(small, arch, entry.spec, tmp_path / "run")
+    return artifact.save(small, arch, entry.spec, tmp_path / "run")
 
 
 @pytest.mark.parametrize("missing", ["arch.json", "model.pt"])
@@ -131,7 +131,7 @@ def test_weights_of_another_architecture(zoo, saved, tmp_path):
     entry = zoo("resnet18")
     other = tmp_path / "other"
     arch = entry.space.uniform(0.25)
-    checkpoint.save(materialize(entry.space, entry.model, arch), arch, entry.spec, other)
+    artifact.save(materialize(entry.space, entry.model, arch), arch, entry.spec, other)
     shutil.copy(other / "model.pt", saved / "model.pt")
     with pytest.raises(CompressError) as info:
         compressor.load(saved)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import torch
 from torch import nn
 
 from .architecture import Architecture
