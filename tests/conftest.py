@@ -44,6 +44,13 @@ ZOO = [
     "mnasnet0_5",
     "squeezenet1_0",
 ]
+HEAVY_ZOO = ("vgg11", "densenet121")  # the slowest members to trace and run: several seconds a test each
+
+
+def zoo_params(slow=HEAVY_ZOO) -> list:
+    """:data:`ZOO` for ``parametrize``, the models named in ``slow`` marked ``slow`` (left out by
+    ``pytest -m "not slow"``)."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in slow else name for name in ZOO]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 

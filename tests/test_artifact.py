@@ -14,7 +14,7 @@ from compressor.architecture import Architecture
 from compressor.errors import CompressError
 from compressor.surgery import DroppedBlock, materialize
 
-from conftest import SMALL_SHAPE, ZOO, batch, max_abs_diff, random_architecture
+from conftest import HEAVY_ZOO, SMALL_SHAPE, batch, max_abs_diff, random_architecture, zoo_params
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,10 +28,7 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
             t.mul_(1 + 0.05 * torch.randn(t.shape, generator=g).clamp(-4, 4))  # keeps variances > 0
 
 
-@pytest.mark.parametrize(
-    "name",
-    ZOO,
-)
+@pytest.mark.parametrize("name", zoo_params((*HEAVY_ZOO, "resnext50_32x4d")))
 def test_round_trip(zoo, tmp_path, name):
     entry = zoo(name)
     space = entry.space

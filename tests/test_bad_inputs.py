@@ -274,13 +274,15 @@ def test_default_out_leaves_nothing_in_cwd(fx, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+SLOW = pytest.mark.slow  # a fresh `python -m compressor` imports torch: seconds per case
 SUBPROCESS_CASES = [
-    case("model-unknown-name", run_("--budget-macs", "20M", "--model", "resnet1000"), "unknown model"),
-    case("profile-toml-syntax-error", run_("--budget-macs", "20M", "--target", "{fx}/syntax.toml"), "is not valid TOML"),
-    case("out-under-a-file", run_("--budget-macs", "20M", "--out", "{fx}/a_file/run"), "cannot write", out=False),
+    case("model-unknown-name", run_("--budget-macs", "20M", "--model", "resnet1000"), "unknown model", SLOW),
+    case("profile-toml-syntax-error", run_("--budget-macs", "20M", "--target", "{fx}/syntax.toml"),
+         "is not valid TOML", SLOW),
+    case("out-under-a-file", run_("--budget-macs", "20M", "--out", "{fx}/a_file/run"), "cannot write", SLOW, out=False),
     case("bench-unknown-extension", ["bench", "{fx}/model.txt", "--target", "cpu"], "cannot bench", out=False),
     case("model-spec-module-fails-to-import", run_("--budget-macs", "20M", "--model", "bad_inputs_broken:build"),
-         "bad_inputs_broken"),
+         "bad_inputs_broken", SLOW),
 ]
 
 

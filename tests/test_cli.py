@@ -83,6 +83,7 @@ def test_second_run_into_same_dir_refused(run_dir):
     assert result.exit_code == 2 and "not empty" in result.output
 
 
+@pytest.mark.slow
 def test_budget_above_model_keeps_it(tmp_path):
     result = invoke("--budget-macs", "10G", "--out", str(tmp_path / "r"), "--method", "uniform", *FAST)
     assert result.exit_code == 0, result.output
@@ -130,6 +131,7 @@ def test_process_error_has_no_traceback(tmp_path):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_tas_method_end_to_end(tmp_path):
     out = tmp_path / "tas"
     result = invoke("--method", "tas", "--budget-macs", "40M", "--search-epochs", "1", "--option", "steps_per_epoch=3",
@@ -140,6 +142,7 @@ def test_tas_method_end_to_end(tmp_path):
     assert json.loads((out / "search.json").read_text())["method"] == "tas"
 
 
+@pytest.mark.slow
 def test_nas_shrinkcnn_end_to_end(tmp_path):
     out = tmp_path / "nas"
     result = invoke("nas", "--budget-macs", "12M", "--train-resolution", "16", "--input-shape", "3x32x32",
@@ -192,6 +195,7 @@ def test_report_merges_a_run_and_a_device_bench(run_dir, tmp_path):
     assert (run_dir / "report.html").is_file()  # every run writes its HTML page too
 
 
+@pytest.mark.slow
 def test_latency_budget_end_to_end(tmp_path):
     """--budget-latency: a table measured here, a search on predicted latency, a measured check."""
     out, table = tmp_path / "lat", tmp_path / "table.json"

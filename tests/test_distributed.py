@@ -4,6 +4,8 @@ import json
 import pytest
 from conftest import run_python, torchrun
 
+pytestmark = pytest.mark.slow  # torchrun: whole runs in two processes
+
 ARGS = ["--budget-macs", "20M", "--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "0",
         "--epochs", "1", "--latency-runs", "3", "--quiet"]
 

@@ -308,6 +308,7 @@ def test_hardware_fingerprint_names_what_matters():
 
 
 # --------------------------------------------------------------------------- measured for real
+@pytest.mark.slow
 def test_end_to_end_on_onnxruntime_ranks_architectures(r18, tmp_path):
     """resnet18 at 3x64x64, timed by onnxruntime (one thread, CPU clock, few points and runs):
     predictions must order architectures spanning a 5x MAC range as the measurements do."""
@@ -334,7 +335,8 @@ def lat_runner():
     return make_runner("onnxruntime-cpu", threads=1, clock="cpu")
 
 
-@pytest.mark.parametrize("method", ["uniform", "greedy", "tas", "asng", "autoshrink"])
+@pytest.mark.parametrize("method", ["uniform", "greedy", "tas", "asng",
+                                    pytest.param("autoshrink", marks=pytest.mark.slow)])
 def test_every_method_meets_a_latency_budget(built, r18, method):
     """Each searcher reads the latency bound through Budget exactly like MACs (TAS through the
     differentiable expected latency), so its result's predicted latency is within the budget."""
@@ -355,6 +357,7 @@ def test_every_method_meets_a_latency_budget(built, r18, method):
     assert lat.predict(arch) <= budget.latency_ms < full_ms
 
 
+@pytest.mark.slow
 def test_autoshrink_remeasures_each_committed_step(built, r18):
     """With a latency budget and a target to measure on, every committed architecture is measured
     and the prediction rescaled to it, so later steps steer by the target's figures."""
@@ -386,6 +389,7 @@ def test_autoshrink_remeasures_each_committed_step(built, r18):
     assert lat.predict(result.architecture) == built.lat.predict(result.architecture)
 
 
+@pytest.mark.slow
 def test_search_for_a_board_with_a_table_measured_there(tmp_path):
     """--target jetson-orin-nano on this machine: refused without a table; with a table measured on
     the board (faked here), the search uses it, nothing is measured here, and the report says so."""

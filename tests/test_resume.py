@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import run_python, subprocess_env
 
+pytestmark = pytest.mark.slow  # every test kills and resumes whole runs (minutes in all)
+
 COMMON = ["--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "1", "--epochs", "2",
           "--latency-runs", "3"]
 EPOCHS = ["--budget-macs", "20M", "--search-epochs", "3", "--option", "steps_per_epoch=20"]

@@ -72,6 +72,7 @@ def _unfinished(root: Path, **settings) -> Path:
 EVIL = "from pathlib import Path\nPath('PWNED').write_text('x')\n\ndef build(num_classes=10):\n    return None\n"
 
 
+@pytest.mark.slow
 def test_resume_does_not_import_the_model_module_shipped_in_the_run_dir(tmp_path):
     run = _unfinished(tmp_path / "run", model="evil_mod:build")
     (run / "evil_mod.py").write_text(EVIL)
@@ -190,6 +191,7 @@ def finished(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_overwrite_leaves_the_users_files(tmp_path):
     out = tmp_path / "u"
     (out / "state").mkdir(parents=True)
@@ -207,6 +209,7 @@ def test_overwrite_leaves_the_users_files(tmp_path):
     assert "notes.txt" not in listed and "run.json" not in listed
 
 
+@pytest.mark.slow
 def test_overwrite_into_an_old_run_drops_its_stale_artifacts(tmp_path, finished):
     import shutil
 
@@ -227,6 +230,7 @@ def test_overwrite_into_an_old_run_drops_its_stale_artifacts(tmp_path, finished)
     assert "latency_model.json" not in listed and set(listed) | {"manifest.json"} == {p.name for p in out.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_state_link_is_refused_and_nothing_lands_outside(tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -245,6 +249,7 @@ def test_a_state_link_is_refused_and_nothing_lands_outside(tmp_path):
 
 # --- items 8, 15, 16: interrupted runs keep their state; resume cleans up and finishes ----------------------
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
     from compressor import artifact
 
@@ -269,6 +274,7 @@ def test_interrupted_run_keeps_its_state_and_resumes(tmp_path, monkeypatch):
     assert not stale.exists() and mine.exists() and not (out / ".compress").exists()
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_manifest_leaves_a_finished_run(tmp_path, monkeypatch):
     out = tmp_path / "r"
 
@@ -281,6 +287,7 @@ def test_a_kill_after_the_manifest_leaves_a_finished_run(tmp_path, monkeypatch):
     _one_error(_cli("--resume", str(out)), "has finished already")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_keeps_what_resume_needs(tmp_path, sig):
     out = tmp_path / "r"
@@ -320,6 +327,7 @@ def _limit_file_size():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_resumable(tmp_path):
     out = tmp_path / "r"
     proc = subprocess.run([sys.executable, "-m", "compressor", *FAST, "--out", str(out)], capture_output=True,
@@ -365,6 +373,7 @@ def _onnx_macs(path: Path) -> int:
     return macs
 
 
+@pytest.mark.slow
 def test_report_after_a_latency_repair_describes_the_delivered_model(tmp_path, monkeypatch):
     """The first measurement of the searched model is made to read 1.5x the budget, so the run
     repairs the architecture; the report must give the repaired model's figures."""

@@ -14,7 +14,7 @@ from compressor.counting import count_macs, count_params
 from compressor.space import SearchSpace
 from compressor.surgery import DroppedBlock, apply_masks, materialize
 
-from conftest import SMALL_SHAPE, ZOO, batch, max_abs_diff, random_architecture
+from conftest import SMALL_SHAPE, batch, max_abs_diff, random_architecture, zoo_params
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,7 +50,7 @@ def full_outputs(zoo):
     return get
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", zoo_params())
 def test_random_architectures(zoo, full_outputs, name):
     entry = zoo(name)
     space, model = entry.space, entry.model
