@@ -344,11 +344,6 @@ class LatencyModel(Metric):
         ratio seen on the target); this one is left as it is."""
         return self.with_coefficients([self.a * factor, self.b * factor, self.c * factor])
 
-    def rescale(self, factor: float) -> None:
-        """Scale this model's predictions by ``factor`` in place (the pipeline's latency check
-        until it switches to :meth:`rescaled`)."""
-        self.a, self.b, self.c = self.a * factor, self.b * factor, self.c * factor
-
     def coefficients(self) -> list[float]:
         """The calibration ``[a, b, c]`` (ms = a·table ms + c·weight MB + b), e.g. to save a search's state."""
         return [self.a, self.b, self.c]

@@ -85,8 +85,9 @@ def latency_check(state: RunState) -> None:
 def _meet_measured_latency(state: RunState) -> None:
     from ..search import repair
 
-    budget, checks = state.budget, []
+    checks = []
     for _ in range(CORRECTIONS):
+        budget = state.budget
         predicted = budget.latency.predict(state.architecture)
         path = export_onnx(state.small, state.shape, state.state_dir / "latency-check.onnx")
         measured = target.measure_onnx(path, state.profile, state.shape, None).p50
@@ -96,10 +97,10 @@ def _meet_measured_latency(state: RunState) -> None:
                  budget.latency_ms)
         if measured <= budget.latency_ms:
             break
-        budget.latency.rescale(measured / predicted)
-        state.architecture = repair(state.space, budget, state.architecture).architecture
+        state.budget = budget.with_latency_model(budget.latency.rescaled(measured / predicted))
+        state.architecture = repair(state.space, state.budget, state.architecture).architecture
         state.small = materialize(state.space, state.model, state.architecture)
     else:
         log.warning("measured latency %.3f ms is still over the %.3f ms budget after %d corrections",
-                    checks[-1].measured_ms, budget.latency_ms, CORRECTIONS)
+                    checks[-1].measured_ms, state.budget.latency_ms, CORRECTIONS)
     state.latency_check = checks

@@ -38,6 +38,8 @@ def search(state: RunState) -> None:
     else:
         result = SEARCHERS[config.method](state.space, state.budget, _context(state))
         state.architecture, state.history = _agreed(result.architecture), result.history
+        if result.budget is not None:  # recalibrated on the target while searching (autoshrink)
+            state.budget = result.budget
         if is_main():
             write_json(saved, {"architecture": state.architecture.to_dict(), "history": state.history})
     if not state.budget.fits(state.space, state.architecture):
@@ -48,8 +50,8 @@ def _context(state: RunState) -> SearchContext:
     config, rt, data = state.config, state.runtime, state.data
     calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=rt.seed)))[0]
     ctx = SearchContext(model=state.model, calibration=calibration, train_data=data.train, val_data=data.val,
-                        batch_size=config.batch_size, epochs=config.search_epochs, device=rt.device,
-                        seed=rt.seed, quiet=rt.quiet, options=dict(config.options or {}))
+                        batch_size=config.batch_size, epochs=config.search_epochs, runtime=rt,
+                        options=dict(config.options or {}))
     if latency.needs_latency_check(state):
         ctx.measure = latency.target_measure(state)
     ctx.checkpoint = state.state_dir / f"search-{config.method}.pt"  # tas, asng: per epoch; autoshrink: per step
