@@ -16,8 +16,7 @@ import logging
 from pathlib import Path
 
 from compressor.budget import Budget
-from compressor.latency import build_latency_model
-from compressor.latency.predictor import measure_architectures
+from compressor.latency import build_latency_model, measure_architectures
 from compressor.latency.table import CpuClockOrtRunner
 from compressor.models import resolve_model
 from compressor.search import greedy_search

@@ -20,11 +20,21 @@ import torch
 import torchvision
 
 from compressor.errors import CompressError
-from compressor.latency import (LatencyModel, LatencyTable, build_latency_model, evaluate_predictor, fit_affine,
-                                fit_calibration, grid_points, hardware_fingerprint, measure_architectures,
-                                trace_layers)
+from compressor.latency import (
+    LatencyModel,
+    LatencyTable,
+    build_latency_model,
+    evaluate_predictor,
+    fit_affine,
+    fit_calibration,
+    grid_points,
+    hardware_fingerprint,
+    measure_architectures,
+    trace_layers,
+)
+from compressor.latency.evaluate import spearman
 from compressor.latency.layers import effective_channels
-from compressor.latency.predictor import bilinear_np, bilinear_torch, spearman
+from compressor.latency.predictor import bilinear_np, bilinear_torch
 from compressor.space import SearchSpace
 from compressor.surgery import materialize
 from exporters.onnx_export import export_onnx

@@ -2,14 +2,26 @@
 on whole-model measurements (ALGORITHMS.md section 4).
 
 * :mod:`.layers`: the Conv2d/Linear calls of a space and their channel counts per architecture;
-* :mod:`.table`: the on-disk table of single-layer measurements (per profile and hardware);
-* :mod:`.predictor`: :class:`LatencyModel` (``predict``, differentiable ``expected``), its
-  calibration, :func:`build_latency_model`, :func:`evaluate_predictor` and :func:`build_lut`.
+* :mod:`.probes`: the single-layer graphs the table times, and the shuffled rounds that time them;
+* :mod:`.table`: the on-disk table of single-layer measurements (per profile and hardware), the
+  runtime and hardware it was measured with;
+* :mod:`.predictor`: :class:`LatencyModel` (``predict``, differentiable ``expected``);
+* :mod:`.calibration`: the whole architectures measured to calibrate it, and the fit;
+* :mod:`.build`: :func:`build_latency_model` and :func:`build_lut` (measure, calibrate, save);
+* :mod:`.evaluate`: :func:`evaluate_predictor`, predictions against fresh measurements.
 """
+from .build import build_latency_model, build_lut
+from .calibration import (
+    calibration_architectures,
+    fit_affine,
+    fit_calibration,
+    measure_architectures,
+    model_fingerprint,
+    random_architecture,
+)
+from .evaluate import evaluate_predictor
 from .layers import DimTable, LayerConfig, LayerInstance, grid_points, trace_layers
-from .predictor import (ExpectedLatency, LatencyModel, build_latency_model, build_lut, calibration_architectures,
-                        evaluate_predictor, fit_affine, fit_calibration, measure_architectures, model_fingerprint,
-                        random_architecture)
+from .predictor import ExpectedLatency, LatencyModel
 from .table import LatencyTable, choose_runtime, hardware_fingerprint
 
 __all__ = [

@@ -11,8 +11,8 @@ expectation under width distributions as a differentiable torch expression.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -5,25 +5,18 @@ A table belongs to one *profile* (``cpu``, ``jetson-orin-nano``, ...) measured o
 ``entries`` map a layer key (:meth:`LayerConfig.key`: operator, kernel, stride, padding,
 dilation, groups, input size, batch, C_in x C_out) to a latency in ms, so measurements are
 shared by every model that has the same layer. ``calibrations`` hold, per model fingerprint,
-the whole-model measurements and the fitted coefficients (see ``predictor.py``).
+the whole-model measurements and the fitted coefficients (see :mod:`.calibration`).
 
 A table *file* (format 2) holds several tables, one per profile and hardware, so that one cache
 file serves the same machine seen through different CPU affinities. Runs that share a file
 merge into it under an exclusive lock (:meth:`LatencyTable.save`); values read back are checked
 (latencies finite and not negative).
 
-Each measured graph is one layer: a Conv (with bias, as batch norm folds into it on export) or
-a MatMul + Add, built with the ONNX helper API, fp32, timed by the profile's runner. Activations,
-additions, pooling and the layout changes between layers are not in the table: the calibration
-against whole models accounts for them. The runtime's fixed cost of one call (an Identity graph,
-key ``null``) is measured too and subtracted from every layer.
-
-Timing is made robust for a shared, noisy machine: every graph is timed in several *rounds*,
-each round visiting all graphs in a shuffled order (so a burst of foreign load spreads over many
-graphs instead of spoiling one); each round gives a median, and the rounds are reduced by
-``min`` (default: the quietest round, as foreign load only ever adds time) or ``median``. With
-``clock="cpu"`` (onnxruntime-cpu, one thread) runs are timed by the thread's CPU time, which
-leaves out the time the thread waited for a core.
+The graphs measured and how they are timed are in :mod:`.probes`: each in several shuffled
+rounds, the rounds' medians reduced here by :func:`summarize`, ``min`` (default: the quietest
+round, as foreign load only ever adds time) or ``median``. With ``clock="cpu"`` (onnxruntime-cpu,
+one thread) runs are timed by the thread's CPU time (:class:`CpuClockOrtRunner`), which leaves
+out the time the thread waited for a core.
 """
 from __future__ import annotations
 
@@ -34,9 +27,8 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,17 +40,13 @@ from exporters.stats import cpu_name
 
 from ..errors import CompressError
 from ..fileio import write_text
-from ..progress import progress_bar
-from .layers import LayerConfig
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
 KIND = "compressor-latency-table"
-NULL_KEY = "null"
 _HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock", "channel_block")
 CLOCKS = ("wall", "cpu")
-_BIG_GRAPH_BYTES = 256 * 2**20  # graphs with more weights are written per measurement, not kept
 
 
 # ---------------------------------------------------------------------- target and hardware
@@ -189,95 +177,7 @@ class CpuClockOrtRunner(OrtRunner):
         return super()._time(model, x, warmup, runs)
 
 
-# ---------------------------------------------------------------------- single-layer graphs
-def layer_onnx(config: LayerConfig, cin: int, cout: int, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a one-layer ONNX graph (input ``input``, output ``logits``, dynamic batch) to ``path``."""
-    from onnx import helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    cin, cout = config.channels(cin, cout)
-    if config.op == "linear":
-        rows = config.in_hw[0]
-        w = rng.standard_normal((cin, cout), dtype=np.float32) * np.float32(1.0 / np.sqrt(cin))
-        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(cout, np.float32), "B")]
-        nodes = [helper.make_node("MatMul", ["input", "W"], ["mm"]), helper.make_node("Add", ["mm", "B"], ["logits"])]
-        dims = ["batch", cin] if rows == 1 else ["batch", rows, cin]
-    else:
-        groups = cout if config.op == "dwconv" else config.groups
-        kh, kw = config.kernel
-        w = rng.standard_normal((cout, cin // groups, kh, kw), dtype=np.float32)
-        w *= np.float32(1.0 / np.sqrt(max(1, cin // groups * kh * kw)))
-        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(cout, np.float32), "B")]
-        nodes = [helper.make_node("Conv", ["input", "W", "B"], ["logits"], kernel_shape=[kh, kw],
-                                  strides=list(config.stride), pads=list(config.pads), dilations=list(config.dilation),
-                                  group=groups)]
-        dims = ["batch", cin, *config.in_hw]
-    return _write_graph(nodes, dims, inits, path)
-
-
-def null_onnx(path: str | os.PathLike) -> Path:
-    """An Identity graph on a one-element input: the runtime's fixed cost of one call."""
-    from onnx import helper
-
-    return _write_graph([helper.make_node("Identity", ["input"], ["logits"])], ["batch", 1], [], path)
-
-
-def _write_graph(nodes, dims, inits, path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="compressor-lut")
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return Path(path)
-
-
-def layer_module(config: LayerConfig, cin: int, cout: int):
-    """The same layer as an ``nn.Module``, for the torch runtimes."""
-    from torch import nn
-
-    cin, cout = config.channels(cin, cout)
-    if config.op == "linear":
-        return nn.Linear(cin, cout)
-    groups = cout if config.op == "dwconv" else config.groups
-    top, left, bottom, right = config.pads
-    conv = nn.Conv2d(cin, cout, config.kernel, config.stride, 0, config.dilation, groups)
-    if (top, left) == (bottom, right):
-        conv.padding = (top, left)
-        return conv
-    return nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv)
-
-
-@dataclass
-class Probe:
-    """One graph to time: its cache key, how to build it, its input shape (without batch)."""
-
-    key: str
-    input_shape: tuple[int, ...]
-    build_onnx: Callable[[Path], Path]
-    build_module: Callable[[], object] | None = None
-    weight_bytes: int = 0
-
-
-def layer_probe(config: LayerConfig, cin: int, cout: int) -> Probe:
-    ci, co = config.channels(cin, cout)
-    if config.op == "linear":
-        nbytes = 4 * ci * co
-    else:
-        groups = co if config.op == "dwconv" else config.groups
-        nbytes = 4 * co * (ci // groups) * config.kernel[0] * config.kernel[1]
-    return Probe(config.key(cin, cout), config.input_shape(ci), lambda p: layer_onnx(config, cin, cout, p),
-                 lambda: layer_module(config, cin, cout), nbytes)
-
-
-def null_probe() -> Probe:
-    from torch import nn
-
-    return Probe(NULL_KEY, (1,), null_onnx, nn.Identity, 0)
-
-
+# ---------------------------------------------------------------------- the table
 def summarize(rounds: Sequence[float], stat: str = "min") -> float:
     """One latency from the rounds' medians: ``"min"`` (the quietest round: foreign load only ever
     adds time, so the lowest median is the most repeatable estimate on a shared machine) or
@@ -289,43 +189,6 @@ def summarize(rounds: Sequence[float], stat: str = "min") -> float:
     raise ValueError(f"unknown statistic {stat!r}: use min or median")
 
 
-def measure_probes(runner, probes: Sequence[Probe], *, batch: int, warmup: int, runs: int, rounds: int = 5,
-                   seed: int = 0, quiet: bool = True, desc: str = "latency table") -> list[list[float]]:
-    """Time every probe in ``rounds`` shuffled passes; per probe, the median (p50) of each round, in ms.
-
-    ONNX files are written once to a temporary folder (graphs above 256 MiB of weights are written
-    anew for each measurement and removed after it); torch runtimes time the module directly.
-    """
-    use_module = getattr(runner, "runtime", "").startswith("torch-")
-    out: list[list[float]] = [[] for _ in probes]
-    rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory(prefix="compressor-lut-") as tmp, progress_bar(
-            len(probes) * rounds, desc=desc, unit="graph", leave=False, quiet=quiet) as bar:
-        paths: dict[int, Path] = {}
-
-        def target(i: int):
-            p = probes[i]
-            if use_module and p.build_module is not None:
-                return p.build_module()
-            if i in paths:
-                return paths[i]
-            path = p.build_onnx(Path(tmp) / f"g{i}.onnx")
-            if p.weight_bytes <= _BIG_GRAPH_BYTES:
-                paths[i] = path
-            return path
-
-        for _ in range(rounds):
-            for i in rng.permutation(len(probes)):
-                model = target(int(i))
-                stats = runner.measure(model, probes[i].input_shape, batch=batch, warmup=warmup, runs=runs)
-                out[i].append(float(stats.p50))
-                if isinstance(model, Path) and int(i) not in paths:
-                    model.unlink(missing_ok=True)
-                bar.update(1)
-    return out
-
-
-# ---------------------------------------------------------------------- the table
 @dataclass
 class LatencyTable:
     """Measured single-layer latencies of one profile on one hardware (see the module docstring)."""
