@@ -19,23 +19,9 @@ from compressor.counting import count_macs
 from compressor.data import DataBundle, load_data
 from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
-from compressor.nas.shrinkcnn import (
-    SPEC_NAME,
-    Cell,
-    ShrinkCNN,
-    auto_stem_stride,
-    best_snapshot,
-    cell_leaves,
-    deploy_network,
-    full_edges,
-    is_live,
-    live_edges,
-    node_ops,
-    run_nas,
-    shrinkcnn,
-    shrinkcnn_macs,
-    shrinkcnn_search,
-)
+from compressor.nas.cell import Cell, ShrinkCNN, cell_leaves, full_edges, is_live, live_edges, node_ops, shrinkcnn_macs
+from compressor.nas.cell_search import best_snapshot, shrinkcnn_search
+from compressor.nas.shrinkcnn import SPEC_NAME, auto_stem_stride, deploy_network, run_nas, shrinkcnn
 from compressor.space import SearchSpace
 
 TINY = {"k": 2, "epochs": 1, "patience": 1, "batch_size": 16, "width": 4, "stem": 8}
