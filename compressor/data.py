@@ -3,30 +3,27 @@
 Nothing here downloads anything. :func:`load_data` returns a :class:`DataBundle` with a train and
 a validation :class:`~torch.utils.data.Subset`; :func:`split_halves` splits a dataset in two for
 searchers that alternate weight and architecture steps; :func:`make_loader` builds a DataLoader
-whose batch order is fixed by a seed.
+whose batch order is fixed by a seed. Which files of an ImageFolder tree are used, and how they
+are decoded and checked, is :mod:`compressor.image_files`.
 """
 from __future__ import annotations
 
 import copy
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import has_file_allowed_extension
 
 from .distributed import is_distributed, rank, world_size
 from .errors import CompressError
-from .progress import progress_bar
+from .image_files import LinkSafeFolder, class_dirs, verify_images
 
 logger = logging.getLogger(__name__)
 
@@ -202,100 +199,6 @@ def _load_digits(resolution: int, val_fraction: float, seed: int) -> DataBundle:
     )
 
 
-class _Folder(ImageFolder):
-    """ImageFolder over the given class folders that follows no symbolic link, lists each file
-    (device and inode) once and decodes 16-bit greyscale correctly.
-
-    Skipped links are appended to ``links``; ``twins`` holds the files dropped as another name of a
-    listed one, ``keys`` the (device, inode) of each sample.
-    """
-
-    def __init__(self, root: Path, classes: list[str], links: list[str]):
-        self._classes, self.links = classes, links
-        self.twins: list[str] = []
-        self.keys: list[tuple[int, int]] = []
-        super().__init__(str(root), loader=_load_rgb, allow_empty=True)
-
-    def find_classes(self, directory):
-        return self._classes, {name: i for i, name in enumerate(self._classes)}
-
-    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None,
-                     allow_empty=False):
-        """(path, class index) of every image file in the class folders, in torchvision's order."""
-        samples, seen = [], set()
-        for name in sorted(class_to_idx):
-            for entry in _files(Path(directory, name), self.links):
-                if not has_file_allowed_extension(entry.name, extensions):
-                    continue
-                stat = entry.stat(follow_symlinks=False)
-                key = (stat.st_dev, stat.st_ino)
-                if key in seen:
-                    self.twins.append(entry.path)
-                    continue
-                seen.add(key)
-                self.keys.append(key)
-                samples.append((entry.path, class_to_idx[name]))
-        return samples
-
-
-def _class_dirs(root: Path, links: list[str]) -> list[str]:
-    """Names of the non-hidden real subfolders of ``root``; links to folders go to ``links``."""
-    names = []
-    for entry in _entries(str(root)):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        if entry.is_symlink():
-            links.append(entry.path)
-        else:
-            names.append(entry.name)
-    return sorted(names)
-
-
-def _files(folder: Path, links: list[str]) -> list[os.DirEntry]:
-    """Regular files below ``folder`` sorted by folder then name, as torchvision's walk lists them.
-
-    No symbolic link is followed (neither to a folder nor to a file), so the walk cannot loop,
-    leave the tree or re-enter it; the links met below ``folder`` are appended to ``links``.
-    """
-    if folder.is_symlink() or not folder.is_dir():  # a linked class folder is counted by _class_dirs
-        return []
-    found, stack = [], [str(folder)]
-    while stack:
-        path = stack.pop()
-        entries = _entries(path)
-        found.append((path, [e for e in entries if e.is_file(follow_symlinks=False)]))
-        links.extend(e.path for e in entries if e.is_symlink())
-        stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-    return [entry for _, files in sorted(found, key=lambda pair: pair[0]) for entry in files]
-
-
-def _entries(folder: str) -> list[os.DirEntry]:
-    """The entries of ``folder`` by name, with a CompressError if it cannot be listed."""
-    try:
-        return sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as exc:
-        raise CompressError(
-            f"cannot list folder {folder} ({exc.strerror or exc}): check its permissions"
-        ) from exc
-
-
-def _load_rgb(path: str) -> Image.Image:
-    """The image at ``path`` as 8-bit RGB; 16- and 32-bit greyscale is scaled down, not clipped."""
-    with Image.open(path) as im:
-        if im.mode.startswith("I"):
-            return Image.fromarray(_to_8_bits(np.asarray(im))).convert("RGB")
-        return im.convert("RGB")
-
-
-def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
-    """Integer greyscale as uint8: the high byte of 16-bit values, else the value range stretched."""
-    pixels = pixels.astype(np.int64)
-    low, high = int(pixels.min()), int(pixels.max())
-    if low >= 0 and high <= 0xFFFF:
-        return (pixels >> 8).astype(np.uint8)
-    return ((pixels - low) * 255 // max(high - low, 1)).astype(np.uint8)
-
-
 def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.Compose]:
     """(train, eval) transforms; the default ImageFolder loader already converts to RGB."""
     tail = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -309,7 +212,7 @@ def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.
     return train, transforms.Compose([resize, *tail])
 
 
-def _scan(root: Path, classes: list[str] | None = None) -> tuple[_Folder, list[str]]:
+def _scan(root: Path, classes: list[str] | None = None) -> tuple[LinkSafeFolder, list[str]]:
     """Index an ImageFolder tree and say what was skipped in it (logged warnings), with a
     CompressError for each way it can be unusable."""
     if not root.exists():
@@ -320,7 +223,7 @@ def _scan(root: Path, classes: list[str] | None = None) -> tuple[_Folder, list[s
             "pass a folder with one subfolder of images per class"
         )
     links: list[str] = []
-    found = _class_dirs(root, links)
+    found = class_dirs(root, links)
     if not found:
         _warn_links(root, links)
         raise CompressError(
@@ -333,7 +236,7 @@ def _scan(root: Path, classes: list[str] | None = None) -> tuple[_Folder, list[s
             f"{root} has class folders missing from the training set ({extra}): "
             "use the same class folder names under train/ and val/"
         )
-    folder = _Folder(root, classes or found, links)
+    folder = LinkSafeFolder(root, classes or found, links)
     warnings = _warn_links(root, links) + _warn_twins(root, folder.twins)
     if not folder.samples:
         raise CompressError(
@@ -373,7 +276,7 @@ def _warn_twins(root: Path, twins: list[str]) -> list[str]:
     )
 
 
-def _drop_shared(train: _Folder, val: _Folder) -> tuple[list[int], list[str]]:
+def _drop_shared(train: LinkSafeFolder, val: LinkSafeFolder) -> tuple[list[int], list[str]]:
     """Indices of the training samples that are not validation files too, and a warning if some are."""
     in_val = set(val.keys)
     keep = [i for i, key in enumerate(train.keys) if key not in in_val]
@@ -432,7 +335,7 @@ def _coverage_warnings(
     return warnings
 
 
-def _check_classes(folder: _Folder, targets: list[int]) -> None:
+def _check_classes(folder: LinkSafeFolder, targets: list[int]) -> None:
     counts = np.bincount(targets, minlength=len(folder.classes))
     empty = [name for name, count in zip(folder.classes, counts) if count == 0]
     if empty:
@@ -445,32 +348,6 @@ def _check_classes(folder: _Folder, targets: list[int]) -> None:
             f"{folder.root} has a single class ({folder.classes[0]}): "
             "a classifier needs at least two class subfolders"
         )
-
-
-def _unreadable(path: str) -> str | None:
-    """The reason PIL cannot read the image at ``path``, or None if it can."""
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as exc:  # any failure means the file is unusable; the caller reports it
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _verify_images(paths: list[str], quiet: bool) -> None:
-    """Raise a CompressError naming the first file (in order) that PIL cannot read."""
-    chunk_size = 1024  # bounds the number of pending futures on large trees
-    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool, progress_bar(
-        len(paths), desc="check images", unit="img", leave=False, quiet=quiet,
-    ) as bar:
-        for start in range(0, len(paths), chunk_size):
-            chunk = paths[start:start + chunk_size]
-            for path, problem in zip(chunk, pool.map(_unreadable, chunk)):
-                if problem is not None:
-                    raise CompressError(
-                        f"image file {path} cannot be read ({problem}): remove or replace it"
-                    )
-            bar.update(len(chunk))
 
 
 def _load_folder(
@@ -505,7 +382,7 @@ def _load_train_val(root: Path, quiet: bool) -> tuple[Subset, Subset, list[str]]
     val_set, val_warnings = _scan(root / "val", classes=train_set.classes)
     train_idx, shared = _drop_shared(train_set, val_set)
     _check_classes(train_set, [train_set.targets[i] for i in train_idx])
-    _verify_images([train_set.samples[i][0] for i in train_idx] + [p for p, _ in val_set.samples], quiet)
+    verify_images([train_set.samples[i][0] for i in train_idx] + [p for p, _ in val_set.samples], quiet)
     val = Subset(val_set, list(range(len(val_set))))
     return Subset(train_set, train_idx), val, warnings + val_warnings + shared
 
@@ -516,7 +393,7 @@ def _load_split(
     """A stratified split of the tree at ``root``; the two sets share the samples, not the transform."""
     full, warnings = _scan(root)
     _check_classes(full, full.targets)
-    _verify_images([p for p, _ in full.samples], quiet)
+    verify_images([p for p, _ in full.samples], quiet)
     train_idx, val_idx = _stratified_split(full.targets, val_fraction, seed)
     return Subset(copy.copy(full), train_idx), Subset(full, val_idx), warnings
 
