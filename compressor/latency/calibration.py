@@ -184,4 +184,3 @@ def measure_architectures(space, model: nn.Module, archs: Sequence[Architecture]
         results = measure_probes(runner, probes, batch=batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
                                  quiet=quiet, desc="whole models")
     return [summarize(r, stat) for r in results]
-

@@ -95,4 +95,3 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if len(rx) < 2:
         return 1.0
     return float(np.corrcoef(rx, ry)[0, 1])
-

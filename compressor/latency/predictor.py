@@ -351,4 +351,3 @@ class ExpectedLatency:
         return self.layer_costs(probs, keep).sum() + self.lat.b
 
     latency = __call__
-

@@ -246,4 +246,3 @@ def shrinkcnn_macs(edges: Iterable, input_shape: Sequence[int], num_classes: int
                 macs += h * w * channels * out
             channels = out
     return macs + channels * num_classes
-

@@ -168,4 +168,3 @@ def _save(checkpoint, step: int, edges, snapshots: list[CellSnapshot], rng) -> N
     if checkpoint is not None:
         save_state(checkpoint, {"step": step, "edges": [list(e) for e in edges],
                                 "snapshots": [s.to_dict() for s in snapshots], "rng": rng.bit_generator.state})
-
