@@ -19,8 +19,8 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from compressor.errors import CompressError
 from compressor.fileio import cannot_write, write_json
@@ -255,6 +255,57 @@ def _positive(name: str, value, minimum: int) -> None:
         raise CompressError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[int, ...] | None, *, batch: int,
+             warmup: int, runs: int, threads: int, backend: str):
+    """The runtime chosen for ``path`` and its latency statistics."""
+    if fmt == "engine":
+        chosen = choose_runtime(fmt, profile, runtime, [])
+        from exporters.tensorrt import TrtRunner
+
+        with TrtRunner(path, backend=backend) as runner:
+            stats = runner.measure(path, shape, batch=batch, warmup=warmup, runs=runs,
+                                   default_shape=profile.input_shape)
+    else:
+        import onnxruntime as ort
+
+        from exporters.runners import ORT_PROVIDERS, make_runner
+
+        have = ort.get_available_providers()
+        available = [name for name, providers in ORT_PROVIDERS.items() if providers[0] in have]
+        chosen = choose_runtime(fmt, profile, runtime, available)
+        name, dims = _onnx_input(path)
+        sample = resolve_onnx_shape(path.name, dims, batch, shape, profile.input_shape)
+        check_input_size(sample, batch, path.name)
+        stats = make_runner(chosen, threads).measure(path, sample, batch=batch, warmup=warmup, runs=runs)
+    return chosen, stats
+
+
+def _record(path: Path, fmt: str, profile, chosen: str, stats) -> dict:
+    """The bench result: what was timed, for which profile, on what, and the figures."""
+    return {
+        "format": BENCH_FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "file": path.name,
+            "path": str(path.resolve()),
+            "format": fmt,
+            "bytes": path.stat().st_size,
+            "sha256": file_sha256(path),
+        },
+        "profile": {
+            "name": profile.name,
+            "description": profile.description,
+            "device": profile.device,
+            "precision": profile.precision,
+            "source": profile.source,
+            "notes": dict(profile.notes),
+        },
+        "runtime": chosen,
+        "stats": stats.to_dict(),
+        "host": host_info(),
+    }
+
+
 def bench(
     model_path,
     profile,
@@ -285,7 +336,8 @@ def bench(
     path = Path(model_path)
     fmt = model_format(path)
     if not path.is_file():
-        raise CompressError(f"model file {path} does not exist; give the path of an .onnx or .engine file (compress run writes model.onnx)")
+        raise CompressError(f"model file {path} does not exist; give the path of an .onnx or .engine file "
+                            "(compress run writes model.onnx)")
     _positive("batch", batch, 1)
     _positive("warmup", warmup, 0)
     _positive("runs", runs, 1)
@@ -296,48 +348,10 @@ def bench(
     threads = profile.measure.threads if threads is None else threads
     shape = parse_sample_shape(input_shape)
 
-    if fmt == "engine":
-        chosen = choose_runtime(fmt, profile, runtime, [])
-        from exporters.tensorrt import TrtRunner
-
-        with TrtRunner(path, backend=backend) as runner:
-            stats = runner.measure(path, shape, batch=batch, warmup=warmup, runs=runs,
-                                   default_shape=profile.input_shape)
-    else:
-        from exporters.runners import ORT_PROVIDERS, make_runner
-        import onnxruntime as ort
-
-        have = ort.get_available_providers()
-        available = [name for name, providers in ORT_PROVIDERS.items() if providers[0] in have]
-        chosen = choose_runtime(fmt, profile, runtime, available)
-        name, dims = _onnx_input(path)
-        sample = resolve_onnx_shape(path.name, dims, batch, shape, profile.input_shape)
-        check_input_size(sample, batch, path.name)
-        stats = make_runner(chosen, threads).measure(path, sample, batch=batch, warmup=warmup, runs=runs)
-
+    chosen, stats = _measure(path, fmt, profile, runtime, shape, batch=batch, warmup=warmup, runs=runs,
+                             threads=threads, backend=backend)
     log.info("%s on %s (%s): p50 %.3f ms, p99 %.3f ms", path.name, profile.name, chosen, stats.p50, stats.p99)
-    return {
-        "format": BENCH_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "file": path.name,
-            "path": str(path.resolve()),
-            "format": fmt,
-            "bytes": path.stat().st_size,
-            "sha256": file_sha256(path),
-        },
-        "profile": {
-            "name": profile.name,
-            "description": profile.description,
-            "device": profile.device,
-            "precision": profile.precision,
-            "source": profile.source,
-            "notes": dict(profile.notes),
-        },
-        "runtime": chosen,
-        "stats": stats.to_dict(),
-        "host": host_info(),
-    }
+    return _record(path, fmt, profile, chosen, stats)
 
 
 def write_bench(result: dict, out_path) -> Path:
