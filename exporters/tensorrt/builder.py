@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -181,6 +181,90 @@ def _use_timing_cache(config, path: Path | None):
     return cache
 
 
+def _parse_onnx(trt, builder, logger, onnx_path: Path):
+    """The network parsed from ``onnx_path`` and its parser (which owns the parsed weights)."""
+    network = builder.create_network(_explicit_batch_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        n = parser.num_errors
+        first = format_parser_error(parser.get_error(0)) if n else "no error reported"
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        raise CompressError(
+            f"TensorRT cannot parse {onnx_path.name}: {first}{more}; simplify or re-export the "
+            "model (a lower opset, or replace the operation)"
+        )
+    return network, parser
+
+
+def _add_calibration(trt, builder, config, network, inputs: dict, args: BuildArgs, calibration_batches,
+                     max_calibration_batches: int | None, backend):
+    """INT8 calibration of the network's one input at its opt shape: the calibrator core, the CUDA
+    backend that feeds it (None without calibration data) and the TensorRT calibrator."""
+    if network.num_inputs != 1:
+        raise CompressError(
+            f"INT8 calibration supports networks with one input, not {network.num_inputs}; "
+            "build with --precision fp16"
+        )
+    name = network.get_input(0).name
+    sample = tuple(inputs[name]["profile"][1][1:])
+    batches = None
+    if calibration_batches is not None:
+        batches = CalibrationBatches(
+            calibration_batches, args.calibration_batch_size, sample, max_calibration_batches
+        )
+    core = CalibratorCore(batches, args.calibration_cache, args.calibration_batch_size)
+    cuda = make_backend(backend) if batches is not None else None
+    nbytes = args.calibration_batch_size * int(np.prod(sample)) * 4
+    calibrator = _make_calibrator(trt, core, cuda, nbytes)
+    config.int8_calibrator = calibrator
+    calib_shape = (args.calibration_batch_size, *sample)
+    calib_profile = builder.create_optimization_profile()
+    calib_profile.set_shape(name, calib_shape, calib_shape, calib_shape)
+    config.set_calibration_profile(calib_profile)
+    return core, cuda, calibrator
+
+
+def _serialize(builder, network, config, core, cuda, calibrator, onnx_path: Path, logger):
+    """The serialized engine (calibrating first for INT8), the calibration's CUDA buffers freed after."""
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.buffer = None  # free the device buffer while its CUDA context is current
+        if cuda is not None:
+            cuda.close()
+    if core is not None:
+        core.check()
+    if serialized is None:
+        raise CompressError(
+            f"TensorRT could not build an engine from {onnx_path.name}: "
+            f"{_last_error(logger, 'see the TensorRT log')}; "
+            "try a larger workspace, a smaller batch range or --precision fp32"
+        )
+    return serialized
+
+
+def _description(trt, args: BuildArgs, inputs: dict, core, seconds: float) -> dict:
+    """The JSON-able description of a finished build."""
+    return {
+        "engine": str(args.engine_path),
+        "onnx": str(args.onnx_path),
+        "precision": args.precision,
+        "batch": list(args.batch),
+        "inputs": inputs,
+        "workspace_mb": args.workspace_bytes // 2**20,
+        "timing_cache": str(args.timing_cache) if args.timing_cache else None,
+        "calibration_cache": str(args.calibration_cache) if args.calibration_cache else None,
+        "calibration": (
+            {"batches": core.given, "from_cache": core.cache_read, "cache_written": core.cache_written}
+            if core is not None else None
+        ),
+        "build_seconds": round(seconds, 3),
+        "bytes": args.engine_path.stat().st_size,
+        "tensorrt": trt.__version__,
+    }
+
+
 def build_engine(
     onnx_path,
     engine_path,
@@ -223,16 +307,7 @@ def build_engine(
     start = time.perf_counter()
 
     builder = trt.Builder(logger)
-    network = builder.create_network(_explicit_batch_flags(trt))
-    parser = trt.OnnxParser(network, logger)  # owns the parsed weights: keep it until the build is done
-    if not parser.parse_from_file(str(args.onnx_path)):
-        n = parser.num_errors
-        first = format_parser_error(parser.get_error(0)) if n else "no error reported"
-        more = f" (and {n - 1} more)" if n > 1 else ""
-        raise CompressError(
-            f"TensorRT cannot parse {args.onnx_path.name}: {first}{more}; simplify or re-export the "
-            "model (a lower opset, or replace the operation)"
-        )
+    network, parser = _parse_onnx(trt, builder, logger, args.onnx_path)  # parser: keep until the build is done
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, args.workspace_bytes)
@@ -242,43 +317,10 @@ def build_engine(
 
     core = cuda = calibrator = None
     if args.precision == "int8":
-        if network.num_inputs != 1:
-            raise CompressError(
-                f"INT8 calibration supports networks with one input, not {network.num_inputs}; "
-                "build with --precision fp16"
-            )
-        name = network.get_input(0).name
-        sample = tuple(inputs[name]["profile"][1][1:])
-        batches = None
-        if calibration_batches is not None:
-            batches = CalibrationBatches(
-                calibration_batches, args.calibration_batch_size, sample, max_calibration_batches
-            )
-        core = CalibratorCore(batches, args.calibration_cache, args.calibration_batch_size)
-        cuda = make_backend(backend) if batches is not None else None
-        nbytes = args.calibration_batch_size * int(np.prod(sample)) * 4
-        calibrator = _make_calibrator(trt, core, cuda, nbytes)
-        config.int8_calibrator = calibrator
-        calib_shape = (args.calibration_batch_size, *sample)
-        calib_profile = builder.create_optimization_profile()
-        calib_profile.set_shape(name, calib_shape, calib_shape, calib_shape)
-        config.set_calibration_profile(calib_profile)
+        core, cuda, calibrator = _add_calibration(trt, builder, config, network, inputs, args, calibration_batches,
+                                                  max_calibration_batches, backend)
 
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator is not None:
-            calibrator.buffer = None  # free the device buffer while its CUDA context is current
-        if cuda is not None:
-            cuda.close()
-    if core is not None:
-        core.check()
-    if serialized is None:
-        raise CompressError(
-            f"TensorRT could not build an engine from {args.onnx_path.name}: "
-            f"{_last_error(logger, 'see the TensorRT log')}; "
-            "try a larger workspace, a smaller batch range or --precision fp32"
-        )
+    serialized = _serialize(builder, network, config, core, cuda, calibrator, args.onnx_path, logger)
     write_bytes_atomic(args.engine_path, serialized)
     if cache is not None:
         write_bytes_atomic(args.timing_cache, config.get_timing_cache().serialize())
@@ -286,20 +328,4 @@ def build_engine(
     log.info(
         "built %s engine %s from %s in %.1f s", args.precision, args.engine_path, args.onnx_path.name, seconds
     )
-    return {
-        "engine": str(args.engine_path),
-        "onnx": str(args.onnx_path),
-        "precision": args.precision,
-        "batch": list(args.batch),
-        "inputs": inputs,
-        "workspace_mb": args.workspace_bytes // 2**20,
-        "timing_cache": str(args.timing_cache) if args.timing_cache else None,
-        "calibration_cache": str(args.calibration_cache) if args.calibration_cache else None,
-        "calibration": (
-            {"batches": core.given, "from_cache": core.cache_read, "cache_written": core.cache_written}
-            if core is not None else None
-        ),
-        "build_seconds": round(seconds, 3),
-        "bytes": args.engine_path.stat().st_size,
-        "tensorrt": trt.__version__,
-    }
+    return _description(trt, args, inputs, core, seconds)
