@@ -59,32 +59,32 @@ def main() -> None:
         options.setdefault(method, {})[key] = json.loads(value) if value[:1].isdigit() else value
 
     seed_everything(args.seed)
-    data = load_data(None, resolution=args.resolution, seed=args.seed, quiet=True)
+    data = load_data(None, resolution=args.resolution, seed=args.seed)
     train_loader = make_loader(data.train, 64, shuffle=True, seed=args.seed)
     val_loader = make_loader(data.val, 64, shuffle=False, seed=args.seed)
     teacher, _, _ = resolve_model(args.model, None, data.num_classes, trust_code=True)
-    train(teacher, train_loader, args.teacher_epochs, quiet=True)
+    train(teacher, train_loader, args.teacher_epochs)
     teacher.eval()
     space = SearchSpace.build(teacher, shape, args.model)
     full = space.full()
     runner = OrtRunner()
     tmp = Path(tempfile.mkdtemp())
-    rows: list[dict] = [{"name": "original", "model": teacher, "acc": evaluate(teacher, val_loader, quiet=True)}]
+    rows: list[dict] = [{"name": "original", "model": teacher, "acc": evaluate(teacher, val_loader)}]
     for fraction in args.fractions:
         budget = Budget(macs=int(space.macs(full) * fraction))
         calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=args.seed)))[0]
         for method in args.methods:
             seed_everything(args.seed)
             ctx = SearchContext(model=teacher, calibration=calibration, train_data=data.train, val_data=data.val,
-                                epochs=args.search_epochs, seed=args.seed, quiet=True,
+                                epochs=args.search_epochs, seed=args.seed,
                                 options=options.get(method, {}))
             start = time.perf_counter()
             arch = SEARCHERS[method](space, budget, ctx).architecture
             searched = time.perf_counter() - start
             small = materialize(space, teacher, arch)
-            train(small, train_loader, args.epochs, lr=0.01, teacher=teacher, quiet=True)
+            train(small, train_loader, args.epochs, lr=0.01, teacher=teacher)
             rows.append({"name": method, "fraction": fraction, "budget": budget.macs, "model": small.eval(),
-                         "acc": evaluate(small.eval(), val_loader, quiet=True), "macs": space.macs(arch),
+                         "acc": evaluate(small.eval(), val_loader), "macs": space.macs(arch),
                          "params": space.params(arch), "search_s": searched})
             print(f"searched {method} at {fraction}", file=sys.stderr, flush=True)
     for i, row in enumerate(rows):

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import CompressError  # noqa: E402
+from compress_base.errors import CompressError  # noqa: E402
 
 
 def load(path, *, model_fn=None, trust_code=False):

@@ -12,8 +12,8 @@ import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CompressError
-from .fileio import write_json
+from compress_base.errors import CompressError
+from compress_base.fileio import write_json
 
 FORMAT = 1
 MAX_CHANNELS, MAX_SIDE = 4, 4096  # input_shape bounds: C in 1..4, H and W in 1..4096
@@ -67,7 +67,7 @@ class Architecture:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "architecture") -> "Architecture":
+    def from_dict(cls, data: dict, source: str = "architecture") -> Architecture:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CompressError(f"{source} is not an architecture file of format {FORMAT}")
         try:
@@ -90,7 +90,7 @@ class Architecture:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Architecture":
+    def load(cls, path: str | Path) -> Architecture:
         """Read an architecture JSON file."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from torch import nn
 
+from compress_base.errors import CompressError
+from compress_base.fileio import write_torch
+
 from .architecture import Architecture
-from .errors import CompressError
-from .fileio import write_torch
 from .models import ModelSpec, build_model, load_state_file, load_weights_into
 from .space import SearchSpace
 from .surgery import materialize

@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from compress_base.errors import CompressError
+
 from .architecture import Architecture
-from .errors import CompressError
 from .units import format_count
 
 if TYPE_CHECKING:  # costs imports torch; a budget is read without it (compress bench)

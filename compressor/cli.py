@@ -14,8 +14,9 @@ import sys
 
 import click
 
+from compress_base.errors import CompressError
+
 from . import __version__
-from .errors import CompressError
 from .search import METHODS
 from .settings import MAX_SEED, PATH_FIELDS
 from .units import format_count, parse_latency_ms, parse_shape, parse_size
@@ -316,14 +317,15 @@ def nas_command(space, **opts):
     """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
     _require_torch()
     from .budget import Budget
-    from .pipeline import NAS_METHOD, NAS_MODEL, RunConfig, run_nas
+    from .networks.shrinkcnn import SPEC_NAME
+    from .pipeline import NAS_METHOD, RunConfig, run_nas
     from .report import summary_line_nas
 
     _setup_logging(opts["quiet"])
     _interrupt_on_sigterm()
     try:
         config = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"),
-                           model=NAS_MODEL, method=NAS_METHOD, **opts)
+                           model=SPEC_NAME, method=NAS_METHOD, **opts)
         report = _compressing(run_nas, config)
     except CompressError as exc:
         _fail(exc)

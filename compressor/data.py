@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
 
+from compress_base.errors import CompressError
+
 from .distributed import is_distributed, rank, world_size
-from .errors import CompressError
 from .image_files import LinkSafeFolder, class_dirs, verify_images
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress_base.errors import CompressError
+from compress_base.fileio import write_json
+
 from .distributed import broadcast_object, is_main, process_group
-from .errors import CompressError
-from .fileio import write_json
 from .run_report import RunReport
 from .run_state import RunState
 from .rundir import RunDir, open_new, open_resume

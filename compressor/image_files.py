@@ -13,7 +13,8 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
-from .errors import CompressError
+from compress_base.errors import CompressError
+
 from .progress import progress_bar
 
 __all__ = ["LinkSafeFolder", "class_dirs", "verify_images"]

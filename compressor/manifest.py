@@ -2,6 +2,7 @@
 SHA-256 of every artifact, so a result can be traced and checked later."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import platform
@@ -9,8 +10,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compress_base.fileio import write_json
+
 from . import __version__
-from .fileio import write_json
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "numpy", "tensorrt")
@@ -29,10 +31,8 @@ def versions() -> dict:
     """Versions of Python, this package and the libraries that shape a result."""
     found = {"python": sys.version.split()[0], "compressor": __version__, "platform": platform.platform()}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return found
 
 

@@ -23,8 +23,9 @@ import json
 import logging
 from pathlib import Path
 
-from .errors import CompressError
-from .fileio import cannot_write, write_json, write_text
+from compress_base.errors import CompressError
+from compress_base.fileio import cannot_write, write_json, write_text
+
 from .merge_render import merged_html, merged_markdown
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats
 from .run_report import RunReport, Target

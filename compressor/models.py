@@ -16,17 +16,18 @@ import inspect
 import logging
 import numbers
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
+from compress_base.errors import CompressError
+
 from .architecture import MAX_CLASSES
 from .distributed import local_rank_zero_first
-from .errors import CompressError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ModelSpec:
         return {"name": self.name, "num_classes": self.num_classes, "kwargs": dict(self.kwargs)}
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "model spec") -> "ModelSpec":
+    def from_dict(cls, data: dict, source: str = "model spec") -> ModelSpec:
         """The spec in ``data`` (JSON read from ``source``), its fields' types checked."""
         name = data.get("name") if isinstance(data, dict) else None
         if not isinstance(name, str) or not name or len(name) > 200:
@@ -156,13 +157,16 @@ def _call_builder(fn: Callable, label: str, num_classes: int | None, kwargs: dic
 
 
 def _shrinkcnn(num_classes: int | None, kwargs: dict, where: str) -> nn.Module:
-    from .nas.shrinkcnn import shrinkcnn_from_spec
+    from .networks.shrinkcnn import shrinkcnn_from_spec
 
     return shrinkcnn_from_spec(num_classes, kwargs, where)
 
 
-# Our own builders: a spec naming one loads without opt-in; each checks the kwargs it is given.
+# Our own builders, by name: a spec naming one loads without opt-in (the name is a key here, never
+# imported); each checks the kwargs it is given. "compressor.nas.shrinkcnn:shrinkcnn" is the name
+# artifacts written before the network moved to compressor.networks carry.
 BUILTINS: dict[str, Callable[[int | None, dict, str], nn.Module]] = {
+    "compressor.networks.shrinkcnn:shrinkcnn": _shrinkcnn,
     "compressor.nas.shrinkcnn:shrinkcnn": _shrinkcnn,
 }
 
@@ -272,7 +276,8 @@ def resolve_model(
     weights were loaded and its classifier was not replaced for a different number of classes.
     """
     spec = ModelSpec(name, num_classes, dict(kwargs or {}))
-    is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
+    is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"}
+                                       or Path(weights).exists())
     model = build_model(spec, None if is_file else weights, trust_code=trust_code, origin=origin)
     trained = weights is not None
     if is_file:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import CompressError
+from compress_base.errors import CompressError
+
 from .executor import execute
 from .run_state import RunState
-from .runtime import Runtime, seed_everything
+from .runtime import Runtime, pick_device, seed_everything
 from .search import check_options
-from .settings import NAS_METHOD, NAS_MODEL, RunConfig, resume_config
+from .settings import NAS_METHOD, RunConfig, resume_config
 from .stages import NAS_STAGES, RUN_STAGES
 from .target import latency_clock, resolve_target
-from .train import pick_device
 from .units import parse_shape
 
-__all__ = ["NAS_METHOD", "NAS_MODEL", "RunConfig", "latency_clock", "resolve_target", "resume_config", "run",
+__all__ = ["NAS_METHOD", "RunConfig", "latency_clock", "resolve_target", "resume_config", "run",
            "run_nas", "seed_everything"]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import write_json, write_text
+from compress_base.fileio import write_json, write_text
+
 from .report_html import format_budget, write_html
 from .run_report import RunReport
 from .units import format_count

@@ -9,7 +9,7 @@ import json
 import math
 import re
 
-from .errors import CompressError
+from compress_base.errors import CompressError
 
 HINT = "give run directories written by `compress` or JSON files written by `compress bench`"
 

@@ -22,7 +22,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .fileio import write_atomic, write_text
+from compress_base.fileio import write_atomic, write_text
+
 from .report_plots import have_matplotlib, latency_figure, width_rows, widths_figure
 from .run_report import ArchitectureInfo, RunReport, Target
 from .units import format_count

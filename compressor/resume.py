@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from compress_base.errors import CompressError
+from compress_base.fileio import write_torch
+
 from .distributed import is_main
-from .errors import CompressError
-from .fileio import write_torch
 
 
 def save_state(path: str | Path, state: dict) -> None:

@@ -15,9 +15,9 @@ import dataclasses
 from dataclasses import MISSING, dataclass, field
 from typing import ClassVar
 
+from compress_base.errors import CompressError
 from exporters.stats import LatencyStats
 
-from .errors import CompressError
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
 
 FORMAT_VERSION = 2

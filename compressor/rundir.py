@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import CompressError
+from compress_base.errors import CompressError
+
 from .manifest import MANIFEST, sha256
 
 log = logging.getLogger(__name__)

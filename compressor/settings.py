@@ -13,13 +13,13 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from compress_base.errors import CompressError
+
 from .budget import Budget
-from .errors import CompressError
 from .rundir import STATE_DIR, read_settings
 from .units import parse_shape
 
 NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
-NAS_MODEL = "compressor.nas.shrinkcnn:shrinkcnn"  # the built-in model of a `compress nas` run
 MAX_SEED = 2**32 - 1  # numpy's seed range
 # settings that name files, with the command-line option that gives them again on --resume
 PATH_FIELDS = {"data": "--data", "weights": "--weights", "latency_table": "--latency-table", "target": "--target"}
@@ -184,8 +184,10 @@ def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, g
             f"directory are trusted only inside it: confirm it with `compress --resume {run_dir} "
             f"{PATH_FIELDS[name]} {getattr(config, name)}`"
         )
-    if config.method == NAS_METHOD and config.model != NAS_MODEL:
-        raise CompressError(f"{source} is damaged: a compress nas run builds {NAS_MODEL}, not {config.model!r}; "
+    from .models import BUILTINS
+
+    if config.method == NAS_METHOD and config.model not in BUILTINS:
+        raise CompressError(f"{source} is damaged: a compress nas run builds ShrinkCNN, not {config.model!r}; "
                             "start a new run")
     if config.method != NAS_METHOD and ":" in config.model and not trust_code:
         raise CompressError(

@@ -21,12 +21,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from compress_base.errors import CompressError
+
 from . import __version__
 from .architecture import Architecture
 from .blocks import ResidualBlock, find_residual_blocks
 from .costs import CostModel, CostTables
 from .counting import count_macs
-from .errors import CompressError
 from .models import classifier_layer
 
 log = logging.getLogger(__name__)

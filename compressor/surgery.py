@@ -31,7 +31,7 @@ class Masks:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "Masks":
+    def __enter__(self) -> Masks:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from compress_base.errors import CompressError
 from exporters.runners import available_runners, make_runner
 from exporters.stats import LatencyStats
 from profiles import Profile, host_model, load_profile
-
-from .errors import CompressError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import CompressError
+from compress_base.errors import CompressError
 
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
@@ -51,10 +51,7 @@ def parse_latency_ms(text: str | float) -> float:
 
 def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
     """Parse ``3x224x224`` (channels x height x width) into a tuple of three positive ints."""
-    if isinstance(text, (tuple, list)):
-        parts = list(text)
-    else:
-        parts = re.split(r"[x,\s]+", str(text).strip().lower())
+    parts = list(text) if isinstance(text, (tuple, list)) else re.split(r"[x,\s]+", str(text).strip().lower())
     try:
         dims = tuple(int(p) for p in parts)
     except (TypeError, ValueError):

@@ -22,11 +22,11 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from compressor.errors import CompressError
-from compressor.fileio import cannot_write, write_json
+from compress_base.errors import CompressError
+from compress_base.fileio import cannot_write, write_json
 from exporters.inputs import check_input_size
-from exporters.stats import cpu_name
 from exporters.tensorrt import ENGINE_SUFFIXES, parse_sample_shape
+from profiles import cpu_name
 
 log = logging.getLogger(__name__)
 

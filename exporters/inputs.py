@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 
 MAX_SIDE = 16384  # largest size of one input axis (batch aside)
 MAX_VALUES = 2**28  # largest input, batch included: 1 GiB of float32

@@ -13,8 +13,8 @@ import itertools
 import logging
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -22,8 +22,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from compressor.errors import CompressError, first_line
-from compressor.fileio import write_atomic
+from compress_base.errors import CompressError, first_line
+from compress_base.fileio import write_atomic
 from exporters.inputs import sample_input
 
 log = logging.getLogger(__name__)

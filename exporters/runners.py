@@ -13,15 +13,16 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from compressor.errors import CompressError, first_line
+from compress_base.errors import CompressError, first_line
 from exporters.inputs import sample_input
-from exporters.stats import LatencyStats, cpu_name
+from exporters.stats import LatencyStats
+from profiles import cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,16 @@ class OrtRunner(Runner):
         total: dict[str, list] = {}
         for e in events:
             if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-                entry = total.setdefault(e["name"].removesuffix("_kernel_time"), [e.get("args", {}).get("op_name", "?"), 0.0])
+                op = e.get("args", {}).get("op_name", "?")
+                entry = total.setdefault(e["name"].removesuffix("_kernel_time"), [op, 0.0])
                 entry[1] += e.get("dur", 0) / 1e3 / runs
         overall = sum(v[1] for v in total.values()) or 1.0
         ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[: self.profile_nodes]
         return [{"node": name, "op": op, "mean_ms": round(ms, 4), "share": round(ms / overall, 4)}
                 for name, (op, ms) in ranked]
 
-    def _session(self, path: Path, profile_prefix: str | None = None) -> tuple[ort.InferenceSession, ort.SessionOptions]:
+    def _session(self, path: Path,
+                 profile_prefix: str | None = None) -> tuple[ort.InferenceSession, ort.SessionOptions]:
         if not path.is_file():
             raise CompressError(f"ONNX file {path} does not exist; export the model first")
         options = ort.SessionOptions()

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +33,7 @@ class LatencyStats:
     settings: dict = field(default_factory=dict)
 
     @classmethod
-    def from_times(cls, times_ms: Sequence[float], *, batch: int, **meta) -> "LatencyStats":
+    def from_times(cls, times_ms: Sequence[float], *, batch: int, **meta) -> LatencyStats:
         """Summarise per-run times (ms); ``meta`` fills the remaining fields except ``runs``."""
         t = np.asarray(times_ms, dtype=float)
         if t.ndim != 1 or t.size == 0 or t.min() <= 0:
@@ -64,14 +62,3 @@ def summarize_ms(times_ms: Sequence[float]) -> dict:
         raise ValueError(f"times_ms must be a non-empty list of non-negative times, got {times_ms!r}")
     p50, p90, p99 = (float(v) for v in np.percentile(t, [50, 90, 99]))
     return {"p50": p50, "p90": p90, "p99": p99, "mean": float(t.mean())}
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"

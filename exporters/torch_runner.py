@@ -7,9 +7,9 @@ import time
 import torch
 from torch import nn
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.runners import Runner
-from exporters.stats import cpu_name
+from profiles import cpu_name
 
 
 class TorchRunner(Runner):

@@ -6,11 +6,12 @@ deployment input shape, the channel multiple a search rounds widths to, and how 
 """
 from __future__ import annotations
 
+import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 
 try:
     import tomllib
@@ -77,9 +78,18 @@ def host_model() -> str:
     tree = Path("/proc/device-tree/model")
     if tree.is_file():
         return tree.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
-    from exporters.stats import cpu_name
-
     return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
 
 
 def list_profiles() -> list[str]:

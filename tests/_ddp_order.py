@@ -8,10 +8,8 @@ import time
 
 from compressor.distributed import local_rank_zero_first, process_group, rank
 
-with process_group():
-    with local_rank_zero_first():
-        with open(sys.argv[1], "a") as log:
-            log.write(f"start {rank()}\n")
-            log.flush()
-            time.sleep(0.5)  # a download's worth of time for the other rank to jump in, were it not held
-            log.write(f"end {rank()}\n")
+with process_group(), local_rank_zero_first(), open(sys.argv[1], "a") as log:
+    log.write(f"start {rank()}\n")
+    log.flush()
+    time.sleep(0.5)  # a download's worth of time for the other rank to jump in, were it not held
+    log.write(f"end {rank()}\n")

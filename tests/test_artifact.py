@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import compressor
+from compress_base.errors import CompressError
 from compressor import artifact
 from compressor.architecture import Architecture
-from compressor.errors import CompressError
 from compressor.surgery import DroppedBlock, materialize
 
 from conftest import HEAVY_ZOO, SMALL_SHAPE, batch, max_abs_diff, random_architecture, zoo_params

@@ -324,7 +324,7 @@ def test_finds_hidden_target(seed):
     assert opt.convergence_ceiling == pytest.approx(0.9)
     assert opt.convergence() == pytest.approx(0.25)
     history = []
-    for it in range(1500):
+    for _ in range(1500):
         x = opt.sample(2)
         opt.update(x, (x != target).sum(axis=1).astype(float))
         history.append(opt.convergence())

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from compress_base.errors import CompressError
 from compressor.budget import Budget
 from compressor.data import load_data
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.asng import ranking_utility
 from compressor.search.asng_search import ASNGOptions, asng_search, batch_stat_eval, penalized_loss

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
+from compress_base.errors import CompressError
 from compressor.budget import Budget
 from compressor.costs import MacsMetric, ParamsMetric
 from compressor.counting import count_macs
 from compressor.data import load_data
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.autoshrink import (
     AutoShrinkOptions,

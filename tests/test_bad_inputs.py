@@ -210,7 +210,8 @@ CASES = [
          "--train-resolution"),
     # --- target profile ---
     case("target-unknown-name", run_("--budget-macs", "20M", "--target", "tpu"), "unknown target 'tpu'"),
-    case("profile-toml-syntax-error", run_("--budget-macs", "20M", "--target", "{fx}/syntax.toml"), "is not valid TOML"),
+    case("profile-toml-syntax-error", run_("--budget-macs", "20M", "--target", "{fx}/syntax.toml"),
+         "is not valid TOML"),
     case("profile-toml-missing-field", run_("--budget-macs", "20M", "--target", "{fx}/missing_field.toml"),
          "field 'input_shape' is missing"),
     case("profile-toml-wrong-type", run_("--budget-macs", "20M", "--target", "{fx}/wrong_type.toml"),
@@ -224,7 +225,8 @@ CASES = [
     case("engine-without-tensorrt", ["engine", "{fx}/model.onnx", "--out", "{tmp}/model.engine", "-q"],
          "TensorRT is not installed", pytest.mark.skipif(_TRT, reason="TensorRT is installed here"), out=False),
     # --- output directory ---
-    case("out-under-a-file", run_("--budget-macs", "20M", "--out", "{fx}/a_file/run"), "cannot write to output directory",
+    case("out-under-a-file", run_("--budget-macs", "20M", "--out", "{fx}/a_file/run"),
+         "cannot write to output directory",
          out=False),
     case("out-is-a-file", run_("--budget-macs", "20M", "--out", "{fx}/a_file"), "exists and is not a directory",
          out=False),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.bench import (
     bench,
     choose_runtime,
@@ -272,7 +272,7 @@ _NO_TORCH = textwrap.dedent(
     import sys, types
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     {setup}
-    from compressor.errors import CompressError
+    from compress_base.errors import CompressError
     import exporters.bench as bench
     import exporters.tensorrt as te
     ok, reason = te.tensorrt_available()

@@ -97,6 +97,7 @@ def test_inspect_json():
     assert result.exit_code == 0
     info = json.loads(result.output)
     import torchvision
+
     from compressor.counting import count_macs
     assert info["macs"] == count_macs(torchvision.models.resnet18(), (3, 64, 64))
     assert len(info["blocks"]) == 5 and info["classifier"] == "fc"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
+from compress_base.errors import CompressError
 from compressor.data import DIGITS_SOURCE, load_data, make_loader, split_halves
-from compressor.errors import CompressError
 
 
 @pytest.fixture(scope="module")

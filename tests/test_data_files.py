@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from compress_base.errors import CompressError
 from compressor.data import IMAGENET_MEAN, IMAGENET_STD, load_data
-from compressor.errors import CompressError
 
 
 def _write_pngs(folder, n, seed=0, start=0):

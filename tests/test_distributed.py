@@ -2,6 +2,7 @@
 import json
 
 import pytest
+
 from conftest import run_python, torchrun
 
 pytestmark = pytest.mark.slow  # torchrun: whole runs in two processes

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from conftest import run_python, torchrun
 
 SCRIPT = Path(__file__).with_name("_ddp_search.py")

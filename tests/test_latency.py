@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from compressor.latency import (
     LatencyModel,
     LatencyTable,

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from compressor.latency import LatencyTable, build_latency_model, hardware_fingerprint
 from compressor.space import SearchSpace
 from profiles import load_profile
@@ -155,7 +155,7 @@ def test_unwritable_table_is_one_clear_line(tmp_path):
 
 FULL_DISK = """
 import resource, signal, sys
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from compressor.latency import LatencyTable
 path, limit = sys.argv[1], int(sys.argv[2])
 table = LatencyTable.load(path)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from compress_base.errors import CompressError
 from compressor import merge as merge_mod
 from compressor import merge_render
-from compressor.errors import CompressError
 from compressor.merge import merge_reports, merged_markdown, write_merged
 
 

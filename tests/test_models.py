@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from compressor.models import (
     ModelSpec,
     build_model,

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.onnx_export import export_onnx, random_input, verify_onnx
 
 

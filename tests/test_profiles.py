@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from profiles import Measure, Profile, list_profiles, load_profile, parse_profile
 
 GOOD = """\

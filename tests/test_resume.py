@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+
 from conftest import run_python, subprocess_env
 
 pytestmark = pytest.mark.slow  # every test kills and resumes whole runs (minutes in all)

@@ -22,17 +22,17 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import run_python, subprocess_env
 from onnx import numpy_helper, shape_inference
 
+from compress_base.fileio import write_json
 from compressor import target
 from compressor.budget import Budget
 from compressor.cli import main
-from compressor.errors import CompressError
-from compressor.fileio import write_json
 from compressor.pipeline import resume_config
 from compressor.rundir import RunDir
 from compressor.settings import RunConfig
+
+from conftest import run_python, subprocess_env
 
 FAST = ["--teacher-epochs", "0", "--epochs", "0", "-q", "--input-shape", "3x32x32", "--train-resolution", "16",
         "--latency-runs", "2", "--budget-macs", "15M"]
@@ -227,7 +227,8 @@ def test_overwrite_into_an_old_run_drops_its_stale_artifacts(tmp_path, finished)
     assert result.exit_code == 0, result.output
     assert not (out / "latency_model.json").exists()
     listed = json.loads((out / "manifest.json").read_text())["artifacts"]
-    assert "latency_model.json" not in listed and set(listed) | {"manifest.json"} == {p.name for p in out.iterdir() if p.is_file()}
+    assert "latency_model.json" not in listed
+    assert set(listed) | {"manifest.json"} == {p.name for p in out.iterdir() if p.is_file()}
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from test_merge import make_run
 
+from compress_base.errors import CompressError
 from compressor.cli import main
-from compressor.errors import CompressError
 from compressor.report import markdown, summary_line, summary_line_nas, write_reports
 from compressor.run_report import (
     FORMAT_VERSION,

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.runners import OrtRunner, available_runners, make_runner
-from exporters.stats import LatencyStats, cpu_name
+from exporters.stats import LatencyStats
 from exporters.torch_runner import TorchRunner
+from profiles import cpu_name
 
 from conftest import TINY_SHAPE, tiny_cnn
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from compress_base.errors import CompressError
 from compressor.budget import Budget
 from compressor.data import load_data
-from compressor.errors import CompressError
 from compressor.search import check_options, create
 from compressor.search.loop import LoopSearcher
 from compressor.search.registry import registered

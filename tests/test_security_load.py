@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 import compressor
+from compress_base.errors import CompressError
 from compressor import artifact
 from compressor.architecture import Architecture
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model, load_weights_into, resolve_model
-from compressor.nas.shrinkcnn import SPEC_NAME, model_spec, shrinkcnn
+from compressor.networks.shrinkcnn import SPEC_NAME, model_spec, shrinkcnn
 from compressor.space import SearchSpace
 from compressor.surgery import materialize
 

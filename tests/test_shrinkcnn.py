@@ -14,14 +14,27 @@ from torch import nn
 from torch.utils.data import Subset
 
 import compressor
+from compress_base.errors import CompressError
 from compressor import artifact
 from compressor.counting import count_macs
 from compressor.data import DataBundle, load_data
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
-from compressor.nas.cell import Cell, ShrinkCNN, cell_leaves, full_edges, is_live, live_edges, node_ops, shrinkcnn_macs
 from compressor.nas.cell_search import best_snapshot, shrinkcnn_search
-from compressor.nas.shrinkcnn import SPEC_NAME, auto_stem_stride, deploy_network, run_nas, shrinkcnn
+from compressor.nas.shrinkcnn import run_nas
+from compressor.networks.shrinkcnn import (
+    SPEC_NAME,
+    Cell,
+    ShrinkCNN,
+    auto_stem_stride,
+    cell_leaves,
+    deploy_network,
+    full_edges,
+    is_live,
+    live_edges,
+    node_ops,
+    shrinkcnn,
+    shrinkcnn_macs,
+)
 from compressor.space import SearchSpace
 
 TINY = {"k": 2, "epochs": 1, "patience": 1, "batch_size": 16, "width": 4, "stem": 8}
@@ -159,7 +172,8 @@ def test_a_shrink_step_removes_edges_and_leaves_only_live_ones(digits):
         assert len(snap.candidates) == 2
         assert snap.score == max(c["score"] for c in snap.candidates)
         assert snap.macs == shrinkcnn_macs(snap.edges, (3, 16, 16), 10, width=4, stem=8)
-        assert snap.score == pytest.approx(snap.accuracy - 0.1 * (torch.log10(torch.tensor(float(snap.macs))).item() - 6))
+        log_macs = torch.log10(torch.tensor(float(snap.macs))).item()
+        assert snap.score == pytest.approx(snap.accuracy - 0.1 * (log_macs - 6))
     assert best_snapshot(snaps).score == max(s.score for s in snaps)
     json.dumps([s.to_dict() for s in snaps])  # snapshots are plain data
     again = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, seed=0, quiet=True, **TINY)
@@ -212,7 +226,7 @@ def test_spec_rebuilds_the_same_network(tmp_path):
 
 def test_run_nas_end_to_end(digits):
     model, spec, snaps = run_nas(digits, 20_000_000, (3, 32, 32), options={**TINY, "max_steps": 1}, epochs=1,
-                                 batch_size=16, seed=0, quiet=True)
+                                 batch_size=16)
     assert len(snaps) == 2
     assert [list(e) for e in model.edges] == [list(e) for e in best_snapshot(snaps).edges]
     assert count_macs(model, (3, 32, 32)) <= 20_000_000

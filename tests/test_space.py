@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from compress_base.errors import CompressError
 from compressor.architecture import Architecture
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.space import SearchSpace, _choices, round_width
 from compressor.surgery import materialize

@@ -166,8 +166,8 @@ def test_masks_context_manager_and_remove(zoo):
 
 
 def test_apply_masks_checks_the_architecture(zoo):
+    from compress_base.errors import CompressError
     from compressor.architecture import Architecture
-    from compressor.errors import CompressError
 
     entry = zoo("resnet18")
     space = entry.space

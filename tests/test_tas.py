@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compress_base.errors import CompressError
 from compressor.budget import Budget
 from compressor.costs import ExpectedCost, expected_macs, expected_params
 from compressor.data import load_data
-from compressor.errors import CompressError
 from compressor.models import ModelSpec, build_model
 from compressor.search.base import SearchContext
 from compressor.search.tas import TASOptions, cost_loss, tas_search, tau_schedule

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import exporters.tensorrt
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.onnx_export import export_onnx
 from exporters.stats import LatencyStats, summarize_ms
 from exporters.tensorrt import (

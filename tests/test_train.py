@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress_base.errors import CompressError
 from compressor.data import load_data, make_loader
-from compressor.errors import CompressError
-from compressor.train import evaluate, kd_loss, pick_device, train
+from compressor.runtime import pick_device
+from compressor.train import evaluate, kd_loss, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +46,7 @@ def loaders(digits):
 def trained(digits, loaders):
     model = tiny_cnn(seed=0)
     fresh = make_loader(digits.train, 32, True, 0)  # batch order independent of other tests
-    history = train(model, fresh, epochs=3, lr=0.02, val_loader=loaders[1], quiet=True)
+    history = train(model, fresh, epochs=3, lr=0.02, val_loader=loaders[1])
     return model, history
 
 
@@ -101,7 +102,7 @@ def test_distillation_moves_student_toward_teacher(trained, loaders):
     teacher.train()
     student = tiny_cnn(seed=1, width=8)
     before = _kl_to_teacher(student, teacher, loaders[1])
-    train(student, loaders[0], epochs=2, teacher=teacher, kd_lambda=1.0, quiet=True)
+    train(student, loaders[0], epochs=2, teacher=teacher, kd_lambda=1.0)
     assert not teacher.training  # the teacher runs in eval mode
     assert _kl_to_teacher(student, teacher, loaders[1]) < 0.3 * before
 
@@ -118,13 +119,13 @@ def test_train_accepts_models_with_auxiliary_outputs(loaders):
             out = self.body(x)
             return Outputs(out, out.detach()) if self.training else out
 
-    history = train(WithAux(), loaders[0], epochs=1, quiet=True)
+    history = train(WithAux(), loaders[0], epochs=1)
     assert math.isfinite(history[0]["loss"]) and "val_acc" not in history[0]
 
 
 def test_quiet_training_logs_one_line_per_epoch(loaders, caplog):
     with caplog.at_level(logging.INFO, logger="compressor.train"):
-        train(tiny_cnn(width=4), loaders[0], epochs=2, quiet=True, desc="finetune")
+        train(tiny_cnn(width=4), loaders[0], epochs=2, desc="finetune")
     lines = [r.getMessage() for r in caplog.records if r.name == "compressor.train"]
     assert len(lines) == 2 and lines[0].startswith("finetune epoch 1/2")
 
@@ -138,7 +139,7 @@ def test_zero_epochs_leaves_model_untouched(loaders):
 
 def test_divergence_is_reported(loaders):
     with pytest.raises(CompressError, match="diverged"):
-        train(tiny_cnn(width=4), loaders[0], epochs=1, lr=1e30, quiet=True)
+        train(tiny_cnn(width=4), loaders[0], epochs=1, lr=1e30)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -193,7 +194,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                               nn.Flatten(), nn.Linear(8, 10))
         loader = make_loader(data.train, 64, shuffle=True, seed=3)
-        return model, train(model, loader, 3, lr=0.05, quiet=True, checkpoint=checkpoint)
+        return model, train(model, loader, 3, lr=0.05, checkpoint=checkpoint)
 
     straight, history = run()
     # a run with checkpoints; keep the file as it was after epoch 2

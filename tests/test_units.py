@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from compressor.units import format_count, parse_latency_ms, parse_shape, parse_size
 
 

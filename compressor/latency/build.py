@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
-from ..errors import CompressError
 from .calibration import (
     arch_hash,
     arch_probes,

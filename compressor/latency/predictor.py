@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
 from ..costs import Metric
-from ..errors import CompressError
 from .layers import DimTable, LayerInstance, effective_channels, grid_points
 from .probes import NULL_KEY, Probe, layer_probe, null_probe
 from .table import LatencyTable, parse_tables, tables_for

@@ -35,11 +35,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from compress_base.errors import CompressError
+from compress_base.fileio import write_text
 from exporters.runners import OrtRunner
-from exporters.stats import cpu_name
-
-from ..errors import CompressError
-from ..fileio import write_text
+from profiles import cpu_name
 
 log = logging.getLogger(__name__)
 

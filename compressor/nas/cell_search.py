@@ -18,14 +18,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from compress_base.errors import CompressError
+
 from ..counting import count_params
 from ..distributed import map_over_ranks
-from ..errors import CompressError
+from ..networks.shrinkcnn import NUM_NODES, ShrinkCNN, full_edges, live_edges, shrinkcnn_macs
 from ..resume import restoring, save_state
 from ..search.autoshrink import score
 from ..search.autoshrink_proxy import fixed_batches, random_subset, train_from_scratch
 from ..units import format_count
-from .cell import NUM_NODES, ShrinkCNN, full_edges, live_edges, shrinkcnn_macs
 
 log = logging.getLogger(__name__)
 

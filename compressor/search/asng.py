@@ -443,7 +443,7 @@ class CategoricalASNG:
         self.num_updates = int(state.get("num_updates", 0))
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "CategoricalASNG":
+    def from_state_dict(cls, state: dict[str, Any]) -> CategoricalASNG:
         """A new search resumed from :meth:`state_dict` output."""
         obj = cls(list(state["categories"]))
         obj.load_state_dict(state)

@@ -112,10 +112,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
 from ..data import cycle, make_loader, split_halves
 from ..distributed import all_mean, wrap
-from ..errors import CompressError
 from ..space import SearchSpace
 from ..surgery import apply_masks
 from ..train import logits_of

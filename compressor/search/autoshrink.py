@@ -57,11 +57,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
 from ..budget import Budget
 from ..costs import Metric
 from ..distributed import map_over_ranks
-from ..errors import CompressError
 from ..space import ChannelGroup, SearchSpace, notch_ratios
 from .autoshrink_proxy import ScratchScorer, SharedScorer
 from .base import SearchContext, SearchResult

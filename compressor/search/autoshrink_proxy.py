@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
 from ..data import make_loader
 from ..distributed import broadcast_module
-from ..errors import CompressError
 from ..surgery import apply_masks, materialize
 from ..train import logits_of, reinitialize
 

@@ -16,11 +16,12 @@ from typing import ClassVar
 
 import torch
 
+from compress_base.errors import CompressError
+
 from ..distributed import is_main
-from ..errors import CompressError
+from ..progress import progress_bar
 from ..resume import restoring, save_state
-from ..runtime import progress_bar
-from ..train import pick_device
+from ..runtime import pick_device
 from .base import Searcher, SearchResult
 
 log = logging.getLogger(__name__)

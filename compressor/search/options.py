@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from ..errors import CompressError
+from compress_base.errors import CompressError
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 

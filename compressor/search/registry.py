@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from ..errors import CompressError
+from compress_base.errors import CompressError
 
 BUILTIN = {"uniform": ".uniform", "greedy": ".greedy", "tas": ".tas", "asng": ".asng_search",
            "autoshrink": ".autoshrink"}

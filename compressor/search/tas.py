@@ -55,10 +55,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compress_base.errors import CompressError
+
 from ..architecture import Architecture
 from ..data import cycle, make_loader, split_halves
 from ..distributed import all_mean, average_gradients, wrap
-from ..errors import CompressError
 from ..train import logits_of
 from .base import SearchContext, SearchResult
 from .greedy import block_scores, repair

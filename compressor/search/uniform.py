@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 
+from compress_base.errors import CompressError
+
 from ..budget import Budget
-from ..errors import CompressError
 from ..space import SearchSpace
 from .base import SearchContext, Searcher, SearchResult
 from .registry import register

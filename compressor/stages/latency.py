@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from compress_base.fileio import write_json
 from exporters.onnx_export import export_onnx
 
 from .. import target
 from ..distributed import broadcast_object, is_main
-from ..fileio import write_json
 from ..run_report import LatencyCheck
 from ..run_state import RunState
 from ..surgery import materialize

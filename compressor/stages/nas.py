@@ -5,9 +5,10 @@ its data, search and report stages are its own.
 """
 from __future__ import annotations
 
+from compress_base.fileio import write_json
+
 from ..artifact import ARCH_FILE
 from ..data import load_data, make_loader
-from ..fileio import write_json
 from ..run_report import ArchitectureInfo, Costs, DataInfo, RunReport, SearchInfo, Target
 from ..run_state import RunState
 from ..settings import NAS_METHOD
@@ -30,15 +31,14 @@ def search(state: RunState) -> None:
     config, rt = state.config, state.runtime
     state.small, state.spec, state.history = search_cell(
         state.data, config.budget.macs, state.shape, options=config.options, epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lr, seed=rt.seed, device=rt.device, quiet=rt.quiet,
-        state_dir=state.state_dir)
+        batch_size=config.batch_size, lr=config.lr, runtime=rt, state_dir=state.state_dir)
 
 
 def evaluate_network(state: RunState) -> None:
     """The deployed network's validation accuracy; its space, to export it like any compressed model."""
     config, rt = state.config, state.runtime
     val_loader = make_loader(state.data.val, config.batch_size, shuffle=False, seed=rt.seed)
-    state.accuracy = evaluate(state.small, val_loader, device=rt.device, quiet=rt.quiet)
+    state.accuracy = evaluate(state.small, val_loader, rt)
     state.small = state.small.cpu().eval()
     state.space = SearchSpace.build(state.small, state.shape, state.spec.name,
                                     channel_multiple=state.profile.channel_multiple)

@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import torch
 
+from compress_base.errors import CompressError
+from compress_base.fileio import write_torch
+
 from ..data import load_data, make_loader
 from ..distributed import is_main
-from ..errors import CompressError
-from ..fileio import write_torch
 from ..models import resolve_model
 from ..resume import restoring
 from ..run_state import RunState
@@ -78,8 +79,8 @@ def teacher_training(state: RunState) -> None:
             state.model.load_state_dict(weights)
         log.info("teacher: resumed with the weights trained before")
     else:
-        train(state.model, state.train_loader, config.teacher_epochs, lr=config.lr, device=rt.device,
-              val_loader=state.val_loader, quiet=rt.quiet, desc="teacher",
+        train(state.model, state.train_loader, config.teacher_epochs, lr=config.lr, runtime=rt,
+              val_loader=state.val_loader, desc="teacher",
               checkpoint=state.state_dir / "teacher-training.pt")
         if is_main():
             write_torch(done, state.model.state_dict())
@@ -90,8 +91,7 @@ def teacher_training(state: RunState) -> None:
 def evaluate_baseline(state: RunState) -> None:
     """The original's validation accuracy."""
     state.model = state.model.cpu().eval()
-    state.baseline_accuracy = evaluate(state.model, state.val_loader, device=state.runtime.device,
-                                       quiet=state.runtime.quiet)
+    state.baseline_accuracy = evaluate(state.model, state.val_loader, state.runtime)
     state.model = state.model.cpu().eval()
 
 

@@ -1,8 +1,9 @@
 """The report stage of ``compress run``: every figure describes the delivered model."""
 from __future__ import annotations
 
+from compress_base.fileio import write_json
+
 from ..artifact import ARCH_FILE
-from ..fileio import write_json
 from ..run_report import ArchitectureInfo, Costs, DataInfo, FixedLayers, PredictedLatency, RunReport, SearchInfo, Target
 from ..run_state import RunState
 from .deliver import finish

@@ -5,12 +5,13 @@ import json
 import logging
 from pathlib import Path
 
+from compress_base.errors import CompressError, first_line
+from compress_base.fileio import write_json
+
 from ..architecture import Architecture
 from ..counting import count_macs, count_params
 from ..data import make_loader
 from ..distributed import all_gather_object, is_main
-from ..errors import CompressError, first_line
-from ..fileio import write_json
 from ..run_state import RunState
 from ..runtime import seed_everything
 from ..search import SEARCHERS, SearchContext
@@ -74,10 +75,10 @@ def fine_tuning(state: RunState) -> None:
         # a fresh loader: its shuffling must not depend on whether the teacher trained in this process
         loader = make_loader(state.data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
         train(state.small, loader, config.epochs, lr=config.lr / 5, teacher=state.model, kd_lambda=config.kd_lambda,
-              temperature=config.temperature, device=rt.device, val_loader=state.val_loader, quiet=rt.quiet,
-              desc="fine-tune", checkpoint=state.state_dir / "finetune.pt")
+              temperature=config.temperature, runtime=rt, val_loader=state.val_loader, desc="fine-tune",
+              checkpoint=state.state_dir / "finetune.pt")
     state.small = state.small.cpu().eval()
-    state.accuracy = evaluate(state.small, state.val_loader, device=rt.device, quiet=rt.quiet)
+    state.accuracy = evaluate(state.small, state.val_loader, rt)
     state.small = state.small.cpu().eval()
 
 

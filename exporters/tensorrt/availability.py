@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compressor.errors import CompressError, first_line
+from compress_base.errors import CompressError, first_line
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """An engine's input and output tensors, and the host/device buffers bound to an execution context."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.inputs import check_input_size
 from exporters.tensorrt.availability import enum_name, numpy_dtype
 from exporters.tensorrt.cuda import DeviceBuffer, HostBuffer

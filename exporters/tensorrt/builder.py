@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.errors import CompressError, first_line
+from compress_base.errors import CompressError, first_line
 from exporters.tensorrt.availability import _import_trt, _last_error, _logger, enum_name, parse_version
 from exporters.tensorrt.caches import (
     default_calibration_cache,

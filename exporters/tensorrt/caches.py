@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compressor.errors import CompressError
-from compressor.fileio import write_atomic
+from compress_base.errors import CompressError
+from compress_base.fileio import write_atomic
 
 
 def resolve_timing_cache(path) -> Path | None:

@@ -6,12 +6,12 @@ wraps a core in TensorRT's ``IInt8EntropyCalibrator2`` at build time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from compressor.errors import CompressError, first_line
+from compress_base.errors import CompressError, first_line
 from exporters.tensorrt.caches import write_bytes_atomic
 from exporters.tensorrt.shapes import format_shape, is_int_at_least
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.tensorrt.availability import cuda_backend_probe, no_cuda_device
 
 

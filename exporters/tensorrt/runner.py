@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.stats import LatencyStats
 from exporters.tensorrt.availability import _import_trt, _last_error, _logger
 from exporters.tensorrt.bindings import TensorSpec, bind, describe_io, random_feed
@@ -230,7 +230,7 @@ class TrtRunner:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "TrtRunner":
+    def __enter__(self) -> TrtRunner:
         return self
 
     def __exit__(self, *exc) -> None:

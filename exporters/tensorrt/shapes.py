@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 
 log = logging.getLogger(__name__)
 

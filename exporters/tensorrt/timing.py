@@ -7,11 +7,11 @@ GPU compute time) and the device-to-host copies. A run's latency is the sum of t
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from compressor.errors import CompressError
+from compress_base.errors import CompressError
 from exporters.stats import LatencyStats, summarize_ms
 from exporters.tensorrt.bindings import Binding
 

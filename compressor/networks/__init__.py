@@ -1,0 +1,1 @@
+"""Networks this package defines itself (engine layer): ShrinkCNN, built by ``compress nas``."""
