@@ -1,6 +1,7 @@
 """Reference counts of MACs and params on a built model (the independent path the cost model is
-checked against). MACs follow DESIGN.md: multiply-accumulates of convolutions, linear layers and
-matrix products at batch 1; normalisation, activations, pooling and additions are not counted."""
+checked against). MACs follow docs/ALGORITHMS.md section 5.1: multiply-accumulates of
+convolutions, linear layers and matrix products at batch 1; normalisation, activations, pooling
+and additions are not counted."""
 from __future__ import annotations
 
 import torch

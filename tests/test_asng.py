@@ -1,4 +1,4 @@
-"""Tests for compressor.search.asng (ASNG-NAS distribution update, ALGORITHMS.md section 2).
+"""Tests for compressor.search.asng (ASNG-NAS distribution update, docs/ALGORITHMS.md section 2).
 
 The hand-worked tests recompute every expected number from the formulas with plain Python
 floats (``math`` only) and also compare with the values worked out by hand (in the comments).

@@ -144,6 +144,7 @@ def test_options_are_validated(models, data):
 
 
 # --------------------------------------------------------------------------- the search
+@pytest.mark.slow
 def test_one_move_per_step_and_best_snapshot(models, data):
     model, space = models("resnet18")
     before = copy.deepcopy(model.state_dict())
@@ -179,6 +180,7 @@ def test_one_move_per_step_and_best_snapshot(models, data):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the context's model is untouched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
 def test_result_meets_the_budget(models, data, name):
     model, space = models(name)
@@ -190,6 +192,7 @@ def test_result_meets_the_budget(models, data, name):
     assert count_macs(small, SHAPE) == space.macs(result.architecture) <= budget.macs
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(models, data):
     model, space = models("mobilenet_v3_small")
     budget = _budget(space, 0.9)

@@ -17,6 +17,8 @@ from conftest import run_python, torchrun
 
 SCRIPT = Path(__file__).with_name("_ddp_search.py")
 
+pytestmark = pytest.mark.slow  # torchrun: two processes, 15-25 s each
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):

@@ -1,4 +1,4 @@
-"""Tests for compressor.nas.shrinkcnn (AutoShrink's ShrinkCNN cell search, ALGORITHMS.md section 3).
+"""Tests for compressor.nas.shrinkcnn (AutoShrink's ShrinkCNN cell search, docs/ALGORITHMS.md section 3).
 
 Searches run on tiny subsets of the bundled digits at 16x16 with a narrow proxy network, one
 training epoch per candidate and k = 2, so each takes a few seconds on one CPU thread.

@@ -40,6 +40,7 @@ def test_mobilenet_v2_blocks(zoo):
     assert isinstance(entry.space.blocks[0].post_module(), nn.Identity)
 
 
+@pytest.mark.slow
 def test_blocks_without_residual(zoo):
     for name in ("vgg11", "densenet121", "googlenet", "squeezenet1_0"):
         assert zoo(name).space.blocks == []

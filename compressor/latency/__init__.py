@@ -1,5 +1,5 @@
 """Latency of an architecture on the target: a per-layer lookup table measured there, calibrated
-on whole-model measurements (ALGORITHMS.md section 4).
+on whole-model measurements (docs/ALGORITHMS.md section 4).
 
 * :mod:`.layers`: the Conv2d/Linear calls of a space and their channel counts per architecture;
 * :mod:`.probes`: the single-layer graphs the table times, and the shuffled rounds that time them;

@@ -1,4 +1,4 @@
-"""AutoShrink's edge shrinking of the ShrinkCNN cell (:func:`shrinkcnn_search`; ALGORITHMS.md section 3).
+"""AutoShrink's edge shrinking of the ShrinkCNN cell (:func:`shrinkcnn_search`; docs/ALGORITHMS.md section 3).
 
 While more than ``floor`` edges remain: pick ``k`` = 10 live edges at random (fewer if fewer
 exist); for each, build the network without it (and without the edges its removal leaves

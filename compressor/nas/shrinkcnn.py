@@ -1,4 +1,4 @@
-"""The run of ``compress nas`` (ALGORITHMS.md section 3): :func:`run_nas` searches the cell
+"""The run of ``compress nas`` (docs/ALGORITHMS.md section 3): :func:`run_nas` searches the cell
 (:mod:`.cell_search`), deploys the best snapshot within the MAC budget
 (:func:`compressor.networks.shrinkcnn.deploy_network`) and trains it.
 """

@@ -1,4 +1,4 @@
-"""ShrinkCNN, the network AutoShrink's cell search builds (Zhang et al., AAAI 2020; ALGORITHMS.md
+"""ShrinkCNN, the network AutoShrink's cell search builds (Zhang et al., AAAI 2020; docs/ALGORITHMS.md
 section 3): the cell, the network, and the built-in model spec a found network is saved and
 loaded by (``compressor.models.BUILTINS``: :func:`compressor.load` rebuilds one without importing
 user code, its settings checked by :func:`shrinkcnn_from_spec`), and its deployment within a MAC

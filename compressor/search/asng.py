@@ -1,7 +1,7 @@
 """ASNG: adaptive stochastic natural gradient on independent categorical distributions.
 
 Re-implementation of the distribution update of ASNG-NAS (Akimoto et al., ICML 2019) as
-described in ``ALGORITHMS.md`` section 2. It knows nothing about networks: the caller samples
+described in ``docs/ALGORITHMS.md`` section 2. It knows nothing about networks: the caller samples
 architectures (one choice index per decision), evaluates a loss for each and hands the pairs
 back to :meth:`CategoricalASNG.update`.
 
@@ -39,7 +39,7 @@ shrinks; when successive steps agree, ``Δ`` falls and the step grows. ``Δ_max`
 Utilities (ranking)
 -------------------
 For λ = 2 samples: the better (lower loss) gets +1, the worse −1. For λ > 2 (a generalisation
-following the official code's ranking; ALGORITHMS.md fixes only λ = 2): with
+following the official code's ranking; docs/ALGORITHMS.md fixes only λ = 2): with
 ``μ = ceil(λ/4)``, the μ best get +1, the μ worst −1, the rest 0. Samples with *exactly equal*
 losses share the mean of the weights of the ranks they occupy, so a tie at λ = 2 gives (0, 0).
 The official code uses ±1/μ; the update is invariant to the scale of the utilities (``g`` is
