@@ -1,7 +1,9 @@
 """Resolve a model spec into an ``nn.Module``: a torchvision name or ``package.module:function``.
 
 Torchvision names resolve through torchvision's registry, our built-in builders (:data:`BUILTINS`)
-through our own, with their arguments checked. Any other ``package.module:function`` is user code:
+through our own, with their arguments checked; the built-in networks a user types by a short name
+(:data:`MODEL_NAMES`: the CIFAR ResNets ``resnet20`` ... ``resnet110``) are stored by their full
+built-in spec name. Any other ``package.module:function`` is user code:
 it is imported only when the caller trusts it (``trust_code=True``) or replaced by the caller's
 own builder (``model_fn``); a spec read from a file never imports code on its own.
 
@@ -11,6 +13,7 @@ refused when they hold NaN/Inf or integer values for float tensors.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import logging
@@ -18,6 +21,7 @@ import numbers
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,6 +32,8 @@ from compress_base.errors import CompressError
 
 from .architecture import MAX_CLASSES
 from .distributed import local_rank_zero_first
+from .networks.cifar_resnet import DEPTHS as CIFAR_DEPTHS
+from .networks.cifar_resnet import cifar_resnet_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +83,13 @@ def classification_models() -> list[str]:
 
 def _torchvision_model(name: str, weights: str | None, num_classes: int | None) -> nn.Module:
     if name not in classification_models():
-        close = [m for m in classification_models() if name.lower()[:4] in m][:5]
+        known = [*MODEL_NAMES, *classification_models()]
+        close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.7)
+        close += [m for m in known if name.lower()[:4] in m and m not in close][:5 - len(close)]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise CompressError(
-            f"unknown model {name!r}{hint}: use a torchvision classification model name "
-            "or package.module:function"
+            f"unknown model {name!r}{hint}: use a torchvision classification model name, one of "
+            f"{', '.join(MODEL_NAMES)} (CIFAR ResNets) or package.module:function"
         )
     kwargs: dict = {}
     if name in _NO_AUX:
@@ -162,12 +170,17 @@ def _shrinkcnn(num_classes: int | None, kwargs: dict, where: str) -> nn.Module:
     return shrinkcnn_from_spec(num_classes, kwargs, where)
 
 
+# Built-in networks a user types by a short name (``--model resnet56``), with the spec name they are
+# stored by: an artifact names the builder in full, so no torchvision name can ever shadow it.
+MODEL_NAMES = {f"resnet{d}": f"compressor.networks.cifar_resnet:resnet{d}" for d in CIFAR_DEPTHS}
+
 # Our own builders, by name: a spec naming one loads without opt-in (the name is a key here, never
 # imported); each checks the kwargs it is given. "compressor.nas.shrinkcnn:shrinkcnn" is the name
 # artifacts written before the network moved to compressor.networks carry.
 BUILTINS: dict[str, Callable[[int | None, dict, str], nn.Module]] = {
     "compressor.networks.shrinkcnn:shrinkcnn": _shrinkcnn,
     "compressor.nas.shrinkcnn:shrinkcnn": _shrinkcnn,
+    **{MODEL_NAMES[f"resnet{d}"]: partial(cifar_resnet_from_spec, d) for d in CIFAR_DEPTHS},
 }
 
 
@@ -186,8 +199,12 @@ def build_model(spec: ModelSpec, weights: str | None = None, *, trust_code: bool
         if not callable(model_fn):
             raise CompressError(f"model_fn {model_fn!r} is not callable: pass the function that builds the model")
         return _call_builder(model_fn, "model_fn", num_classes, spec.kwargs if trust_code else {})
-    if spec.name in BUILTINS:
-        return BUILTINS[spec.name](num_classes, spec.kwargs, where)
+    name = MODEL_NAMES.get(spec.name, spec.name)
+    if name in BUILTINS:
+        if weights is not None:
+            raise CompressError(f"model {name.rpartition(':')[2]!r} has no torchvision weights (got {weights!r}): "
+                                "train it from scratch (no --weights) or pass a state_dict file")
+        return BUILTINS[name](num_classes, spec.kwargs, where)
     if ":" in spec.name:
         if not trust_code:
             raise CompressError(f"{where} names model {spec.name!r}, user code that is imported only when you "
@@ -275,7 +292,7 @@ def resolve_model(
     in errors). Returns the model, the spec that rebuilds it, and whether it is ready to teach:
     weights were loaded and its classifier was not replaced for a different number of classes.
     """
-    spec = ModelSpec(name, num_classes, dict(kwargs or {}))
+    spec = ModelSpec(MODEL_NAMES.get(name, name), num_classes, dict(kwargs or {}))  # short names stored in full
     is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"}
                                        or Path(weights).exists())
     model = build_model(spec, None if is_file else weights, trust_code=trust_code, origin=origin)
