@@ -149,8 +149,12 @@ def main():
               help="Target profile name (see `compress profiles`) or a TOML file.")
 @click.option("--input-shape", callback=_shape, default=None,
               help="Deployment input CxHxW at which costs and latency are measured; default from the profile.")
-@click.option("--train-resolution", type=click.IntRange(min=8), default=32, show_default=True,
-              help="Side of the square images used for training and search (a small proxy).")
+@click.option("--train-resolution", type=click.IntRange(min=8, max=4096), default=32, show_default=True,
+              help="Side of the square proxy images the search trains and scores on.")
+@click.option("--eval-resolution", type=click.IntRange(min=8, max=4096), default=None,
+              help="Side of the square images the teacher and the compressed model train and are evaluated at; "
+                   "default: the deployment size when --data or --weights is given, else (the digits demo) "
+                   "--train-resolution.")
 @click.option("--budget-macs", callback=_size("--budget-macs"), default=None,
               help="Upper bound on MACs at the deployment shape, batch 1 (K/M/G suffixes: 300M).")
 @click.option("--budget-params", callback=_size("--budget-params"), default=None,
@@ -187,6 +191,10 @@ def main():
 @click.option("--device", default=None, help="Training device (cpu, cuda, cuda:1); default: CUDA if available.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=None,
               help="Timed runs per latency measurement; default from the profile.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Data loading worker processes; default from the CPU cores.")
+@click.option("--no-amp", "amp", flag_value=False, default=True,
+              help="Train in fp32 on CUDA (default: mixed precision there; the CPU always trains in fp32).")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bars.")
 def run_command(**opts):
     """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""

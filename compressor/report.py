@@ -127,7 +127,18 @@ def summary_line(report: RunReport) -> str:
                else "latency to be measured on the target (see report.md)")
     return (f"{report.model}: MACs {format_count(b.macs)} -> {format_count(c.macs)}, "
             f"params {format_count(b.params)} -> {format_count(c.params)}, "
-            f"accuracy {100 * b.accuracy:.1f}% -> {100 * c.accuracy:.1f}%, {latency}; written to {report.out}")
+            f"accuracy {100 * b.accuracy:.1f}% -> {100 * c.accuracy:.1f}%{_accuracy_where(report)}, {latency}; "
+            f"written to {report.out}")
+
+
+def _accuracy_where(report: RunReport) -> str:
+    """Where the accuracy was measured, when the report says (version 3 on)."""
+    res = report.resolution
+    if res is None:
+        return ""
+    if report.exported_accuracy is not None:
+        return f" (exported ONNX at {'x'.join(map(str, res.deployment))}, {report.exported_accuracy.images} images)"
+    return f" (at the {res.evaluation}x{res.evaluation} proxy, not the deployment shape: see the report's notes)"
 
 
 def summary_line_nas(report: RunReport) -> str:

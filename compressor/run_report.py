@@ -20,7 +20,7 @@ from exporters.stats import LatencyStats
 
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 2: format_version added; 3: resolution, preprocess, exported_accuracy
 _REMEDY = "fix the file or run `compress` again"
 
 
@@ -137,6 +137,28 @@ class SearchInfo:
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """The run's three sizes (``compressor.resolution``): the deployment shape, the search's proxy
+    side and the side every accuracy was measured at."""
+
+    deployment: list[int]
+    search: int
+    evaluation: int
+
+
+@dataclass(frozen=True)
+class ExportedAccuracy:
+    """The shipped files' accuracy at the deployment shape on the validation images: through
+    onnxruntime (the artifact) and PyTorch (the same model before export); they must agree."""
+
+    images: int
+    compressed_onnx: float
+    compressed_pytorch: float
+    baseline_onnx: float | None = None
+    baseline_pytorch: float | None = None
+
+
+@dataclass(frozen=True)
 class LatencyCheck:
     """One round of checking a latency-budgeted architecture on the target."""
 
@@ -148,7 +170,7 @@ class LatencyCheck:
 # The parts of report.json read into the dataclasses above, and the lists of them.
 _PARTS = {"target": Target, "data": DataInfo, "baseline": Costs, "compressed": Costs,
           "predicted_latency_ms": PredictedLatency, "onnx": OnnxInfo, "architecture": ArchitectureInfo,
-          "search": SearchInfo}
+          "search": SearchInfo, "resolution": Resolution, "exported_accuracy": ExportedAccuracy}
 _LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
 # Keys one kind of run leaves out: a NAS run (a cell found from scratch, with its spec) has no original
 # weights, latency prediction or check; a compression run has no spec.
@@ -170,10 +192,13 @@ class RunReport:
     method: str | None = None
     input_shape: list[int] | None = None
     train_resolution: int | None = None
+    resolution: Resolution | None = None
+    preprocess: dict | None = None
     data: DataInfo | None = None
     budget: dict | None = None
     baseline: Costs | None = None
     compressed: Costs
+    exported_accuracy: ExportedAccuracy | None = None
     predicted_latency_ms: PredictedLatency | None = None
     latency: Latency = field(default_factory=Latency)
     onnx: OnnxInfo | None = None
@@ -262,6 +287,11 @@ _RUN_FIELDS = {
     "spec": "object", "architecture.file": "text", "architecture.cell_edges": "list",
     "fixed_layers": "objects", "search": "object", "search.steps": "count", "search.file": "text",
     "latency_check": "objects", "settings": "object", "timings_s": "amounts",
+    "resolution": "object", "resolution.deployment": "shape", "resolution.search": "count",
+    "resolution.evaluation": "count", "preprocess": "object", "exported_accuracy": "object",
+    "exported_accuracy.images": "count",
+    **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
+       for how in ("onnx", "pytorch")},
 }
 _ITEM_FIELDS = {"fixed_layers": {"layers": "texts", "reason": "text"},
                 "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"}}
@@ -315,5 +345,5 @@ def _stats(obj: dict | None, side: str, where: str) -> LatencyStats | None:
     return dataclasses.replace(stats, input_shape=tuple(stats.input_shape)) if stats else None
 
 
-__all__ = ["FORMAT_VERSION", "ArchitectureInfo", "Costs", "DataInfo", "FixedLayers", "Latency", "LatencyCheck",
-           "OnnxInfo", "PredictedLatency", "RunReport", "SearchInfo", "Target"]
+__all__ = ["FORMAT_VERSION", "ArchitectureInfo", "Costs", "DataInfo", "ExportedAccuracy", "FixedLayers", "Latency",
+           "LatencyCheck", "OnnxInfo", "PredictedLatency", "Resolution", "RunReport", "SearchInfo", "Target"]

@@ -14,7 +14,7 @@ from profiles import Profile
 
 from .architecture import Architecture
 from .budget import Budget
-from .run_report import Latency, OnnxInfo, RunReport
+from .run_report import ExportedAccuracy, Latency, OnnxInfo, RunReport
 from .rundir import STATE_DIR
 from .runtime import Runtime
 from .settings import RunConfig
@@ -32,12 +32,15 @@ class RunState:
     budget: Budget
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    data: Any = None  # data: the DataBundle
-    train_loader: Any = None  # data
-    val_loader: Any = None  # data
+    resolutions: Any = None  # data: the deployment, search and evaluation sizes (compressor.resolution)
+    data: Any = None  # data: the DataBundle at the search resolution (the searchers' proxy)
+    eval_data: Any = None  # data: the DataBundle at the evaluation resolution (the same object if equal)
+    train_loader: Any = None  # data: evaluation-resolution training images (teacher, fine-tuning)
+    val_loader: Any = None  # data: evaluation-resolution validation images
     model: Any = None  # model: the original (the teacher)
     spec: Any = None  # model: how to rebuild it (ModelSpec)
     trained: bool = False  # model: whether it came with trained weights
+    teacher_trained: bool = False  # teacher_training: the original was trained here (kept as teacher.pt)
     space: Any = None  # search_space: the SearchSpace
     full: Architecture | None = None  # search_space: the unshrunk architecture
     meets_budget: bool = False  # search_space: the original meets the budget, it is kept as is
@@ -49,6 +52,7 @@ class RunState:
     latency_check: list | None = None  # latency_check: LatencyChecks, one per correction
     accuracy: float | None = None  # fine_tuning (or evaluate for a nas run): the compressed model's
     onnx: OnnxInfo | None = None  # export: path, opset, parity
+    exported_accuracy: ExportedAccuracy | None = None  # evaluate_export: the shipped files' accuracy
     latency: Latency = field(default_factory=Latency)  # latency: measured on the target
     artifacts: list[str] = field(default_factory=list)  # the files of the run directory this run wrote
     report: RunReport | None = None  # report

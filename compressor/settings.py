@@ -38,7 +38,8 @@ class RunConfig:
     data: str | None = None
     target: str = "cpu"
     input_shape: str | None = None
-    train_resolution: int = 32
+    train_resolution: int = 32  # the search's proxy resolution (and everything's, in the digits demo)
+    eval_resolution: int | None = None  # teacher, fine-tuning, evaluation; None: the policy (resolution.py)
     method: str = "greedy"
     epochs: int = 5
     teacher_epochs: int = 5
@@ -57,6 +58,8 @@ class RunConfig:
     device: str | None = None
     quiet: bool = False
     latency_runs: int | None = None
+    workers: int | None = None  # DataLoader worker processes; None: from the cores
+    amp: bool = True  # mixed precision on CUDA
     trust_code: bool = False  # --resume may import the user-code model named in run.json
 
     def __post_init__(self):
@@ -69,8 +72,8 @@ class RunConfig:
 
 # (lowest, highest) of the numeric settings; None: unbounded on that side
 _RANGES = {
-    "num_classes": (2, 100_000), "train_resolution": (8, 4096), "epochs": (0, 100_000),
-    "teacher_epochs": (0, 100_000), "search_epochs": (1, 100_000), "batch_size": (2, 1 << 20),
+    "num_classes": (2, 100_000), "train_resolution": (8, 4096), "eval_resolution": (8, 4096), "workers": (0, 64),
+    "epochs": (0, 100_000), "teacher_epochs": (0, 100_000), "search_epochs": (1, 100_000), "batch_size": (2, 1 << 20),
     "seed": (0, MAX_SEED), "latency_runs": (1, 1_000_000), "lr": (0.0, None), "kd_lambda": (0.0, 1.0),
     "temperature": (0.0, None),
 }

@@ -16,10 +16,10 @@ LAYERS = [
     ("base", ["units", "progress", "runtime", "distributed", "manifest"]),
     ("engine", ["architecture", "blocks", "space", "costs", "budget", "surgery", "counting", "models", "networks",
                 "artifact"]),
-    ("training", ["data", "image_files", "train", "resume"]),
+    ("training", ["data", "image_files", "idx", "preprocess", "train", "resume"]),
     ("search", ["search", "latency", "nas"]),
     ("report", ["run_report", "report_checks", "report_plots", "report", "report_html", "merge", "merge_render"]),
-    ("run", ["settings", "rundir", "run_state", "executor", "stages", "target", "pipeline"]),
+    ("run", ["settings", "resolution", "rundir", "run_state", "executor", "stages", "target", "pipeline"]),
     ("cli", ["cli", "__main__", "__init__"]),  # the package itself is the public facade (compressor.load)
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

@@ -20,6 +20,7 @@ RUN_STAGES = [
     Stage("latency_check", latency.latency_check, when=latency.needs_latency_check),
     Stage("fine_tuning", search.fine_tuning),
     Stage("export", deliver.export, main_only=True),
+    Stage("evaluate_export", deliver.evaluate_export, when=deliver.at_deployment, main_only=True),
     Stage("latency", deliver.measure, when=deliver.can_measure, main_only=True),
     Stage("report", reporting.report, main_only=True),
 ]

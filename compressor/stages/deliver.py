@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from compress_base.fileio import write_torch
+from exporters.onnx_eval import add_metadata, onnx_correct
 from exporters.onnx_export import export_onnx, verify_onnx
 
 from .. import artifact, target
 from ..manifest import write_manifest
 from ..report import write_reports
-from ..run_report import Latency, OnnxInfo
+from ..run_report import ExportedAccuracy, Latency, OnnxInfo
 from ..run_state import RunState
 from ..rundir import RunDir, remove_previous_artifacts
+from .prepare import TEACHER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,9 @@ REPORTS = ("report.json", "report.md", "report.html")
 
 
 def export(state: RunState) -> None:
-    """``arch.json`` + ``model.pt``, ``model.onnx`` checked against PyTorch, and ``baseline.onnx``."""
+    """``arch.json`` + ``model.pt``, ``model.onnx`` checked against PyTorch, ``baseline.onnx``, and the
+    teacher this run trained (``teacher.pt``, weights only). The ONNX files carry the preprocessing and
+    class names a deployer needs (metadata)."""
     out = state.out
     remove_previous_artifacts(out)  # --overwrite into a finished run: none of its files is taken for ours
     artifact.save(state.small, state.architecture, state.spec, out)
@@ -32,6 +37,46 @@ def export(state: RunState) -> None:
     if state.baseline_accuracy is not None:  # a compressed run: the original too, to compare on the device
         export_onnx(state.model, state.shape, out / "baseline.onnx")
         state.artifacts.append("baseline.onnx")
+    if state.teacher_trained:
+        write_torch(out / TEACHER_FILE, state.model.state_dict())
+        state.artifacts.append(TEACHER_FILE)
+    metadata = deployment_metadata(state)
+    for name in ("model.onnx", "baseline.onnx"):
+        if name in state.artifacts:
+            add_metadata(out / name, metadata)
+
+
+def deployment_metadata(state: RunState) -> dict:
+    """What a deployer must feed the model: input shape, class names, preprocessing."""
+    data = state.eval_data or state.data
+    preprocess = getattr(data, "preprocess", None)
+    return {"input_shape": list(state.shape), "class_names": list(data.class_names),
+            "preprocess": preprocess.to_dict() if preprocess is not None else data.source}
+
+
+def at_deployment(state: RunState) -> bool:
+    return state.resolutions is not None and state.resolutions.at_deployment
+
+
+def evaluate_export(state: RunState) -> None:
+    """The shipped files' accuracy on the validation images at the deployment shape, through
+    onnxruntime; it becomes the report's accuracy. PyTorch's (the same images) is kept beside it,
+    and a disagreement is a note."""
+    batches = [(x.numpy(), y.numpy()) for x, y in state.val_loader]
+    correct, images = onnx_correct(state.out / "model.onnx", batches)
+    base = onnx_correct(state.out / "baseline.onnx", batches)[0] if "baseline.onnx" in state.artifacts else None
+    state.exported_accuracy = ExportedAccuracy(
+        images=images, compressed_onnx=correct / images, compressed_pytorch=state.accuracy,
+        baseline_onnx=None if base is None else base / images, baseline_pytorch=state.baseline_accuracy)
+    for side, onnx_acc, torch_acc in (("compressed", correct / images, state.accuracy),
+                                      ("baseline", None if base is None else base / images, state.baseline_accuracy)):
+        if onnx_acc is not None and abs(onnx_acc - torch_acc) * images > max(1, 0.001 * images):
+            state.notes.append(f"the exported {side} model scores {100 * onnx_acc:.2f}% through onnxruntime and "
+                               f"{100 * torch_acc:.2f}% in PyTorch on the same {images} images: check the export")
+            log.warning(state.notes[-1])
+    state.accuracy = correct / images
+    if base is not None:
+        state.baseline_accuracy = base / images
 
 
 def can_measure(state: RunState) -> bool:

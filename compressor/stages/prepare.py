@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -12,6 +13,7 @@ from compress_base.fileio import write_torch
 from ..data import load_data, make_loader
 from ..distributed import is_main
 from ..models import resolve_model
+from ..resolution import proxy_note, resolve
 from ..resume import restoring
 from ..run_state import RunState
 from ..space import SearchSpace
@@ -20,17 +22,27 @@ from ..units import format_count
 
 log = logging.getLogger(__name__)
 
+TEACHER_FILE = "teacher.pt"  # in the run directory: the teacher this run trained, to reuse (--weights RUN_DIR)
+
 
 def data(state: RunState) -> None:
-    """Load the images; the loaders for training (sharded under torchrun) and validation."""
+    """Load the images at the search and the evaluation resolution (the same split), and the
+    evaluation-resolution loaders for training (sharded under torchrun) and validation."""
     config, rt = state.config, state.runtime
-    state.data = load_data(config.data, resolution=config.train_resolution, seed=rt.seed, quiet=rt.quiet)
     if state.shape[0] != 3:
         raise CompressError(f"input shape {'x'.join(map(str, state.shape))} has {state.shape[0]} channels; "
                             "the images have 3: use 3xHxW")
-    state.train_loader = make_loader(state.data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
-    state.val_loader = make_loader(state.data.val, config.batch_size, shuffle=False, seed=rt.seed)
+    state.resolutions = res = resolve(config, state.shape)
+    state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet)
+    state.eval_data = state.data if res.evaluation == res.search else \
+        load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True)
+    state.train_loader = make_loader(state.eval_data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
+    state.val_loader = make_loader(state.eval_data.val, config.batch_size, shuffle=False, seed=rt.seed)
     state.notes.extend(state.data.warnings)
+    note = proxy_note(res)
+    if note:
+        state.notes.append(note)
+        log.warning(note)
 
 
 def model(state: RunState) -> None:
@@ -40,9 +52,10 @@ def model(state: RunState) -> None:
     if num_classes != data.num_classes:
         raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
                             "classes: drop --num-classes or use matching data")
-    state.model, state.spec, state.trained = resolve_model(config.model, config.weights, num_classes,
-                                                           trust_code=True)
-    _check_runs_at(state.model, config.train_resolution)
+    state.model, state.spec, state.trained = resolve_model(config.model, teacher_weights(config.weights),
+                                                           num_classes, trust_code=True)
+    for side in sorted({state.resolutions.search, state.resolutions.evaluation}):
+        _check_runs_at(state.model, side)
 
 
 def search_space(state: RunState) -> None:
@@ -84,6 +97,7 @@ def teacher_training(state: RunState) -> None:
               checkpoint=state.state_dir / "teacher-training.pt")
         if is_main():
             write_torch(done, state.model.state_dict())
+    state.teacher_trained = True
     state.model = state.model.cpu().eval()
     state.space = _build_space(state)  # channel rankings follow the trained weights
 
@@ -93,6 +107,17 @@ def evaluate_baseline(state: RunState) -> None:
     state.model = state.model.cpu().eval()
     state.baseline_accuracy = evaluate(state.model, state.val_loader, state.runtime)
     state.model = state.model.cpu().eval()
+
+
+def teacher_weights(weights: str | None) -> str | None:
+    """``--weights``, where a run directory stands for the teacher it trained (its ``teacher.pt``)."""
+    if weights is not None and Path(weights).is_dir():
+        teacher = Path(weights) / TEACHER_FILE
+        if not teacher.is_file():
+            raise CompressError(f"--weights {weights} is a folder without {TEACHER_FILE}: give a state_dict file, a "
+                                "torchvision weights name, or the folder of a run that trained its teacher")
+        return str(teacher)
+    return weights
 
 
 def _build_space(state: RunState) -> SearchSpace:

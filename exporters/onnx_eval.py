@@ -1,0 +1,47 @@
+"""Accuracy of an exported ONNX classifier through onnxruntime (CPU), and the metadata a deployer
+reads from the file. Needs no PyTorch: batches are numpy arrays."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from compress_base.fileio import write_atomic
+
+
+def onnx_correct(path: str | Path, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                 threads: int = 0) -> tuple[int, int]:
+    """Top-1 hits and images of the ONNX classifier at ``path`` over ``(images NCHW float32, labels)``
+    batches; onnxruntime on the CPU with ``threads`` intra-op threads (0: its default)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = seen = 0
+    for images, labels in batches:
+        logits = session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+        correct += int((logits.argmax(axis=1) == np.asarray(labels)).sum())
+        seen += len(labels)
+    return correct, seen
+
+
+def add_metadata(path: str | Path, entries: dict) -> None:
+    """Store ``entries`` in the ONNX file's metadata (``metadata_props``; values that are not text
+    are written as JSON), rewriting the file atomically."""
+    model = onnx.load(str(path))
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in entries}
+    del model.metadata_props[:]
+    for key, value in {**kept, **entries}.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    payload = model.SerializeToString()
+    write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ONNX file's metadata entries."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
