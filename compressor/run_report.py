@@ -175,6 +175,7 @@ _LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
 # Keys one kind of run leaves out: a NAS run (a cell found from scratch, with its spec) has no original
 # weights, latency prediction or check; a compression run has no spec.
 _COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
+_SINCE_3 = ("resolution", "preprocess", "exported_accuracy")  # parts version 3 added; left out when absent
 
 
 @dataclass(kw_only=True)
@@ -234,6 +235,9 @@ class RunReport:
             data[f.name] = value
         for key in _COMPRESSION_ONLY if self.is_nas else ("spec",):
             del data[key]
+        for key in _SINCE_3:  # an older report read back has none: written as it was
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod

@@ -16,6 +16,7 @@ from compress_base.errors import CompressError
 from compressor.budget import Budget
 from compressor.cli import main
 from compressor.resolution import proxy_note, resolve
+from compressor.run_report import RunReport
 from compressor.settings import RunConfig
 from exporters.onnx_eval import add_metadata, onnx_correct, read_metadata
 from exporters.onnx_export import export_onnx
@@ -77,6 +78,7 @@ def test_with_data_the_report_gives_the_exported_models_accuracy_and_keeps_the_t
     first = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
     report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert RunReport.from_dict(report).to_dict() == report  # version 3 reads back as written
     assert report["resolution"] == {"deployment": [3, 32, 32], "search": 16, "evaluation": 32}
     exported = report["exported_accuracy"]
     assert exported["images"] == report["data"]["val"]
