@@ -1,14 +1,18 @@
-"""Datasets for search and fine-tuning: scikit-learn's bundled digits, or an ImageFolder tree.
+"""Datasets for search and fine-tuning: scikit-learn's bundled digits, an ImageFolder tree, or
+MNIST-style IDX files.
 
-Nothing here downloads anything. :func:`load_data` returns a :class:`DataBundle` with a train and
-a validation :class:`~torch.utils.data.Subset`; :func:`split_halves` splits a dataset in two for
-searchers that alternate weight and architecture steps; :func:`make_loader` builds a DataLoader
-whose batch order is fixed by a seed. Which files of an ImageFolder tree are used, and how they
-are decoded and checked, is :mod:`compressor.image_files`.
+Nothing here downloads anything, and no image is decoded before it is used. :func:`load_data`
+returns a :class:`DataBundle` with a train and a validation :class:`~torch.utils.data.Subset`;
+:func:`split_halves` splits a dataset in two for searchers that alternate weight and architecture
+steps; :func:`make_loader` builds a DataLoader whose batch order is fixed by a seed, with worker
+processes on request (:func:`default_workers` suggests how many). Which files of an ImageFolder
+tree are used and how they are decoded is :mod:`compressor.image_files`; IDX files are
+:mod:`compressor.idx`; the pixels a model is fed, :mod:`compressor.preprocess`.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,17 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
-from torchvision import transforms
 
 from compress_base.errors import CompressError
 
 from .distributed import is_distributed, rank, world_size
-from .image_files import LinkSafeFolder, class_dirs, verify_images
+from .idx import IdxImages, is_idx_folder, read_idx_split
+from .image_files import LinkSafeFolder, class_dirs
+from .preprocess import Preprocess
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_SOURCE = "sklearn digits (1797 8x8 images, 10 classes)"
 MIN_VAL_PER_CLASS = 5  # fewer validation images of a class than this make its accuracy noise
 _NAMES_SHOWN = 5  # class names a warning lists before "and N more"
@@ -46,6 +49,7 @@ class DataBundle:
     source: str
     resolution: int
     warnings: list[str] = field(default_factory=list)  # one line each: what is amiss, what to do
+    preprocess: Preprocess | None = None  # what made the tensors; None for the digits demo
 
 
 def load_data(
@@ -54,15 +58,28 @@ def load_data(
     val_fraction: float = 0.2,
     seed: int = 0,
     quiet: bool = False,
+    *,
+    preprocess: Preprocess | None = None,
 ) -> DataBundle:
-    """Load the sklearn digits (``data_dir=None``) or an ImageFolder tree at ``data_dir``.
+    """Load the sklearn digits (``data_dir=None``), an IDX folder or an ImageFolder tree.
 
-    Images come out as normalised 3 x ``resolution`` x ``resolution`` float tensors. The
-    validation set is a stratified ``val_fraction`` of the data chosen by ``seed``, unless
-    ``data_dir`` holds both ``train/`` and ``val/`` subfolders, which are then used as they are.
-    ``quiet`` hides the progress bar of the image check. Raises :class:`CompressError` for
-    missing, empty, single-class or unreadable data. Symbolic links inside the tree are not
-    followed and a file reached under several names is used once; what was skipped, and classes
+    Images come out as normalised 3 x ``resolution`` x ``resolution`` float tensors.
+
+    - Digits: today's demo tensors (upsampled, normalised with training statistics); ``preprocess``
+      is not used and the bundle's ``preprocess`` is None.
+    - IDX folder (``train-images-idx3-ubyte[.gz]`` and its three companions, see
+      :mod:`compressor.idx`): the official split, the test files as validation (``val_fraction``
+      and ``seed`` are not used). Grey is replicated to RGB; training uses the light augmentation
+      whatever ``preprocess`` says (a flip changes what a digit means).
+    - ImageFolder tree: a stratified ``val_fraction`` chosen by ``seed``, unless ``data_dir`` holds
+      both ``train/`` and ``val/``, which are used as they are. Symbolic links are not followed and
+      a file reached under several names is used once.
+
+    ``preprocess`` (default :meth:`Preprocess.default`) gives the evaluation and training
+    transforms at ``resolution``. Only cheap checks run here (paths, classes, at least one image per
+    class, extensions, IDX headers); an image is decoded when it is used, and one that cannot be
+    raises a one-line CompressError naming it then. Two calls with the same seed split alike.
+    ``quiet`` is accepted for callers; nothing here shows progress. What was skipped, and classes
     the validation set measures badly, are logged and listed in the bundle's ``warnings``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
@@ -72,15 +89,27 @@ def load_data(
             f"validation fraction {val_fraction!r} must lie strictly between 0 and 1, e.g. 0.2"
         )
     if data_dir is None:
+        if preprocess is not None:
+            logger.info("data: the digits demo keeps its own normalisation; %s not used", preprocess.source)
         bundle = _load_digits(resolution, val_fraction, seed)
+    elif is_idx_folder(Path(data_dir)):
+        bundle = _load_idx(Path(data_dir), resolution, preprocess or Preprocess.default())
     else:
-        bundle = _load_folder(Path(data_dir), resolution, val_fraction, seed, quiet)
+        bundle = _load_folder(Path(data_dir), resolution, val_fraction, seed, preprocess or Preprocess.default())
     logger.info(
         "data: %s; %d train / %d val images, %d classes, %dx%d",
         bundle.source, len(bundle.train), len(bundle.val), bundle.num_classes,
         resolution, resolution,
     )
     return bundle
+
+
+def default_workers() -> int:
+    """DataLoader worker processes for this machine: one per core the process may use, less one
+    for the training process, at most 8; none on 1-2 cores, where a worker would take the core the
+    training step needs (docs/BENCHMARKS.md, "Data loading throughput")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
 
 
 def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
@@ -95,20 +124,25 @@ def split_halves(dataset: Dataset, seed: int) -> tuple[Subset, Subset]:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, shard: bool = False
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, shard: bool = False, workers: int = 0
 ) -> DataLoader:
     """A DataLoader whose shuffling (and worker seeding) follows ``seed``.
 
-    Two loaders made with the same seed yield the same batches in the same order. When
-    shuffling, a final batch that would hold a single sample is dropped, since batch norm
-    cannot train on one sample. With ``shard`` the order comes from a DistributedSampler
+    Two loaders made with the same seed (and worker count) yield the same batches in the same
+    order. When shuffling, a final batch that would hold a single sample is dropped, since batch
+    norm cannot train on one sample. With ``shard`` the order comes from a DistributedSampler
     (reshuffled per pass by :func:`cycle` and :func:`compressor.train.train`): under torchrun each
     rank gets its own part of every pass, and in one process the order is that of a world of
     one, so batch ``k`` of one process at batch size ``2b`` holds exactly the images of batch
     ``k`` of two ranks at batch size ``b``. Without ``shard`` every rank sees all of the data.
+    ``workers`` > 0 decodes in that many persistent worker processes (random augmentations then
+    follow the workers' seeds, and an unsharded shuffled loader orders its later passes otherwise
+    than in the main process); memory is pinned when CUDA is available.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CompressError(f"batch size {batch_size!r} must be a positive integer, e.g. 64")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise CompressError(f"workers {workers!r} must be a whole number of processes, 0 or more, e.g. 4")
     sampler = None
     if shard and (shuffle or is_distributed()):
         sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=shuffle, seed=seed,
@@ -120,10 +154,10 @@ def make_loader(
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         generator=torch.Generator().manual_seed(seed),
-        num_workers=num_workers,
+        num_workers=workers,
         drop_last=shuffle and n > 1 and n % batch_size == 1,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
+        persistent_workers=workers > 0,
     )
 
 
@@ -184,11 +218,11 @@ def _load_digits(resolution: int, val_fraction: float, seed: int) -> DataBundle:
     images = F.interpolate(
         images, size=(resolution, resolution), mode="bilinear", align_corners=False,
         antialias=True,
-    ).expand(-1, 3, -1, -1)
+    )
     labels = torch.as_tensor(digits.target, dtype=torch.long)
     train_idx, val_idx = _stratified_split(digits.target, val_fraction, seed)
     fit = images[train_idx]  # normalise with training statistics only
-    images = ((images - fit.mean()) / fit.std()).contiguous()
+    images = ((images - fit.mean()) / fit.std()).expand(-1, 3, -1, -1)  # grey as RGB, stored once
     full = TensorDataset(images, labels)
     return DataBundle(
         train=Subset(full, train_idx),
@@ -200,17 +234,23 @@ def _load_digits(resolution: int, val_fraction: float, seed: int) -> DataBundle:
     )
 
 
-def _folder_transforms(resolution: int) -> tuple[transforms.Compose, transforms.Compose]:
-    """(train, eval) transforms; the default ImageFolder loader already converts to RGB."""
-    tail = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    resize = transforms.Resize((resolution, resolution), antialias=True)
-    train = transforms.Compose([
-        resize,
-        transforms.RandomCrop(resolution, padding=max(1, resolution // 8), padding_mode="reflect"),
-        transforms.RandomHorizontalFlip(),
-        *tail,
-    ])
-    return train, transforms.Compose([resize, *tail])
+def _load_idx(root: Path, resolution: int, preprocess: Preprocess) -> DataBundle:
+    """The official split of an IDX folder, the test part as validation, light augmentation."""
+    split = read_idx_split(root)
+    preprocess = dataclasses.replace(preprocess, augment="light")
+    train = IdxImages(split.train_images, split.train_labels, preprocess.train_transform(resolution))
+    val = IdxImages(split.test_images, split.test_labels, preprocess.eval_transform(resolution))
+    train, val = Subset(train, list(range(len(train)))), Subset(val, list(range(len(val))))
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=len(split.class_names),
+        class_names=split.class_names,
+        source=f"{root} (IDX, official split: test images as validation)",
+        resolution=resolution,
+        warnings=_coverage_warnings(split.class_names, _targets(train), _targets(val), None, split=False),
+        preprocess=preprocess,
+    )
 
 
 def _scan(root: Path, classes: list[str] | None = None) -> tuple[LinkSafeFolder, list[str]]:
@@ -304,12 +344,12 @@ def _span(counts) -> str:
 
 
 def _coverage_warnings(
-    classes: list[str], train_targets, val_targets, folder: Path, split: bool
+    classes: list[str], train_targets, val_targets, folder: Path | None, split: bool
 ) -> list[str]:
     """Warnings (logged) for classes that validation misses or holds under MIN_VAL_PER_CLASS images of.
 
-    ``folder`` holds the class folders images should be added to; ``split`` says that validation
-    is a fraction of it.
+    ``folder`` holds the class folders images should be added to (None: IDX test files); ``split``
+    says that validation is a fraction of it.
     """
     train_counts = np.bincount(train_targets, minlength=len(classes))
     val_counts = np.bincount(val_targets, minlength=len(classes))
@@ -317,8 +357,7 @@ def _coverage_warnings(
     missing = [i for i, n in enumerate(val_counts) if n == 0]
     if missing:
         counts = f"train has {_span(train_counts[missing])}{' each' if len(missing) > 1 else ''}"
-        add = (f"add images to {folder / classes[missing[0]]}" if len(missing) == 1
-               else f"add images to their folders in {folder}")
+        add = _where_to_add(folder, [classes[i] for i in missing])
         warnings += _warned(
             f"validation has no image of {_names([classes[i] for i in missing])} ({counts}): "
             f"{'its' if len(missing) == 1 else 'their'} accuracy is not measured; {add}"
@@ -327,13 +366,18 @@ def _coverage_warnings(
     if few:
         span = _span(val_counts[few])
         add = ("use more images per class or a larger validation fraction" if split
-               else f"add images to {folder / classes[few[0]]}" if len(few) == 1
-               else f"add images to their folders in {folder}")
+               else _where_to_add(folder, [classes[i] for i in few]))
         warnings += _warned(
             f"validation has only {span} image{'' if span == '1' else 's'} of "
             f"{_names([classes[i] for i in few])}: accuracy per class is noise; {add}"
         )
     return warnings
+
+
+def _where_to_add(folder: Path | None, names: list[str]) -> str:
+    if folder is None:
+        return "use t10k-* test files with more images of each class"
+    return f"add images to {folder / names[0]}" if len(names) == 1 else f"add images to their folders in {folder}"
 
 
 def _check_classes(folder: LinkSafeFolder, targets: list[int]) -> None:
@@ -352,16 +396,16 @@ def _check_classes(folder: LinkSafeFolder, targets: list[int]) -> None:
 
 
 def _load_folder(
-    root: Path, resolution: int, val_fraction: float, seed: int, quiet: bool
+    root: Path, resolution: int, val_fraction: float, seed: int, preprocess: Preprocess
 ) -> DataBundle:
-    train_tf, eval_tf = _folder_transforms(resolution)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train, val, warnings = _load_train_val(root, quiet)
+        train, val, warnings = _load_train_val(root)
         val_root = root / "val"
     else:
-        train, val, warnings = _load_split(root, val_fraction, seed, quiet)
+        train, val, warnings = _load_split(root, val_fraction, seed)
         val_root = root
-    train.dataset.transform, val.dataset.transform = train_tf, eval_tf
+    train.dataset.transform = preprocess.train_transform(resolution)
+    val.dataset.transform = preprocess.eval_transform(resolution)
     classes = train.dataset.classes
     warnings += _coverage_warnings(
         classes, _targets(train), _targets(val), val_root, split=val_root == root
@@ -374,27 +418,26 @@ def _load_folder(
         source=str(root),
         resolution=resolution,
         warnings=warnings,
+        preprocess=preprocess,
     )
 
 
-def _load_train_val(root: Path, quiet: bool) -> tuple[Subset, Subset, list[str]]:
+def _load_train_val(root: Path) -> tuple[Subset, Subset, list[str]]:
     """Train and validation sets of ``root/train`` and ``root/val``, without the files in both."""
     train_set, warnings = _scan(root / "train")
     val_set, val_warnings = _scan(root / "val", classes=train_set.classes)
     train_idx, shared = _drop_shared(train_set, val_set)
     _check_classes(train_set, [train_set.targets[i] for i in train_idx])
-    verify_images([train_set.samples[i][0] for i in train_idx] + [p for p, _ in val_set.samples], quiet)
     val = Subset(val_set, list(range(len(val_set))))
     return Subset(train_set, train_idx), val, warnings + val_warnings + shared
 
 
 def _load_split(
-    root: Path, val_fraction: float, seed: int, quiet: bool
+    root: Path, val_fraction: float, seed: int
 ) -> tuple[Subset, Subset, list[str]]:
     """A stratified split of the tree at ``root``; the two sets share the samples, not the transform."""
     full, warnings = _scan(root)
     _check_classes(full, full.targets)
-    verify_images([p for p, _ in full.samples], quiet)
     train_idx, val_idx = _stratified_split(full.targets, val_fraction, seed)
     return Subset(copy.copy(full), train_idx), Subset(full, val_idx), warnings
 

@@ -1,11 +1,14 @@
 """The files of an ImageFolder tree: which are listed (no symbolic link followed, each file once
-under hard links), how they are decoded (16- and 32-bit greyscale scaled to 8 bits) and the
-check that every one of them can be read, for :func:`compressor.data.load_data`.
+under hard links) and how they are decoded (16- and 32-bit greyscale scaled to 8 bits), for
+:func:`compressor.data.load_data`.
+
+Nothing is opened before training: a file that cannot be decoded raises :class:`UnreadableImage`
+(a one-line CompressError naming it) when it is first read, in the main process or in a
+DataLoader worker.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,27 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
-from compress_base.errors import CompressError
+from compress_base.errors import CompressError, first_line
 
-from .progress import progress_bar
+__all__ = ["LinkSafeFolder", "UnreadableImage", "class_dirs"]
 
-__all__ = ["LinkSafeFolder", "class_dirs", "verify_images"]
+
+class UnreadableImage(CompressError):
+    """An image file that cannot be decoded, in one line that names it.
+
+    A DataLoader worker re-raises an exception in the main process as ``type(exc)(text)``, where the
+    text is "Caught ... in DataLoader worker" and the worker's whole traceback; this class keeps
+    only its own message from that text, so the user still sees one line naming the file.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(_own_line(message, f"{type(self).__module__}.{type(self).__qualname__}: "))
+
+
+def _own_line(message: str, prefix: str) -> str:
+    """``message``, or the last line of it that starts with ``prefix`` (without the prefix)."""
+    own = [line[len(prefix):] for line in message.splitlines() if line.startswith(prefix)]
+    return own[-1] if own else message
 
 
 class LinkSafeFolder(ImageFolder):
@@ -98,11 +117,17 @@ def _entries(folder: str) -> list[os.DirEntry]:
 
 
 def _load_rgb(path: str) -> Image.Image:
-    """The image at ``path`` as 8-bit RGB; 16- and 32-bit greyscale is scaled down, not clipped."""
-    with Image.open(path) as im:
-        if im.mode.startswith("I"):
-            return Image.fromarray(_to_8_bits(np.asarray(im))).convert("RGB")
-        return im.convert("RGB")
+    """The image at ``path`` as 8-bit RGB (grey replicated); 16- and 32-bit greyscale is scaled
+    down, not clipped. Raises :class:`UnreadableImage` if it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith("I"):
+                return Image.fromarray(_to_8_bits(np.asarray(im))).convert("RGB")
+            return im.convert("RGB")
+    except Exception as exc:  # any failure means the file is unusable: name it
+        raise UnreadableImage(
+            f"image file {path} cannot be read ({type(exc).__name__}: {first_line(exc)}): remove or replace it"
+        ) from exc
 
 
 def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
@@ -112,29 +137,3 @@ def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
     if low >= 0 and high <= 0xFFFF:
         return (pixels >> 8).astype(np.uint8)
     return ((pixels - low) * 255 // max(high - low, 1)).astype(np.uint8)
-
-
-def _unreadable(path: str) -> str | None:
-    """The reason PIL cannot read the image at ``path``, or None if it can."""
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as exc:  # any failure means the file is unusable; the caller reports it
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def verify_images(paths: list[str], quiet: bool) -> None:
-    """Raise a CompressError naming the first file (in order) that PIL cannot read."""
-    chunk_size = 1024  # bounds the number of pending futures on large trees
-    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool, progress_bar(
-        len(paths), desc="check images", unit="img", leave=False, quiet=quiet,
-    ) as bar:
-        for start in range(0, len(paths), chunk_size):
-            chunk = paths[start:start + chunk_size]
-            for path, problem in zip(chunk, pool.map(_unreadable, chunk)):
-                if problem is not None:
-                    raise CompressError(
-                        f"image file {path} cannot be read ({problem}): remove or replace it"
-                    )
-            bar.update(len(chunk))

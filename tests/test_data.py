@@ -156,17 +156,72 @@ def test_single_class(tmp_path):
         load_data(tmp_path)
 
 
-def test_corrupt_png_is_named(tree):
+def _item_of(bundle, name):
+    """(subset, position) of the file called ``name`` in the bundle."""
+    for subset in (bundle.train, bundle.val):
+        for position, i in enumerate(subset.indices):
+            if subset.dataset.samples[i][0].endswith(name):
+                return subset, position
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("bad.png", lambda good: b"this is not a png"),
+    ("cut.png", lambda good: good[: len(good) // 2]),
+    ("empty.png", lambda good: b""),
+])
+def test_a_damaged_image_is_named_in_one_line_when_read(tree, name, damage):
+    (tree / "blue" / name).write_bytes(damage((tree / "blue" / "000.png").read_bytes()))
+    bundle = load_data(tree, resolution=8)  # no pre-pass: loading succeeds
+    subset, position = _item_of(bundle, name)
+    with pytest.raises(CompressError) as caught:
+        subset[position]
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"image file {tree / 'blue' / name} cannot be read (")
+    assert message.endswith("): remove or replace it")
+
+
+def test_load_data_opens_no_image(tree, monkeypatch):
+    import PIL.Image
+
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    bundle = load_data(tree, resolution=8)
+    assert opened == []
+    bundle.val[0]
+    assert len(opened) == 1
+
+
+def test_a_damaged_image_met_in_a_worker_is_one_error_line(tree, capsys):
+    from compressor.cli import _fail
+
     (tree / "red" / "bad.png").write_bytes(b"this is not a png")
-    with pytest.raises(CompressError, match="bad.png"):
-        load_data(tree)
+    bundle = load_data(tree, resolution=8, val_fraction=0.2)
+    loader = make_loader(torch.utils.data.ConcatDataset([bundle.train, bundle.val]), 4, False, 0, workers=2)
+    with pytest.raises(CompressError) as caught:
+        list(loader)
+    assert type(caught.value).__name__ == "UnreadableImage"
+    message = str(caught.value)
+    assert message.startswith(f"image file {tree / 'red' / 'bad.png'} cannot be read (UnidentifiedImageError: ")
+    assert "\n" not in message and "DataLoader worker" not in message
+    with pytest.raises(SystemExit) as exited:
+        _fail(caught.value)  # what the CLI prints
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
-def test_truncated_png_is_named(tree):
-    good = (tree / "blue" / "000.png").read_bytes()
-    (tree / "blue" / "cut.png").write_bytes(good[: len(good) // 2])
-    with pytest.raises(CompressError, match="cut.png"):
-        load_data(tree)
+def test_folder_records_its_preprocessing(tree):
+    from compressor.preprocess import Preprocess
+
+    assert load_data(tree, resolution=8).preprocess == Preprocess.default()
+    assert load_data(resolution=8).preprocess is None  # the digits demo
+    mine = Preprocess(resize=10, crop=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source="test")
+    bundle = load_data(tree, resolution=16, preprocess=mine)
+    assert bundle.preprocess is mine
+    path = bundle.val.dataset.samples[bundle.val.indices[0]][0]
+    expected = mine.eval_transform(16)(Image.open(path).convert("RGB"))
+    assert torch.equal(bundle.val[0][0], expected)
 
 
 def test_split_halves_disjoint_and_covering(digits):
@@ -197,6 +252,35 @@ def test_make_loader_drops_a_lone_last_sample_when_shuffling(digits):
     assert len(make_loader(digits.train, n - 1, False, 0)) == 2
     with pytest.raises(CompressError):
         make_loader(digits.train, 0, True, 0)
+
+
+@pytest.mark.parametrize("workers", [-1, 1.5, True, "2"])
+def test_make_loader_refuses_bad_worker_counts(digits, workers):
+    with pytest.raises(CompressError, match="workers"):
+        make_loader(digits.train, 8, True, 0, workers=workers)
+
+
+def test_workers_follow_the_seed(tree):
+    bundle = load_data(tree, resolution=8)
+    for shuffle in (False, True):
+        loader = make_loader(bundle.train, 3, shuffle, 3, workers=2)
+        assert loader.num_workers == 2 and loader.persistent_workers
+        assert loader.pin_memory == torch.cuda.is_available()
+        first = [y.tolist() for _, y in loader]
+        assert first == [y.tolist() for _, y in make_loader(bundle.train, 3, shuffle, 3)]  # as in the main process
+        passes = [first, [y.tolist() for _, y in loader]]  # persistent workers serve a second pass
+        again = make_loader(bundle.train, 3, shuffle, 3, workers=2)
+        assert [[y.tolist() for _, y in again] for _ in range(2)] == passes
+    x, _ = next(iter(make_loader(bundle.val, 2, False, 0, workers=1)))
+    assert torch.equal(x[0], bundle.val[0][0])  # evaluation images are the same in a worker
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 0), (2, 0), (3, 2), (4, 3), (9, 8), (64, 8)])
+def test_default_workers_follow_the_usable_cores(monkeypatch, cores, expected):
+    from compressor import data
+
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert data.default_workers() == expected
 
 
 def test_cycle_skip_replays_the_same_data_order():

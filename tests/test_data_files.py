@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from compress_base.errors import CompressError
-from compressor.data import IMAGENET_MEAN, IMAGENET_STD, load_data
+from compressor.data import load_data
+from compressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _write_pngs(folder, n, seed=0, start=0):
