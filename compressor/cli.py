@@ -136,7 +136,8 @@ def main():
 
 @main.command("run")
 @click.option("--model", default="resnet18", show_default=True,
-              help="torchvision classification model name, or package.module:function returning an nn.Module.")
+              help="torchvision classification model name, a CIFAR ResNet (resnet20/32/44/56/110) or "
+                   "package.module:function returning an nn.Module.")
 @click.option("--weights", default=None,
               help="torchvision weights name (DEFAULT, IMAGENET1K_V1; fetched by torchvision) or a state_dict file. "
                    "Without weights the model is first trained on the data.")

@@ -189,10 +189,11 @@ def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, g
         )
     from .models import BUILTINS
 
-    if config.method == NAS_METHOD and config.model not in BUILTINS:
+    builds_shrinkcnn = config.model in BUILTINS and config.model.endswith(":shrinkcnn")
+    if config.method == NAS_METHOD and not builds_shrinkcnn:
         raise CompressError(f"{source} is damaged: a compress nas run builds ShrinkCNN, not {config.model!r}; "
                             "start a new run")
-    if config.method != NAS_METHOD and ":" in config.model and not trust_code:
+    if ":" in config.model and config.model not in BUILTINS and not trust_code:
         raise CompressError(
             f"{source} names the user-code model {config.model!r}; resuming would import and run it: pass "
             "--trust-code (Python: trust_code=True) if you trust this run directory, or start a new run"
