@@ -174,6 +174,11 @@ def _shrinkcnn(num_classes: int | None, kwargs: dict, where: str) -> nn.Module:
 # stored by: an artifact names the builder in full, so no torchvision name can ever shadow it.
 MODEL_NAMES = {f"resnet{d}": f"compressor.networks.cifar_resnet:resnet{d}" for d in CIFAR_DEPTHS}
 
+
+def native_input_shape(name: str) -> tuple[int, int, int] | None:
+    """The input a built-in network was designed for (the CIFAR ResNets: 3x32x32), else None."""
+    return (3, 32, 32) if name in MODEL_NAMES or name in MODEL_NAMES.values() else None
+
 # Our own builders, by name: a spec naming one loads without opt-in (the name is a key here, never
 # imported); each checks the kwargs it is given. "compressor.nas.shrinkcnn:shrinkcnn" is the name
 # artifacts written before the network moved to compressor.networks carry.

@@ -12,6 +12,7 @@ from pathlib import Path
 from compress_base.errors import CompressError
 
 from .executor import execute
+from .models import native_input_shape
 from .run_state import RunState
 from .runtime import Runtime, pick_device, seed_everything
 from .search import check_options
@@ -47,7 +48,8 @@ def _initial_state(profile):
     """The executor's ``make_state``: the state before the first stage, its generators seeded."""
     def make(config: RunConfig, out: Path) -> RunState:
         seed_everything(config.seed)
-        shape = parse_shape(config.input_shape) if config.input_shape else profile.input_shape
+        shape = parse_shape(config.input_shape) if config.input_shape else \
+            native_input_shape(config.model) or profile.input_shape
         runtime = Runtime(device=pick_device(config.device), seed=config.seed, quiet=config.quiet)
         return RunState(config=config, out=out, profile=profile, shape=shape, runtime=runtime, budget=config.budget)
     return make
