@@ -1,10 +1,11 @@
 """Training and evaluation of classifiers, with optional knowledge distillation from a teacher."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,25 +54,28 @@ def logits_of(output) -> torch.Tensor:
     raise TypeError(f"cannot find class logits in a model output of type {type(output).__name__}")
 
 
-def _save_checkpoint(path, epoch, history, model, optimizer, scheduler, loader) -> None:
+def _save_checkpoint(path, epoch, history, model, optimizer, scheduler, loader, scaler) -> None:
     state = {
         "epoch": epoch,
         "history": history,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "loader_rng": loader.generator.get_state() if loader.generator is not None else None,
     }
     save_state(path, state)
 
 
-def _restore(path, model, optimizer, scheduler, loader, desc: str) -> tuple[int, list]:
+def _restore(path, model, optimizer, scheduler, loader, scaler, desc: str) -> tuple[int, list]:
     """Load a training checkpoint into the objects; return the last finished epoch and the history."""
     with restoring(path, f"the {desc} stage") as state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # float16 training; absent in checkpoints of older versions
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         if state["loader_rng"] is not None and loader.generator is not None:
             loader.generator.set_state(state["loader_rng"])
@@ -86,24 +90,64 @@ def reinitialize(model: nn.Module) -> nn.Module:
     return model
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime | None = None) -> float:
     """Top-1 accuracy of ``model`` over ``loader``, in [0, 1], on the runtime's device (default: the
-    CPU, quiet); restores the model's mode."""
+    CPU, quiet), in its mixed precision and memory format; restores the model's mode and format."""
     runtime = runtime or Runtime(quiet=True)
+    _place(model, runtime)
+    try:
+        return _accuracy(model, loader, runtime)
+    finally:
+        _unplace(model, runtime)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, loader: DataLoader, runtime: Runtime) -> float:
+    """Top-1 accuracy of a model already on the runtime's device; restores its mode."""
     device = runtime.device
     was_training = model.training
-    model.to(device).eval()
+    model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     for x, y in runtime.bar(iterable=loader, desc="eval", unit="batch", leave=False):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += (logits_of(model(x)).argmax(dim=1) == y).sum()
+        x, y = _inputs(x, runtime), y.to(device, non_blocking=True)
+        with _autocast(runtime):
+            logits = logits_of(model(x))
+        correct += (logits.argmax(dim=1) == y).sum()
         seen += y.numel()
     model.train(was_training)
     if seen == 0:
         raise CompressError("cannot evaluate on an empty dataset: provide validation images")
     return correct.item() / seen
+
+
+def _place(model: nn.Module, runtime: Runtime) -> None:
+    """Move the model to the runtime's device and memory format; let cuDNN pick its fastest kernels."""
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if runtime.memory_format is torch.channels_last:
+        model.to(runtime.device, memory_format=torch.channels_last)
+    else:
+        model.to(runtime.device)
+
+
+def _unplace(model: nn.Module, runtime: Runtime) -> None:
+    """Give the weights back in the ordinary (contiguous) memory format."""
+    if runtime.memory_format is torch.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _inputs(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """A batch of inputs on the runtime's device, images in its memory format."""
+    if x.dim() == 4 and runtime.memory_format is torch.channels_last:
+        return x.to(runtime.device, non_blocking=True, memory_format=torch.channels_last)
+    return x.to(runtime.device, non_blocking=True)
+
+
+def _autocast(runtime: Runtime):
+    """Autocast to the runtime's mixed-precision type, or nothing in float32."""
+    dtype = runtime.amp_dtype
+    return contextlib.nullcontext() if dtype is None else torch.autocast(runtime.device.type, dtype=dtype)
 
 
 def train(
@@ -129,9 +173,16 @@ def train(
     quiet or not on a terminal. Under torchrun the model trains in DistributedDataParallel (give it
     a loader made with ``shard=True``).
 
+    Mixed precision and memory format follow the runtime (:attr:`Runtime.amp_dtype`,
+    :attr:`Runtime.memory_format`): the forward passes run in autocast, the loss is computed in
+    float32, and float16 gradients go through a gradient scaler. A float16 step whose loss
+    overflowed is skipped by the scaler and left out of the epoch's loss; training has diverged when
+    the epoch's loss is not finite, or (float16) when half of its steps or more overflowed.
+
     With ``checkpoint`` (a file path) the state after every epoch (weights, optimiser, schedule,
-    random generators, history) is written there atomically, and a later call with the same path
-    continues from the last finished epoch, giving the same result as an uninterrupted run.
+    gradient scaler, random generators, history) is written there atomically, and a later call with
+    the same path continues from the last finished epoch, giving the same result as an
+    uninterrupted run.
     """
     _check_settings(epochs, lr, kd_lambda, temperature)
     if epochs == 0:
@@ -141,33 +192,38 @@ def train(
         raise CompressError("the training set yields no batches: provide training images")
     runtime = runtime or Runtime(quiet=True)
     was_training = model.training
-    model.to(runtime.device)
+    _place(model, runtime)
     if teacher is not None:
-        teacher.to(runtime.device).eval()
+        _place(teacher, runtime)
+        teacher.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    step = _Step(wrap(model, runtime.device), teacher, optimizer, scheduler, kd_lambda, temperature)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
+    step = _Step(wrap(model, runtime.device), teacher, optimizer, scheduler, scaler, runtime, kd_lambda, temperature)
 
     history: list[dict] = []
     first = 1
     if checkpoint is not None and Path(checkpoint).is_file():
-        done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader, desc)
+        done, history = _restore(checkpoint, model, optimizer, scheduler, train_loader, scaler, desc)
         first = done + 1
         logger.info("%s: resuming after epoch %d from %s", desc, first - 1, checkpoint)
     bar = runtime.bar(epochs * steps_per_epoch, initial=(first - 1) * steps_per_epoch, desc=desc, unit="batch")
     try:
         for epoch in range(first, epochs + 1):
-            record = _epoch(step, train_loader, epoch, runtime.device, bar)
+            record = _epoch(step, train_loader, epoch, bar)
             if val_loader is not None:
-                record["val_acc"] = evaluate(model, val_loader, Runtime(device=runtime.device, quiet=True))
+                record["val_acc"] = _accuracy(model, val_loader, replace(runtime, quiet=True))
             record["seconds"] = time.perf_counter() - record.pop("start")
             history.append(record)
             _show(record, desc, epochs, bar)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, epoch, history, model, optimizer, scheduler, train_loader)
+                _save_checkpoint(checkpoint, epoch, history, model, optimizer, scheduler, train_loader, scaler)
     finally:
         bar.close()
+        _unplace(model, runtime)
+        if teacher is not None:
+            _unplace(teacher, runtime)
         model.train(was_training)
     return history
 
@@ -185,48 +241,71 @@ def _check_settings(epochs, lr, kd_lambda, temperature) -> None:
 
 @dataclass
 class _Step:
-    """One optimisation step: the (possibly DDP-wrapped) network, its teacher and optimiser."""
+    """One optimisation step: the (possibly DDP-wrapped) network, its teacher, optimiser and scaler."""
 
     net: nn.Module
     teacher: nn.Module | None
     optimizer: torch.optim.Optimizer
     scheduler: object
+    scaler: torch.amp.GradScaler
+    runtime: Runtime
     kd_lambda: float
     temperature: float
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch, after the step."""
-        logits = logits_of(self.net(x))
+        with _autocast(self.runtime):
+            logits = logits_of(self.net(x))
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = logits_of(self.teacher(x))
+        logits = logits.float()  # the loss in float32 whatever the autocast type
         if self.teacher is None:
             loss = F.cross_entropy(logits, y)
         else:
-            with torch.no_grad():
-                teacher_logits = logits_of(self.teacher(x))
-            loss = kd_loss(logits, teacher_logits, y, self.kd_lambda, self.temperature)
+            loss = kd_loss(logits, teacher_logits.float(), y, self.kd_lambda, self.temperature)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # skipped when float16 gradients overflowed
+        self.scaler.update()
         self.scheduler.step()
         return loss.detach(), logits.detach()
 
 
-def _epoch(step: _Step, loader: DataLoader, epoch: int, device: torch.device, bar) -> dict:
+def _epoch(step: _Step, loader: DataLoader, epoch: int, bar) -> dict:
     """Train one epoch; its record (loss, training accuracy, learning rate, start time)."""
     if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler reshuffles
         loader.sampler.set_epoch(epoch)
+    runtime = step.runtime
+    device = runtime.device
     start = time.perf_counter()
     step.net.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    seen = steps = 0
+    # float16 only: the steps whose loss overflowed (the scaler skipped them) and the samples of the others
+    overflowed = torch.zeros((), dtype=torch.long, device=device)
+    counted = torch.zeros((), dtype=torch.long, device=device)
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _inputs(x, runtime), y.to(device, non_blocking=True)
         loss, logits = step(x, y)
-        loss_sum += loss * y.numel()
+        if step.scaler.is_enabled():
+            finite = torch.isfinite(loss)
+            overflowed += ~finite
+            counted += finite * y.numel()
+            loss_sum += torch.where(finite, loss * y.numel(), 0.0)
+        else:
+            loss_sum += loss * y.numel()
         correct += (logits.argmax(dim=1) == y).sum()
         seen += y.numel()
+        steps += 1
         bar.update()
-    record = {"epoch": epoch, "loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+    if step.scaler.is_enabled():
+        n = counted.item()
+        loss = loss_sum.item() / n if n and 2 * overflowed.item() < steps else math.nan
+    else:
+        loss = loss_sum.item() / seen
+    record = {"epoch": epoch, "loss": loss, "train_acc": correct.item() / seen,
               "lr": step.optimizer.param_groups[0]["lr"], "start": start}
     if not math.isfinite(record["loss"]):
         raise CompressError(f"training diverged (loss {record['loss']} in epoch {epoch}): lower the learning rate")
