@@ -17,4 +17,11 @@ def load(path, *, model_fn=None, trust_code=False):
     return _load(path, model_fn=model_fn, trust_code=trust_code)
 
 
-__all__ = ["CompressError", "load", "__version__"]
+def compress(model, **kwargs):
+    """Compress an ``nn.Module`` you hold with your own DataLoaders; see :func:`compressor.api.compress`."""
+    from .api import compress as _compress
+
+    return _compress(model, **kwargs)
+
+
+__all__ = ["CompressError", "compress", "load", "__version__"]

@@ -29,7 +29,9 @@ def run(config: RunConfig) -> dict:
     """Run one compression end to end and return the report (also written to the run directory;
     empty on a torchrun rank other than 0)."""
     check_options(config.method, config.options or {})
-    profile = resolve_target(config.target, offline_ok=config.latency_table is not None)
+    # MACs and params need no device; a latency budget needs the target, or a table measured on it
+    profile = resolve_target(config.target, offline_ok=config.latency_table is not None
+                             or config.budget.latency_ms is None)
     return execute(config, RUN_STAGES, _initial_state(profile), config.model)
 
 

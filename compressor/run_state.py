@@ -36,6 +36,7 @@ class RunState:
     data: Any = None  # data: the DataBundle at the search resolution (the searchers' proxy)
     eval_data: Any = None  # data: the DataBundle at the evaluation resolution (the same object if equal)
     train_loader: Any = None  # data: evaluation-resolution training images (teacher, fine-tuning)
+    fresh_train_loader: Any = None  # data: makes the training loader anew (fine-tuning's shuffling is its own)
     val_loader: Any = None  # data: evaluation-resolution validation images
     model: Any = None  # model: the original (the teacher)
     spec: Any = None  # model: how to rebuild it (ModelSpec)

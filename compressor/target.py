@@ -27,14 +27,14 @@ def measurable_here(profile: Profile) -> bool:
 def resolve_target(name: str, offline_ok: bool = False) -> Profile:
     """Load the target profile and check that this machine can measure on it.
 
-    With ``offline_ok`` (a latency table measured on the device was given), a target this machine
-    cannot measure is accepted: the search uses the table, and the result is measured on the
-    device afterwards (``compress bench``, merged with ``compress report``).
+    With ``offline_ok`` (a MAC or params budget, or a latency table measured on the device), a
+    target this machine cannot measure is accepted: the search needs no measurement, and the result
+    is measured on the device afterwards (``compress bench``, merged with ``compress report``).
     """
     profile = load_profile(name)
     if offline_ok and not measurable_here(profile):
-        log.warning("this machine cannot measure on target %s: searching with the latency table; measure the "
-                    "result on the device with `compress bench model.onnx --target %s`", profile.name, profile.name)
+        log.warning("this machine cannot measure on target %s: the search works without it; measure the result "
+                    "there with `compress bench model.onnx --target %s`", profile.name, profile.name)
         return profile
     if not profile.runs_here():
         raise CompressError(

@@ -110,7 +110,7 @@ def test_inspect_json():
     (["--target", "cpu"], "no budget given"),
     (["--budget-macs", "300M", "--model", "resnet1000"], "unknown model"),
     (["--budget-macs", "300M", "--model", "no_such_pkg.mod:fn"], "cannot import"),
-    (["--budget-macs", "300M", "--target", "gpu"], "none of them is usable on this machine"),
+    (["--budget-latency", "4ms", "--target", "gpu"], "none of them is usable on this machine"),
     (["--budget-macs", "300M", "--target", "tpu"], "unknown target"),
     (["--budget-macs", "300M", "--input-shape", "224x224"], "is not CxHxW"),
     (["--budget-macs", "300M", "--data", "/no/such/dir"], "does not exist"),

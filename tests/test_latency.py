@@ -401,8 +401,9 @@ def test_autoshrink_remeasures_each_committed_step(built, r18):
 
 @pytest.mark.slow
 def test_search_for_a_board_with_a_table_measured_there(tmp_path):
-    """--target jetson-orin-nano on this machine: refused without a table; with a table measured on
-    the board (faked here), the search uses it, nothing is measured here, and the report says so."""
+    """--target jetson-orin-nano on this machine: a latency budget is refused without a table; with a
+    table measured on the board (faked here), the search uses it, nothing is measured here, and the
+    report says so."""
     import json
 
     from click.testing import CliRunner
@@ -414,7 +415,7 @@ def test_search_for_a_board_with_a_table_measured_there(tmp_path):
     board = load_profile("jetson-orin-nano")
     args = ["--target", "jetson-orin-nano", "--input-shape", "3x64x64", "--train-resolution", "16",
             "--teacher-epochs", "0", "--epochs", "0", "-q"]
-    refused = CliRunner().invoke(main, [*args, "--budget-macs", "50M", "--out", str(tmp_path / "no")])
+    refused = CliRunner().invoke(main, [*args, "--budget-latency", "1ms", "--out", str(tmp_path / "no")])
     assert refused.exit_code == 2 and "Jetson Orin Nano board" in refused.output
 
     net, _, _ = resolve_model("resnet18", None, 10)

@@ -19,7 +19,7 @@ LAYERS = [
     ("training", ["data", "image_files", "idx", "preprocess", "train", "resume"]),
     ("search", ["search", "latency", "nas"]),
     ("report", ["run_report", "report_checks", "report_plots", "report", "report_html", "merge", "merge_render"]),
-    ("run", ["settings", "resolution", "rundir", "run_state", "executor", "stages", "target", "pipeline"]),
+    ("run", ["settings", "resolution", "rundir", "run_state", "executor", "stages", "target", "pipeline", "api"]),
     ("cli", ["cli", "__main__", "__init__"]),  # the package itself is the public facade (compressor.load)
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

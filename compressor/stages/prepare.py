@@ -36,7 +36,9 @@ def data(state: RunState) -> None:
     state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet)
     state.eval_data = state.data if res.evaluation == res.search else \
         load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True)
-    state.train_loader = make_loader(state.eval_data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
+    state.fresh_train_loader = lambda: make_loader(state.eval_data.train, config.batch_size, shuffle=True,
+                                                   seed=rt.seed, shard=True)
+    state.train_loader = state.fresh_train_loader()
     state.val_loader = make_loader(state.eval_data.val, config.batch_size, shuffle=False, seed=rt.seed)
     state.notes.extend(state.data.warnings)
     note = proxy_note(res)
@@ -55,7 +57,7 @@ def model(state: RunState) -> None:
     state.model, state.spec, state.trained = resolve_model(config.model, teacher_weights(config.weights),
                                                            num_classes, trust_code=True)
     for side in sorted({state.resolutions.search, state.resolutions.evaluation}):
-        _check_runs_at(state.model, side)
+        check_runs_at(state.model, side)
 
 
 def search_space(state: RunState) -> None:
@@ -125,7 +127,7 @@ def _build_space(state: RunState) -> SearchSpace:
                              channel_multiple=state.profile.channel_multiple)
 
 
-def _check_runs_at(model, resolution: int) -> None:
+def check_runs_at(model, resolution: int) -> None:
     """Raise CompressError unless ``model`` runs on training images of ``resolution``."""
     try:
         with torch.no_grad():

@@ -73,7 +73,7 @@ def fine_tuning(state: RunState) -> None:
         reinitialize(state.small)  # TAS's official code: train the pruned network from fresh weights
     if (state.architecture != state.full or config.from_scratch) and config.epochs > 0:
         # a fresh loader: its shuffling must not depend on whether the teacher trained in this process
-        loader = make_loader(state.eval_data.train, config.batch_size, shuffle=True, seed=rt.seed, shard=True)
+        loader = state.fresh_train_loader()
         train(state.small, loader, config.epochs, lr=config.lr / 5, teacher=state.model, kd_lambda=config.kd_lambda,
               temperature=config.temperature, runtime=rt, val_loader=state.val_loader, desc="fine-tune",
               checkpoint=state.state_dir / "finetune.pt")
