@@ -8,6 +8,7 @@ needs the same call with ``resume=True``, never an import from a file.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -98,8 +99,6 @@ def _rebuilt(model: nn.Module, out: Path) -> nn.Module:
 
 
 def _fresh_copy(model: nn.Module, state: dict) -> nn.Module:
-    import copy
-
     twin = copy.deepcopy(model)
     twin.load_state_dict(state)
     return twin
@@ -162,9 +161,9 @@ def given_data(state: RunState) -> None:
 
 
 def given_model(state: RunState) -> None:
-    """The caller's model, its class path recorded (for information only)."""
+    """A copy of the caller's model (theirs is never changed), its class path recorded (for information only)."""
     state.spec = ModelSpec(state.config.model, state.data.num_classes, {})
-    state.model = state.model.cpu().eval()
+    state.model = copy.deepcopy(state.model).cpu().eval()
     prepare.check_runs_at(state.model, state.resolutions.evaluation)
 
 
