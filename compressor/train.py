@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -268,7 +269,9 @@ class _Step:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)  # skipped when float16 gradients overflowed
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():  # the schedule counts skipped steps too, as intended
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
         return loss.detach(), logits.detach()
 
 

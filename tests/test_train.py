@@ -1,6 +1,10 @@
-"""Tests of compressor.train: the distillation loss, training, evaluation, device choice."""
+"""Tests of compressor.train and compressor.runtime: the distillation loss, training, evaluation,
+mixed precision, memory format, device choice and the CPU thread policy."""
 import logging
 import math
+import os
+import subprocess
+import sys
 from collections import namedtuple
 
 import pytest
@@ -10,7 +14,7 @@ from torch import nn
 
 from compress_base.errors import CompressError
 from compressor.data import load_data, make_loader
-from compressor.runtime import pick_device
+from compressor.runtime import Runtime, apply_threads, default_threads, pick_device
 from compressor.train import evaluate, kd_loss, train
 
 
@@ -212,3 +216,148 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]
+
+
+def test_amp_on_cpu_when_asked_trains_in_bfloat16_to_the_float32_accuracy(trained, digits, loaders):
+    runtime = Runtime(amp=True, quiet=True)
+    assert runtime.amp_dtype is torch.bfloat16 and Runtime().amp_dtype is None  # CPU: float32 unless asked
+    model = tiny_cnn(seed=0)
+    seen = set()
+    model[0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    history = train(model, make_loader(digits.train, 32, True, 0), epochs=3, lr=0.02, runtime=runtime,
+                    val_loader=loaders[1])
+    assert seen == {torch.bfloat16}
+    assert all(math.isfinite(h["loss"]) for h in history)
+    assert all(p.dtype is torch.float32 for p in model.parameters())  # the weights stay float32
+    assert history[-1]["val_acc"] == pytest.approx(trained[1][-1]["val_acc"], abs=0.05)
+    assert evaluate(model, loaders[1], runtime) == pytest.approx(evaluate(model, loaders[1]), abs=0.02)
+
+
+def test_distillation_under_amp_is_finite(trained, loaders):
+    history = train(tiny_cnn(seed=1, width=8), loaders[0], epochs=1, teacher=trained[0],
+                    runtime=Runtime(amp=True, quiet=True))
+    assert math.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
+
+
+def test_runtime_settings_on_cuda_without_a_gpu(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    for bf16, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert Runtime(device=cuda).amp_dtype is expected
+    assert Runtime(device=cuda, amp=False).amp_dtype is None
+    assert Runtime(device=cuda).memory_format is torch.channels_last
+    assert Runtime(device=cuda, channels_last=False).memory_format is torch.contiguous_format
+    assert Runtime().memory_format is torch.contiguous_format
+
+
+def test_channels_last_on_cpu_when_asked_gives_the_same_outputs(trained, digits, loaders):
+    model = trained[0]
+    runtime = Runtime(channels_last=True, quiet=True)
+    x = next(iter(loaders[1]))[0]
+    model.eval()
+    with torch.no_grad():
+        plain = model(x)
+        fast = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    model.to(memory_format=torch.contiguous_format).train()
+    assert torch.allclose(fast, plain, atol=1e-5)
+    assert evaluate(model, loaders[1], runtime) == evaluate(model, loaders[1])
+    a, b = tiny_cnn(seed=3, width=4), tiny_cnn(seed=3, width=4)
+    train(a, make_loader(digits.train, 32, True, 0), epochs=1)
+    train(b, make_loader(digits.train, 32, True, 0), epochs=1, runtime=runtime)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert q.is_contiguous() and torch.allclose(p, q, atol=1e-4)  # weights come back contiguous
+
+
+@pytest.fixture
+def float16_on_cpu(monkeypatch):
+    """The CUDA float16 path (autocast and gradient scaler) on the CPU."""
+    monkeypatch.setattr(Runtime, "amp_dtype", property(lambda self: torch.float16))
+
+
+def _loader_with_outliers(outliers):
+    """64 samples of 12 values in batches of 8; the ``outliers`` samples are so large that a float16
+    forward pass overflows on every batch that holds one."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 2, 2, generator=g), torch.randint(0, 3, (64,), generator=g)
+    x[list(outliers)] *= 1e6
+    return make_loader(torch.utils.data.TensorDataset(x, y), 8, shuffle=True, seed=0)
+
+
+def _linear(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+
+
+def test_float16_step_that_overflows_is_skipped_not_divergence(float16_on_cpu):
+    model = _linear()
+    history = train(model, _loader_with_outliers([5]), epochs=2, lr=0.05)
+    assert all(math.isfinite(h["loss"]) for h in history)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the scaler skipped the bad steps
+
+
+def test_float16_training_that_keeps_overflowing_is_divergence(float16_on_cpu):
+    with pytest.raises(CompressError, match="diverged"):
+        train(_linear(), _loader_with_outliers(range(0, 64, 2)), epochs=1)
+
+
+def test_float16_resume_keeps_the_gradient_scaler(float16_on_cpu, tmp_path, monkeypatch):
+    import compressor.train as training
+
+    def run(checkpoint=None):
+        model = _linear()
+        return model, train(model, _loader_with_outliers([5, 40]), 3, lr=0.05, checkpoint=checkpoint)
+
+    straight, history = run()
+    ckpt, after_epoch = tmp_path / "ckpt.pt", {}
+    save = training._save_checkpoint
+
+    def save_and_keep(path, epoch, *args):
+        save(path, epoch, *args)
+        after_epoch[epoch] = ckpt.read_bytes()
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_and_keep)
+    run(ckpt)
+    ckpt.write_bytes(after_epoch[2])  # as if killed during epoch 3
+    with training.restoring(ckpt, "the test stage") as state:
+        assert state["scaler"]["scale"] < 65536.0  # the overflows lowered the initial scale
+    resumed, resumed_history = run(ckpt)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]
+
+
+def test_thread_policy():
+    assert default_threads(current=2, cores=2, environ={"OMP_WAIT_POLICY": "PASSIVE"}) == 2
+    assert default_threads(current=16, cores=16, environ={}) == 15  # waits spin: leave a core to a neighbour
+    assert default_threads(current=2, cores=2, environ={}) == 1
+    assert default_threads(current=1, cores=1, environ={}) == 1
+    assert default_threads(current=1, cores=8, environ={"OMP_WAIT_POLICY": "passive"}) == 1  # never raised
+    assert default_threads(current=3, cores=2, environ={"OMP_NUM_THREADS": "3"}) == 3  # the user's choice
+
+
+def test_explicit_threads_are_applied_and_checked():
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(2) == 2
+        assert Runtime(threads=1).threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(CompressError, match="threads"):
+            Runtime(threads=bad)
+
+
+def test_prepare_openmp_sets_the_wait_policy_before_torch_loads():
+    code = ("import sys; from compressor.runtime import prepare_openmp; prepare_openmp(); "
+            "import os; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "PASSIVE"]
+
+
+def test_prepare_openmp_does_nothing_once_torch_is_loaded(monkeypatch):
+    from compressor.runtime import prepare_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    prepare_openmp()
+    assert "OMP_WAIT_POLICY" not in os.environ
