@@ -118,25 +118,30 @@ def _read_cached(path: str, dims: int, size: int, mtime_ns: int) -> np.ndarray:
     data = _bytes(path)
     kind = _KIND[dims]
     if len(data) < 4:
-        raise CompressError(f"IDX file {path} is {len(data)} bytes, too short for a header: the file is damaged")
+        raise CompressError(
+            f"IDX file {path} is {len(data)} bytes, too short for a header: the file is damaged; replace it"
+        )
     magic = int.from_bytes(data[:4], "big")
     if data[0] or data[1] or data[2] != _UBYTE or data[3] != dims:
         raise CompressError(
             f"IDX file {path} has magic number 0x{magic:08x}, not 0x{(_UBYTE << 8) | dims:08x} "
             f"({kind}: unsigned bytes, {dims} dimension{'s' if dims > 1 else ''}): "
-            "the file is damaged or of another kind"
+            "the file is damaged or of another kind; check the file names"
         )
     header = 4 + 4 * dims
     if len(data) < header:
-        raise CompressError(f"IDX file {path} ends inside its header ({len(data)} bytes): the file is truncated")
+        raise CompressError(
+            f"IDX file {path} ends inside its header ({len(data)} bytes): the file is truncated; replace it"
+        )
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     if 0 in shape:
         raise CompressError(f"IDX file {path} declares {' x '.join(map(str, shape))} {kind}: it holds no data")
     expected = int(np.prod(shape))
     if len(data) - header != expected:
+        declared = " x ".join(map(str, shape)) + (f" = {expected}" if dims > 1 else "")
         raise CompressError(
             f"IDX file {path} holds {len(data) - header} bytes of {kind} but its header declares "
-            f"{' x '.join(map(str, shape))} = {expected}: the file is truncated or damaged"
+            f"{declared}: the file is truncated or damaged; replace it"
         )
     array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
     array.flags.writeable = False
@@ -153,7 +158,7 @@ def _bytes(path: str) -> bytes:
             return f.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise CompressError(
-            f"IDX file {path} cannot be decompressed ({type(exc).__name__}: {exc}): the file is damaged"
+            f"IDX file {path} cannot be decompressed ({type(exc).__name__}: {exc}): the file is damaged; replace it"
         ) from exc
     except OSError as exc:
         raise CompressError(f"cannot read IDX file {path} ({exc.strerror or exc}): check its permissions") from exc

@@ -129,7 +129,7 @@ def _damage(root: Path, name: str, **kwargs):
     ("t10k-images", {"magic": 0x00000D03}, r"magic number 0x00000d03"),
     ("t10k-images", {"magic": 0x12340803}, r"magic number 0x12340803"),
     ("train-images", {"cut": 1}, r"holds 1079 bytes of images but its header declares 30 x 6 x 6 = 1080: .*truncated"),
-    ("t10k-labels", {"extra": b"\0"}, r"holds 16 bytes of labels but its header declares 15 = 15"),
+    ("t10k-labels", {"extra": b"\0"}, r"holds 16 bytes of labels but its header declares 15: the file is truncated"),
     ("train-labels", {"cut": 31}, r"ends inside its header \(7 bytes\)"),
     ("train-labels", {"cut": 36}, r"is 2 bytes, too short for a header"),
     ("train-images", {"array": np.zeros((0, 6, 6), np.uint8)}, r"declares 0 x 6 x 6 images: it holds no data"),
