@@ -48,6 +48,10 @@ def check_fingerprint(fp: dict, source: str = "architecture") -> None:
     if "min_ratio" in fp and not (isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
                                   and math.isfinite(ratio) and 0 < ratio <= 1):
         raise CompressError(f"{source}: min_ratio {ratio!r} must be a number in (0, 1]: save the model again")
+    keep = fp.get("keep")
+    if "keep" in fp and not (isinstance(keep, list) and len(keep) <= 1000
+                             and all(isinstance(k, str) and 0 < len(k) <= 200 for k in keep)):
+        raise CompressError(f"{source}: keep must be a list of layer names or patterns: save the model again")
 
 
 @dataclass

@@ -61,7 +61,8 @@ def load(path: str | Path, *, model_fn: Callable | None = None, trust_code: bool
     spec = ModelSpec.from_dict(fp["spec"], str(arch_file))
     base = build_model(spec, trust_code=trust_code, model_fn=model_fn, origin=str(arch_file)).eval()
     space = SearchSpace.build(base, fp["input_shape"], fp.get("model", spec.name),
-                              channel_multiple=fp.get("channel_multiple", 8), min_ratio=fp.get("min_ratio", 0.1))
+                              channel_multiple=fp.get("channel_multiple", 8), min_ratio=fp.get("min_ratio", 0.1),
+                              keep=fp.get("keep", ()))
     small = materialize(space, base, arch)
     load_weights_into(small, load_state_file(weights), str(weights))
     return small.eval()

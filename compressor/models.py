@@ -19,7 +19,9 @@ import inspect
 import logging
 import numbers
 import pickle
+import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -119,16 +121,23 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
     return model
 
 
-def _import_builder(spec: str) -> Callable:
+def _import_builder(spec: str, search_cwd: bool = False) -> Callable:
+    """The function ``package.module:function`` names; with ``search_cwd`` the module may also come
+    from the current directory (searched after the Python path)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise CompressError(f"model {spec!r} is not package.module:function")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CompressError(
-            f"cannot import {module_name!r} for model {spec!r} ({exc}); check the name and PYTHONPATH"
-        ) from None
+        with _cwd_on_path(search_cwd):
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name != exc.name and not module_name.startswith(exc.name + "."):
+            raise CompressError(f"importing {module_name!r} for model {spec!r} failed: it imports {exc.name!r}, "
+                                "which cannot be found: install it or add its folder to PYTHONPATH") from None
+        where = (f"the current directory ({Path.cwd()}) and the Python path" if search_cwd else
+                 "the Python path only (a model spec read from a file is never imported from the current directory)")
+        raise CompressError(f"cannot import {module_name!r} for model {spec!r}: looked in {where}; "
+                            "check the name, or add its folder to PYTHONPATH") from None
     except Exception as exc:  # noqa: BLE001 - the user's module itself is broken
         raise CompressError(
             f"importing {module_name!r} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
@@ -138,6 +147,22 @@ def _import_builder(spec: str) -> Callable:
     if not callable(fn):
         raise CompressError(f"{module_name!r} has no callable {attr!r}; check the model spec {spec!r}")
     return fn
+
+
+@contextmanager
+def _cwd_on_path(search_cwd: bool):
+    """With ``search_cwd``, the current directory at the end of ``sys.path`` while inside (so it
+    never shadows an installed module); else nothing."""
+    entry = str(Path.cwd())
+    added = search_cwd and entry not in sys.path
+    if added:
+        sys.path.append(entry)
+        importlib.invalidate_caches()  # the folder may have changed since it was last listed
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
 
 
 def _call_builder(fn: Callable, label: str, num_classes: int | None, kwargs: dict) -> nn.Module:
@@ -190,13 +215,14 @@ BUILTINS: dict[str, Callable[[int | None, dict, str], nn.Module]] = {
 
 
 def build_model(spec: ModelSpec, weights: str | None = None, *, trust_code: bool = False,
-                model_fn: Callable | None = None, origin: str | None = None) -> nn.Module:
+                model_fn: Callable | None = None, origin: str | None = None, search_cwd: bool = False) -> nn.Module:
     """Build the model a spec names, optionally with torchvision weights (``DEFAULT``, ...).
 
     ``model_fn``, when given, builds the model instead of the spec's name: it gets num_classes if
     it takes it, and the spec's kwargs only with ``trust_code``. A ``package.module:function``
-    spec that is not built in is imported only with ``trust_code``. ``origin`` names the file the
-    spec came from, for errors.
+    spec that is not built in is imported only with ``trust_code``, from the current directory as
+    well only with ``search_cwd`` (a name the user typed, never one read from a file). ``origin``
+    names the file the spec came from, for errors.
     """
     where = origin or "model spec"
     num_classes = check_num_classes(spec.num_classes, where)
@@ -214,7 +240,8 @@ def build_model(spec: ModelSpec, weights: str | None = None, *, trust_code: bool
         if not trust_code:
             raise CompressError(f"{where} names model {spec.name!r}, user code that is imported only when you "
                                 f"trust its source: {_OPT_IN}")
-        return _call_builder(_import_builder(spec.name), repr(spec.name), num_classes, spec.kwargs)
+        with _cwd_on_path(search_cwd):  # the builder may import its neighbours as it runs
+            return _call_builder(_import_builder(spec.name, search_cwd), repr(spec.name), num_classes, spec.kwargs)
     if spec.kwargs:
         raise CompressError(f"{where} gives kwargs {sorted(spec.kwargs)} for torchvision model {spec.name!r}, "
                             "which is built from num_classes alone: remove its 'kwargs'")
@@ -288,19 +315,22 @@ def _check_values(own: dict, state: dict, source: str) -> None:
 
 def resolve_model(
     name: str, weights: str | None = None, num_classes: int | None = None, kwargs: dict | None = None, *,
-    trust_code: bool = False, origin: str | None = None,
+    trust_code: bool = False, origin: str | None = None, search_cwd: bool = False,
 ) -> tuple[nn.Module, ModelSpec, bool]:
     """Build the model and load its weights.
 
     ``trust_code`` allows importing a ``package.module:function`` name: pass it for a name the
     user typed, never for one read from a file they did not vouch for (``origin`` names that file
-    in errors). Returns the model, the spec that rebuilds it, and whether it is ready to teach:
-    weights were loaded and its classifier was not replaced for a different number of classes.
+    in errors). ``search_cwd`` (with ``trust_code``) also finds the module in the current
+    directory: only for a name typed on the command line. Returns the model, the spec that
+    rebuilds it, and whether it is ready to teach: weights were loaded and its classifier was not
+    replaced for a different number of classes.
     """
     spec = ModelSpec(MODEL_NAMES.get(name, name), num_classes, dict(kwargs or {}))  # short names stored in full
     is_file = weights is not None and (Path(weights).suffix in {".pt", ".pth", ".bin", ".ckpt"}
                                        or Path(weights).exists())
-    model = build_model(spec, None if is_file else weights, trust_code=trust_code, origin=origin)
+    model = build_model(spec, None if is_file else weights, trust_code=trust_code, origin=origin,
+                        search_cwd=search_cwd)
     trained = weights is not None
     if is_file:
         load_weights_into(model, load_state_file(weights), weights)

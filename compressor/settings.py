@@ -23,7 +23,9 @@ NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCN
 MAX_SEED = 2**32 - 1  # numpy's seed range
 # settings that name files, with the command-line option that gives them again on --resume
 PATH_FIELDS = {"data": "--data", "weights": "--weights", "latency_table": "--latency-table", "target": "--target"}
-_NOT_SAVED = ("budget", "resume", "trust_code")  # a settings file never grants trust
+# a settings file never grants trust, nor imports from the current directory
+_NOT_SAVED = ("budget", "resume", "trust_code", "search_cwd")
+_BUDGET_KEYS = {"macs", "params", "latency_ms", "macs_fraction", "params_fraction"}  # Budget.to_dict's
 _WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights name (DEFAULT, IMAGENET1K_V2)
 
 
@@ -61,6 +63,8 @@ class RunConfig:
     workers: int | None = None  # DataLoader worker processes; None: from the cores
     amp: bool = True  # mixed precision on CUDA
     trust_code: bool = False  # --resume may import the user-code model named in run.json
+    search_cwd: bool = False  # the model's module may come from the current directory (the user typed --model)
+    keep: list[str] | None = None  # layers left unpruned: module names or fnmatch patterns (--keep)
 
     def __post_init__(self):
         check_config(self)
@@ -90,6 +94,10 @@ def check_config(config: RunConfig) -> None:
             _check_value(f.name, getattr(config, f.name), hints[f.name])
     if config.input_shape is not None:
         parse_shape(config.input_shape)
+    bad = next((p for p in config.keep or () if not p.strip() or len(p) > 200), None)
+    if bad is not None:
+        raise CompressError(f"setting 'keep' holds {bad!r}: give module names or patterns such as layer4.* "
+                            "(1 to 200 characters)")
     from .search import METHODS
 
     if config.method not in (*METHODS, NAS_METHOD):
@@ -101,7 +109,9 @@ def _check_value(name: str, value, hint) -> None:
     if value is None and type(None) in allowed:
         return
     kind = next(t for t in allowed if t is not type(None))
-    if kind is float:
+    if typing.get_origin(kind) is list:
+        ok, kind = isinstance(value, list) and all(isinstance(v, str) for v in value), list
+    elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -115,7 +125,8 @@ def _check_value(name: str, value, hint) -> None:
         raise CompressError(f"setting {name!r} is {value!r}: it must be {bounds}")
 
 
-_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table"}
+_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table",
+          list: "a list of strings"}
 
 
 def config_from_settings(saved: dict, source: str) -> RunConfig:
@@ -126,12 +137,23 @@ def config_from_settings(saved: dict, source: str) -> RunConfig:
     try:
         if unknown:
             raise CompressError(f"unknown setting {unknown[0]!r}")
-        budget = saved.pop("budget", None)
-        if not isinstance(budget, dict) or set(budget) - {"macs", "params", "latency_ms"}:
-            raise CompressError("setting 'budget' must be a table of macs, params and latency_ms")
-        return RunConfig(budget=Budget(**budget), **saved)
+        return RunConfig(budget=_saved_budget(saved.pop("budget", None)), **saved)
     except CompressError as exc:
         raise CompressError(f"{source} is damaged: {exc}; start a new run") from None
+
+
+def _saved_budget(budget) -> Budget:
+    """The budget of a settings file, as :meth:`Budget.to_dict` writes it: counts are whole numbers
+    there (no '300M' strings), fractions plain numbers."""
+    if not isinstance(budget, dict) or set(budget) - _BUDGET_KEYS:
+        raise CompressError(f"setting 'budget' must be a table of {', '.join(sorted(_BUDGET_KEYS))}")
+    for key in ("macs", "params"):
+        value = budget.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CompressError(f"budget {key} must be a whole number from 1 to 1e18, got {value!r}")
+    if isinstance(budget.get("latency_ms"), str):
+        raise CompressError(f"budget latency_ms must be a number of milliseconds, got {budget['latency_ms']!r}")
+    return Budget(**budget)
 
 
 def is_path(name: str, value) -> bool:

@@ -3,7 +3,9 @@
 ``SearchSpace.build`` traces the model once at the deployment input shape. Torch-Pruning's
 dependency graph gives the coupled channel groups (every layer whose channels must shrink
 together); ``torch.fx`` finds the residual blocks that may be dropped. Channels of each group are
-ranked by importance (group L1 norm) so that a width keeps the most important ones.
+ranked by importance (group L1 norm) so that a width keeps the most important ones. Layers the
+user keeps (``keep``: module names or fnmatch patterns, Torch-Pruning's ``ignored_layers``) fix
+every group touching them and every block holding them.
 
 From the same trace the space records, for every parameter tensor and every convolution or linear
 layer, how its size depends on the group widths. That is what lets :class:`~compressor.costs.CostModel`
@@ -15,6 +17,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import numpy as np
 import torch
@@ -52,6 +55,8 @@ class ChannelGroup:
     importance: np.ndarray  # importance in ranking order, summing to 1
     members: list[str]
     fixed_reason: str | None = None
+    layers: tuple[str, ...] = ()  # the Conv2d/Linear layers whose output channels it sets, in forward order
+    position: int = 0  # forward order of its first layer among the model's Conv2d/Linear layers
 
     @property
     def is_decision(self) -> bool:
@@ -125,15 +130,30 @@ class SearchSpace:
         model_name: str = "model",
         channel_multiple: int = 8,
         min_ratio: float = 0.1,
+        keep: Sequence[str] = (),
     ) -> SearchSpace:
-        """Trace ``model`` (eval mode, batch 1) and derive its decisions and cost tables."""
+        """Trace ``model`` (eval mode, batch 1) and derive its decisions and cost tables.
+
+        ``keep`` (module names or fnmatch patterns such as ``layer4.*``; a module kept keeps all
+        inside it) fixes every channel group touching a kept layer and keeps every residual block
+        holding one; each is listed in ``fixed_layers``. A pattern matching no module is a CompressError.
+        """
         model.eval()
         input_shape = tuple(int(s) for s in input_shape)
+        keeping = _keeper(model, tuple(keep), model_name)
         example = torch.zeros(1, *input_shape)
         shapes, positions = _trace_shapes(model, example)
         classifier = classifier_layer(model, input_shape)
-        blocks = find_residual_blocks(model, shapes)
         fixed_layers: list[dict] = []
+        blocks = []
+        for block in find_residual_blocks(model, shapes):
+            pattern = next(filter(None, (keeping(n) for n, _ in model.get_submodule(block.name).named_modules(
+                prefix=block.name))), None)
+            if pattern is None:
+                blocks.append(block)
+            else:
+                fixed_layers.append({"layers": [block.name], "reason": f"kept (--keep {pattern}): the residual "
+                                     "block stays"})
         groups: list[ChannelGroup] = []
         couplings: dict[tuple[str, str], list[Coupling]] = {}
         unwrapped: dict[str, int] = {}
@@ -146,8 +166,12 @@ class SearchSpace:
             log.warning("all channel widths stay fixed: %s", fixed_layers[-1]["reason"])
         if graph is not None:
             unwrapped = {graph._param_to_name[p]: dim for p, dim in graph.unwrapped_parameters}
-            groups, couplings = _channel_groups(graph, model, classifier, channel_multiple, min_ratio, fixed_layers)
-        partial = [e for e in fixed_layers if e["layers"] != ["*"]]
+            groups, couplings = _channel_groups(graph, model, classifier, channel_multiple, min_ratio, fixed_layers,
+                                                keeping, {name: i for i, name in enumerate(positions)})
+        kept = [e for e in fixed_layers if e["reason"].startswith("kept (")]
+        if kept:
+            log.info("--keep fixes %d channel groups and residual blocks", len(kept))
+        partial = [e for e in fixed_layers if e["layers"] != ["*"] and e not in kept]
         if partial:
             log.warning("%d channel groups (%d layers) stay fixed, e.g. %s: %s", len(partial),
                         sum(len(e["layers"]) for e in partial), partial[0]["layers"][0], partial[0]["reason"])
@@ -159,6 +183,8 @@ class SearchSpace:
             "min_ratio": min_ratio,
             "compressor": __version__,
         }
+        if keep:  # the space depends on it: loading rebuilds it with the same patterns
+            fingerprint["keep"] = list(keep)
         tables = CostTables.from_model(model, groups, couplings, unwrapped, positions, blocks)
         space = cls(groups, blocks, input_shape, fingerprint, couplings, unwrapped, classifier,
                     CostModel(tables), fixed_layers)
@@ -243,10 +269,11 @@ class SearchSpace:
             "params": self.params(full),
             "smallest_macs": self.macs(self.smallest()),
             "classifier": self.classifier,
-            "groups": [
-                {"name": g.name, "channels": g.channels, "choices": [g.choices[0], g.choices[-1], len(g.choices)],
-                 "layers": len(g.members)}
-                for g in self.decision_groups
+            "groups": [  # every channel group in forward order, the fixed ones with why
+                {"name": g.name, "layers": list(g.layers), "channels": g.channels,
+                 "choices": [g.choices[0], g.choices[-1], len(g.choices)], "members": len(g.members),
+                 "fixed": g.fixed_reason}
+                for g in sorted(self.groups, key=lambda g: g.position)
             ],
             "blocks": [{"name": b.name, "after_drop": b.post or "identity"} for b in self.blocks],
             "fixed_layers": self.fixed_layers,
@@ -326,8 +353,28 @@ def _is_grouped(module) -> bool:
     )
 
 
-def _channel_groups(graph, model, classifier, multiple, min_ratio, fixed_layers):
-    """Channel groups and the per-layer couplings that map group channels to layer channels."""
+def _keeper(model: nn.Module, patterns: tuple[str, ...], model_name: str):
+    """``keeping(name)``: the first of ``patterns`` matching the module or parameter ``name`` or a
+    module it lies in, else None. A pattern matching no module is a CompressError."""
+    names = [n for n, _ in model.named_modules() if n]
+    for pattern in patterns:
+        if not any(fnmatchcase(n, pattern) for n in names):
+            top = next((n.partition(".")[0] for n in names if "." in n), None)
+            example = " or ".join([*names[:1], *([f"{top}.*"] if top else [])])
+            raise CompressError(f"--keep {pattern!r} matches no layer of {model_name}: give module names or patterns "
+                                f"as `compress inspect` lists them (e.g. {example or 'conv1'})")
+
+    def keeping(name: str) -> str | None:
+        parts = name.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return next((p for p in patterns if any(fnmatchcase(n, p) for n in prefixes)), None)
+    return keeping
+
+
+def _channel_groups(graph, model, classifier, multiple, min_ratio, fixed_layers, keeping, order):
+    """Channel groups and the per-layer couplings that map group channels to layer channels;
+    ``keeping(name)`` names the --keep pattern that fixes a layer, ``order`` is the forward order
+    of the Conv2d/Linear layers."""
     names = dict(graph._module2name)
     names.update(graph._param_to_name)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum", normalizer=None)
@@ -349,6 +396,14 @@ def _channel_groups(graph, model, classifier, multiple, min_ratio, fixed_layers)
                 reason = f"grouped convolution {names[target]} (groups={target.groups})"
             elif isinstance(target, nn.GroupNorm):
                 reason = f"group norm {names[target]}"
+        if reason:
+            reason += ": Torch-Pruning cannot keep its channels consistent per group, so they stay fixed"
+        # a kept layer's own output channels first, else the first kept layer (forward order) reading them
+        kept_by = sorted((role == "in", order.get(name, len(order)), name, pattern)
+                         for name, role, _, _ in items if (pattern := keeping(name)))
+        if kept_by:
+            reads, _, name, pattern = kept_by[0]
+            reason = f"kept (--keep {pattern}: input of {name})" if reads else f"kept (--keep {pattern})"
         with torch.no_grad():
             scores = importance(group)
         if scores is None or len(scores) != channels:
@@ -358,12 +413,13 @@ def _channel_groups(graph, model, classifier, multiple, min_ratio, fixed_layers)
         imp = scores[ranking]
         imp = imp / imp.sum() if imp.sum() > 0 else np.full(channels, 1.0 / channels)
         members = sorted({n for n, _, _, _ in items})
+        layers = sorted({n for n, role, _, _ in items if role == "out" and n in order}, key=order.__getitem__)
         choices = (channels,) if reason else _choices(channels, multiple, min_ratio)
         if reason:
-            fixed_layers.append({"layers": members, "reason": reason + ": Torch-Pruning cannot keep its "
-                                 "channels consistent per group, so they stay fixed"})
+            fixed_layers.append({"layers": members, "reason": reason})
         gi = len(groups)
-        groups.append(ChannelGroup(root, channels, choices, ranking, imp, members, reason))
+        groups.append(ChannelGroup(root, channels, choices, ranking, imp, members, reason, tuple(layers),
+                                   order[layers[0]] if layers else len(order)))
         for name, role, idxs, root_idxs in items:
             couplings.setdefault((name, role), []).append(Coupling(gi, idxs, root_idxs))
     return groups, couplings

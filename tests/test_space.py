@@ -259,9 +259,88 @@ def test_describe(zoo):
     assert d["macs"] == space.macs(space.full()) and d["params"] == space.params(space.full())
     assert d["smallest_macs"] == space.macs(space.smallest())
     assert [b["after_drop"] for b in d["blocks"]] == ["ReLU"] * 5
-    assert len(d["groups"]) == len(space.decision_groups)
-    for row, g in zip(d["groups"], space.decision_groups):
-        assert row["choices"] == [g.choices[0], g.choices[-1], len(g.choices)]
+    assert len(d["groups"]) == len(space.groups)
+    by_name = {g.name: g for g in space.groups}
+    for row in d["groups"]:
+        g = by_name[row["name"]]
+        assert row["choices"] == [g.choices[0], g.choices[-1], len(g.choices)] and row["fixed"] is None
+        assert row["name"] in row["layers"] and row["members"] == len(g.members)
+
+
+def test_describe_lists_groups_in_model_order(zoo):
+    """Forward order of each group's first layer (Torch-Pruning finds them last layer first), each
+    group with the layers whose output channels it sets."""
+    rows = zoo("resnet18").space.describe()["groups"]
+    assert [r["layers"] for r in rows[:5]] == [
+        ["conv1", "layer1.0.conv2", "layer1.1.conv2"], ["layer1.0.conv1"], ["layer1.1.conv1"], ["layer2.0.conv1"],
+        ["layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv2"],
+    ]
+    assert rows[-1]["layers"] == ["layer4.1.conv1"] and len(rows) == 12
+
+
+# --------------------------------------------------------------------------- --keep
+def _shapes(model: nn.Module) -> dict[str, tuple]:
+    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+def test_keep_leaves_the_named_layers_untouched(zoo):
+    """After materializing the smallest architecture, every kept layer has the original's weight
+    shapes (in and out channels) while the rest did shrink; a block holding a kept layer stays."""
+    entry = zoo("resnet18")
+    space = SearchSpace.build(entry.model, SMALL_SHAPE, "resnet18", keep=["layer4.*", "conv1"])
+    small = materialize(space, entry.model, space.smallest())
+    before, after = _shapes(entry.model), _shapes(small)
+    kept = [n for n in before if n.startswith(("layer4.", "conv1."))]
+    assert len(kept) == 16 and all(after[n] == before[n] for n in kept)
+    assert after["layer2.0.conv1.weight"][0] < before["layer2.0.conv1.weight"][0]  # the rest is pruned
+    assert after["layer3.0.conv1.weight"][0] < before["layer3.0.conv1.weight"][0]
+    assert "layer4.1" not in {b.name for b in space.blocks} and "layer3.1" in {b.name for b in space.blocks}
+    assert {"layers": ["layer4.1"], "reason": "kept (--keep layer4.*): the residual block stays"} in space.fixed_layers
+    reasons = {g.layers[0]: g.fixed_reason for g in space.groups if g.fixed_reason}
+    assert reasons == {
+        "conv1": "kept (--keep conv1)",
+        "layer4.0.conv1": "kept (--keep layer4.*)", "layer4.0.conv2": "kept (--keep layer4.*)",
+        "layer4.1.conv1": "kept (--keep layer4.*)",
+        "layer3.0.conv2": "kept (--keep layer4.*: input of layer4.0.conv1)",  # layer3's output, read by layer4
+    }
+    assert all(not g.is_decision for g in space.groups if g.fixed_reason)
+    assert len(space.decision_groups) == 12 - 5
+    rows = {r["layers"][0]: r["fixed"] for r in space.describe()["groups"]}
+    assert {n: f for n, f in rows.items() if f} == reasons
+    assert space.fingerprint["keep"] == ["layer4.*", "conv1"] and "keep" not in entry.space.fingerprint
+
+
+def test_keep_a_container_keeps_all_inside_and_its_block(zoo):
+    entry = zoo("resnet18")
+    space = SearchSpace.build(entry.model, SMALL_SHAPE, "resnet18", keep=["layer1.1"])
+    assert [b.name for b in space.blocks] == ["layer1.0", "layer2.1", "layer3.1", "layer4.1"]
+    fixed = {g.name for g in space.groups if not g.is_decision}
+    assert {g.name for g in space.groups if "layer1.1.conv1" in g.layers or "conv1" in g.layers} == fixed
+
+
+@pytest.mark.parametrize("pattern", ["layer9.*", "Layer4.*", "conv"])
+def test_keep_pattern_matching_nothing_is_one_line(zoo, pattern):
+    with pytest.raises(CompressError) as info:
+        SearchSpace.build(zoo("resnet18").model, SMALL_SHAPE, "resnet18", keep=["layer4.*", pattern])
+    msg = str(info.value)
+    assert msg.startswith(f"--keep {pattern!r} matches no layer of resnet18") and "\n" not in msg
+    assert "layer1.*" in msg  # says what a pattern looks like
+
+
+def test_keep_survives_save_and_load(tmp_path):
+    """arch.json records the patterns, so compressor.load rebuilds the same space."""
+    from compressor.artifact import load, save
+
+    spec = ModelSpec("resnet18", num_classes=10)
+    model = build_model(spec).eval()
+    space = SearchSpace.build(model, SMALL_SHAPE, "resnet18", keep=["layer4.*"])
+    small = materialize(space, model, space.smallest())
+    save(small, space.smallest(), spec, tmp_path)
+    loaded = load(tmp_path)
+    assert _shapes(loaded) == _shapes(small)
+    x = torch.randn(1, *SMALL_SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), small(x), atol=1e-5)
 
 
 def test_model_that_does_not_run_at_the_shape():

@@ -1,10 +1,20 @@
-"""Tests for compressor.units: sizes (300M), latencies (4ms) and input shapes (3x224x224)."""
+"""Tests for compressor.units: sizes (300M), latencies (4ms), input shapes (3x224x224) and budgets
+that are a count or a fraction of the original (50%)."""
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from compress_base.errors import CompressError
-from compressor.units import format_count, parse_latency_ms, parse_shape, parse_size
+from compressor.units import (
+    format_count,
+    fraction_of,
+    parse_count_or_fraction,
+    parse_latency_ms,
+    parse_shape,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,3 +97,43 @@ def test_format_then_parse_round_trips_to_three_digits():
     for n in (3_504_872, 25_557_032, 4_089_184_256, 999):
         back = parse_size(format_count(n))
         assert abs(back - n) <= 0.005 * n
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("300M", 300_000_000), (300_000_000, 300_000_000), (3e8, 300_000_000), ("1.5G", 1_500_000_000), (1, 1), ("1", 1),
+])
+def test_count_or_fraction_reads_counts_as_ints(value, expected):
+    parsed = parse_count_or_fraction(value)
+    assert parsed == expected and type(parsed) is int
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("50%", 0.5), (" 25 % ", 0.25), ("12.5%", 0.125), ("100%", 1.0), ("0.1%", 0.001), (0.5, 0.5), (1.0, 1.0),
+])
+def test_count_or_fraction_reads_fractions_as_floats(value, expected):
+    parsed = parse_count_or_fraction(value)
+    assert parsed == expected and type(parsed) is float
+
+
+@pytest.mark.parametrize("value, says", [
+    ("0%", "above 0%"), ("150%", "at most 100%"), ("-5%", "not a count or a fraction"), ("0.5", "50%"),
+    ("abc", "not a count or a fraction"), ("300MB", "not a count or a fraction"), (None, "not a count"),
+    (True, "not a count"), ([1], "not a count"), (0, "must be positive"), (-3, "must be positive"),
+    (-0.5, "must be positive"), (0.0, "must be positive"), (float("nan"), "must be positive"),
+    (float("inf"), "too large"), ("1e400", "too large"),
+])
+def test_count_or_fraction_rejects_in_one_line(value, says):
+    with pytest.raises(CompressError) as info:
+        parse_count_or_fraction(value, "--budget-macs")
+    msg = str(info.value)
+    assert says in msg and "--budget-macs" in msg and "\n" not in msg
+
+
+def test_fraction_of_is_the_floor_of_the_decimal_fraction():
+    # 0.29 * 100 is 28.999999999999996 in binary floating point: a plain floor would give 28
+    assert math.floor(0.29 * 100) == 28
+    assert fraction_of(0.29, 100) == 29
+    assert fraction_of(parse_count_or_fraction("29%"), 100) == 29
+    assert fraction_of(0.5, 1_823_522_817) == 911_761_408  # floor(1823522817 / 2)
+    assert fraction_of(parse_count_or_fraction("33.3%"), 1_000_001) == 333_000  # 333000.333
+    assert fraction_of(1.0, 12345) == 12345
