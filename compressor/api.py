@@ -24,9 +24,9 @@ from .executor import Stage, execute
 from .models import ModelSpec
 from .run_report import RunReport
 from .run_state import RunState
-from .runtime import Runtime, pick_device, seed_everything
+from .runtime import seed_everything
 from .search import check_options
-from .settings import RunConfig, resume_config
+from .settings import RunConfig, resume_config, run_runtime
 from .stages import RUN_STAGES, prepare
 from .target import resolve_target
 from .units import parse_shape
@@ -132,7 +132,7 @@ def _class_path(model: nn.Module) -> str:
 def _state_maker(profile, shape, model, trained, train_loader, val_loader):
     def make(config: RunConfig, out: Path) -> RunState:
         seed_everything(config.seed)
-        runtime = Runtime(device=pick_device(config.device), seed=config.seed, quiet=config.quiet)
+        runtime = run_runtime(config)
         state = RunState(config=config, out=out, profile=profile, shape=shape, runtime=runtime, budget=config.budget)
         state.model, state.trained = model, trained
         state.train_loader, state.val_loader = train_loader, val_loader

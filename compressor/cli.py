@@ -17,9 +17,10 @@ import click
 from compress_base.errors import CompressError
 
 from . import __version__
+from .runtime import prepare_openmp
 from .search import METHODS
 from .settings import MAX_SEED, PATH_FIELDS
-from .units import format_count, parse_latency_ms, parse_shape, parse_size
+from .units import format_count, parse_count_or_fraction, parse_latency_ms, parse_shape, parse_size
 
 log = logging.getLogger("compressor")
 
@@ -34,6 +35,7 @@ class DefaultGroup(click.Group):
 
     def main(self, *args, **kwargs):
         """Like click's, but a usage error is one line on stderr and exit code 2."""
+        prepare_openmp()  # before any command imports torch: idle OpenMP threads sleep, not spin
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
@@ -74,6 +76,17 @@ def _size(what: str):
             return None
         try:
             return parse_size(value, what)
+        except CompressError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return convert
+
+
+def _budget(what: str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse_count_or_fraction(value, what)
         except CompressError as exc:
             raise click.BadParameter(str(exc)) from None
     return convert
@@ -157,10 +170,14 @@ def main():
               help="Side of the square images the teacher and the compressed model train and are evaluated at; "
                    "default: the deployment size when --data or --weights is given, else (the digits demo) "
                    "--train-resolution.")
-@click.option("--budget-macs", callback=_size("--budget-macs"), default=None,
-              help="Upper bound on MACs at the deployment shape, batch 1 (K/M/G suffixes: 300M).")
-@click.option("--budget-params", callback=_size("--budget-params"), default=None,
-              help="Upper bound on parameters (K/M/G suffixes: 2.5M).")
+@click.option("--budget-macs", callback=_budget("--budget-macs"), default=None,
+              help="Upper bound on MACs at the deployment shape, batch 1: a count (K/M/G suffixes: 300M) or a "
+                   "percentage of the original model's (50%).")
+@click.option("--budget-params", callback=_budget("--budget-params"), default=None,
+              help="Upper bound on parameters: a count (K/M/G suffixes: 2.5M) or a percentage of the original's (25%).")
+@click.option("--keep", multiple=True, metavar="NAME_OR_PATTERN",
+              help="Leave these layers' channels unpruned, repeatable: module names or patterns as `compress inspect` "
+                   "lists them (conv1, layer4.*, features.0); a block holding a kept layer is never removed.")
 @click.option("--budget-latency", callback=_latency, default=None,
               help="Upper bound on latency on the target (4ms, 800us), predicted by a lookup table measured on "
                    "the target and checked by measuring the result.")
@@ -174,6 +191,10 @@ def main():
               help="A method-specific setting, repeatable (e.g. --option tau_max=10).")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Fine-tuning epochs of the compressed model (distillation from the original).")
+@click.option("--kd-lambda", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Weight of the distillation loss in fine-tuning (the rest is the label loss; 0: labels only).")
+@click.option("--kd-temperature", "temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="Softmax temperature of the distillation loss.")
 @click.option("--from-scratch", is_flag=True,
               help="Re-initialise the compressed model before distillation (TAS's official code) instead of "
                    "inheriting the original's weights.")
@@ -219,7 +240,8 @@ def run_command(**opts):
                                     "is trusted already")
             budget = Budget(macs=opts.pop("budget_macs"), params=opts.pop("budget_params"),
                             latency_ms=opts.pop("budget_latency"))
-            config = RunConfig(budget=budget, **opts)
+            opts["keep"] = list(opts["keep"]) or None
+            config = RunConfig(budget=budget, search_cwd=True, **opts)  # the user typed --model: search the cwd
         report = _compressing(run_nas if config.method == NAS_METHOD else run, config)
     except CompressError as exc:
         _fail(exc)
@@ -244,7 +266,8 @@ def _resume_options(ctx: click.Context, opts: dict) -> dict:
              if ctx.get_parameter_source("data_dir" if k == "data" else k) == click.core.ParameterSource.COMMANDLINE}
     extra = sorted(set(given) - set(PATH_FIELDS) - {"quiet"})
     if extra:
-        raise CompressError(f"--{extra[0].replace('_', '-')} cannot change the settings of a resumed run: drop it "
+        flag = next(p.opts[0] for p in ctx.command.params if p.name == extra[0])
+        raise CompressError(f"{flag} cannot change the settings of a resumed run: drop it "
                             "(--resume continues the run with its own settings)")
     given.pop("quiet", None)
     return given
@@ -256,38 +279,54 @@ def _resume_options(ctx: click.Context, opts: dict) -> dict:
 @click.option("--num-classes", type=click.IntRange(min=2), default=None)
 @click.option("--input-shape", callback=_shape, default="3x224x224", show_default=True)
 @click.option("--channel-multiple", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--keep", multiple=True, metavar="NAME_OR_PATTERN",
+              help="Show the groups and blocks this --keep of `compress run` would fix (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect_command(model, weights, num_classes, input_shape, channel_multiple, as_json):
-    """Show a model's MACs, params and search space."""
+def inspect_command(model, weights, num_classes, input_shape, channel_multiple, keep, as_json):
+    """Show a model's MACs, params and search space: its channel groups in model order."""
     _require_torch()
     from .models import resolve_model
     from .space import SearchSpace
 
     _setup_logging(quiet=True)
     try:
-        net, _, _ = resolve_model(model, weights, num_classes, trust_code=True)  # the user typed it
-        space = SearchSpace.build(net, parse_shape(input_shape), model, channel_multiple=channel_multiple)
+        net, _, _ = resolve_model(model, weights, num_classes, trust_code=True, search_cwd=True)  # the user typed it
+        space = SearchSpace.build(net, parse_shape(input_shape), model, channel_multiple=channel_multiple, keep=keep)
     except CompressError as exc:
         _fail(exc)
     info = space.describe()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    groups = info["groups"]
+    fixed = [g for g in groups if g["fixed"]]
     click.echo(f"{model} at {input_shape}: {format_count(info['macs'])} MACs, {format_count(info['params'])} params; "
                f"smallest architecture in the space: {format_count(info['smallest_macs'])} MACs")
     click.echo(f"classifier (never pruned): {info['classifier']}")
-    click.echo(f"\n{len(info['groups'])} channel groups (width decisions):")
-    click.echo(f"  {'group (root layer)':40s} {'channels':>8s} {'choices':>16s} {'layers':>6s}")
-    for g in info["groups"]:
+    click.echo(f"\n{len(groups)} channel groups in model order ({len(groups) - len(fixed)} width decisions, "
+               f"{len(fixed)} fixed); each lists the layers whose output channels shrink together:")
+    click.echo(f"  {'#':>3s} {'channels':>8s}  {'choices':14s}  layers")
+    for i, g in enumerate(groups, 1):
         lo, hi, n = g["choices"]
-        click.echo(f"  {g['name']:40s} {g['channels']:8d} {f'{lo}..{hi} ({n})':>16s} {g['layers']:6d}")
+        choices = "fixed" if g["fixed"] else f"{lo}..{hi} ({n})"
+        why = f"  [{g['fixed']}]" if g["fixed"] else ""
+        click.echo(f"  {i:3d} {g['channels']:8d}  {choices:14s}  {_layer_list(g['layers'] or [g['name']])}{why}")
     click.echo(f"\n{len(info['blocks'])} removable residual blocks:")
     for b in info["blocks"]:
         click.echo(f"  {b['name']:40s} dropped -> {b['after_drop']}")
-    if info["fixed_layers"]:
-        click.echo(f"\n{len(info['fixed_layers'])} groups of layers left fixed:")
-        for e in info["fixed_layers"]:
+    in_groups = {g["name"] for g in fixed}
+    others = [e for e in info["fixed_layers"] if not any(n in in_groups for n in e["layers"])]
+    if others:
+        click.echo("\nalso fixed:")
+        for e in others:
             click.echo(f"  {', '.join(e['layers'][:4])}{' ...' if len(e['layers']) > 4 else ''}: {e['reason']}")
+
+
+def _layer_list(layers: list[str]) -> str:
+    """``a + b + c``, or ``a + b + ... + z (N layers)`` for more than three."""
+    if len(layers) <= 3:
+        return " + ".join(layers)
+    return f"{layers[0]} + {layers[1]} + ... + {layers[-1]} ({len(layers)} layers)"
 
 
 @main.command("profiles")
@@ -463,7 +502,7 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
         profile = resolve_target(target)
         shape = parse_shape(input_shape) if input_shape else profile.input_shape
         path = Path(out) if out else Path.home() / ".cache" / "compressor" / f"latency-{profile.name}.json"
-        net, _, _ = resolve_model(model, None, num_classes, trust_code=True)
+        net, _, _ = resolve_model(model, None, num_classes, trust_code=True, search_cwd=True)  # the user typed it
         space = SearchSpace.build(net, shape, model, channel_multiple=profile.channel_multiple)
         lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, quiet=quiet)
         line = f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name}"

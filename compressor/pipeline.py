@@ -14,9 +14,9 @@ from compress_base.errors import CompressError
 from .executor import execute
 from .models import native_input_shape
 from .run_state import RunState
-from .runtime import Runtime, pick_device, seed_everything
+from .runtime import seed_everything
 from .search import check_options
-from .settings import NAS_METHOD, RunConfig, resume_config
+from .settings import NAS_METHOD, RunConfig, resume_config, run_runtime
 from .stages import NAS_STAGES, RUN_STAGES
 from .target import latency_clock, resolve_target
 from .units import parse_shape
@@ -52,6 +52,6 @@ def _initial_state(profile):
         seed_everything(config.seed)
         shape = parse_shape(config.input_shape) if config.input_shape else \
             native_input_shape(config.model) or profile.input_shape
-        runtime = Runtime(device=pick_device(config.device), seed=config.seed, quiet=config.quiet)
+        runtime = run_runtime(config)
         return RunState(config=config, out=out, profile=profile, shape=shape, runtime=runtime, budget=config.budget)
     return make

@@ -84,6 +84,15 @@ _RANGES = {
 _OPEN_LOW = {"lr", "temperature"}  # must be strictly above the lowest
 
 
+def run_runtime(config: RunConfig):
+    """The run's :class:`~compressor.runtime.Runtime`: its device, seed and verbosity; mixed precision
+    where the device gains from it (CUDA) unless ``amp`` is off."""
+    from .runtime import Runtime, pick_device
+
+    return Runtime(device=pick_device(config.device), seed=config.seed, quiet=config.quiet,
+                   amp=None if config.amp else False)
+
+
 def check_config(config: RunConfig) -> None:
     """Raise CompressError naming the first setting of the wrong type or out of range."""
     if not isinstance(config.budget, Budget):

@@ -107,7 +107,7 @@ def teacher_training(state: RunState) -> None:
 def evaluate_baseline(state: RunState) -> None:
     """The original's validation accuracy."""
     state.model = state.model.cpu().eval()
-    state.baseline_accuracy = evaluate(state.model, state.val_loader, state.runtime)
+    state.baseline_accuracy = evaluate(state.model, state.val_loader, replace(state.runtime, amp=False))
     state.model = state.model.cpu().eval()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from compress_base.errors import CompressError, first_line
@@ -78,7 +79,7 @@ def fine_tuning(state: RunState) -> None:
               temperature=config.temperature, runtime=rt, val_loader=state.val_loader, desc="fine-tune",
               checkpoint=state.state_dir / "finetune.pt")
     state.small = state.small.cpu().eval()
-    state.accuracy = evaluate(state.small, state.val_loader, rt)
+    state.accuracy = evaluate(state.small, state.val_loader, replace(rt, amp=False))  # fp32, as exported
     state.small = state.small.cpu().eval()
 
 
