@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import compressor
 from compress_base.errors import CompressError
-from compressor.budget import Budget
 from compressor.cli import main
 from compressor.counting import count_macs
 from exporters.onnx_eval import onnx_correct
@@ -48,7 +47,7 @@ def result(tmp_path_factory):
     train, val = _loaders()
     out = tmp_path_factory.mktemp("api") / "run"
     res = compressor.compress(TinyNet(), train_loader=train, val_loader=val, example_input=torch.randn(1, 3, 16, 16),
-                              budget=Budget(macs=2_500_000),
+                              macs="50%",  # of the original's MACs
                               epochs=1, teacher_epochs=0, latency_runs=2, quiet=True, out=str(out))
     return res, val
 
@@ -58,7 +57,7 @@ def test_compress_returns_the_compressed_module_and_its_report(result):
     full = count_macs(TinyNet(), (3, 16, 16))
     macs = count_macs(res.model, (3, 16, 16))
     assert macs == res.report.compressed.macs < full and res.report.baseline.macs == full
-    assert macs <= res.report.budget["macs"]
+    assert res.report.budget["macs"] == full // 2 and macs <= full // 2  # "50%", resolved against the original
     assert res.report.model == f"{TinyNet.__module__}:TinyNet"  # the class path, for information
     assert {"model.onnx", "model.pt", "arch.json", "report.json", "report.html", "manifest.json"} <= set(res.paths)
     # the report's accuracy is the exported ONNX model's, equal to the returned module's in PyTorch

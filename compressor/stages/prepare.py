@@ -55,16 +55,17 @@ def model(state: RunState) -> None:
         raise CompressError(f"--num-classes {num_classes} does not match the data's {data.num_classes} "
                             "classes: drop --num-classes or use matching data")
     state.model, state.spec, state.trained = resolve_model(config.model, teacher_weights(config.weights),
-                                                           num_classes, trust_code=True)
+                                                           num_classes, trust_code=True, search_cwd=config.search_cwd)
     for side in sorted({state.resolutions.search, state.resolutions.evaluation}):
         check_runs_at(state.model, side)
 
 
 def search_space(state: RunState) -> None:
     """The search space at the deployment shape; fail fast on a budget no architecture meets."""
-    config, budget = state.config, state.budget
+    config = state.config
     state.space = space = _build_space(state)
     state.full = space.full()
+    state.budget = budget = state.budget.resolved(space)  # "50%" of the original: a count from here on
     if (budget.macs, budget.params) != (None, None) and budget.latency_ms is None \
             and replace(budget, latency_ms=None).fits(space, state.full):
         state.meets_budget = True
@@ -124,7 +125,7 @@ def teacher_weights(weights: str | None) -> str | None:
 
 def _build_space(state: RunState) -> SearchSpace:
     return SearchSpace.build(state.model, state.shape, state.config.model,
-                             channel_multiple=state.profile.channel_multiple)
+                             channel_multiple=state.profile.channel_multiple, keep=state.config.keep or ())
 
 
 def check_runs_at(model, resolution: int) -> None:
