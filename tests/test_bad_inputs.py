@@ -182,6 +182,13 @@ CASES = [
     case("budget-both-unreachable", run_("--budget-macs", "1K", "--budget-params", "1K"),
          "budget of 1K MACs is below the smallest architecture"),
     case("nas-budget-missing", ["nas", "-q", "--out", "{tmp}/out"], "--budget-macs", out=False),
+    case("budget-percent-over-100", run_("--budget-macs", "150%"), "'150%' must be above 0% and at most 100%"),
+    case("budget-fraction-without-percent", run_("--budget-params", "0.5"), "'0.5' must be at least 1"),
+    # --- kept layers, distillation ---
+    case("keep-matches-nothing-inspect", ["inspect", "--model", "resnet18", "--keep", "layer9.*"],
+         "--keep 'layer9.*' matches no layer of resnet18", out=False),
+    case("kd-lambda-above-1", run_("--budget-macs", "20M", "--kd-lambda", "1.5"), "--kd-lambda"),
+    case("kd-temperature-zero", run_("--budget-macs", "20M", "--kd-temperature", "0"), "--kd-temperature"),
     # --- data ---
     case("data-missing-dir", run_("--budget-macs", "20M", "--data", "{fx}/no_such_dir"), "does not exist"),
     case("data-empty-dir", run_("--budget-macs", "20M", "--data", "{fx}/empty"), "has no class subfolders"),
