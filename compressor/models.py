@@ -101,12 +101,7 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
         return torchvision.models.get_model(name, weights=None, **kwargs)
-    try:
-        enum = torchvision.models.get_model_weights(name)
-        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        options = ", ".join(["DEFAULT"] + [w.name for w in torchvision.models.get_model_weights(name)])
-        raise CompressError(f"unknown weights {weights!r} for {name}: use one of {options}") from None
+    w = torchvision_weights(name, weights)
     kwargs.pop("init_weights", None)
     try:
         with local_rank_zero_first():  # under torchrun one download per machine, not one per process
@@ -119,6 +114,16 @@ def _torchvision_model(name: str, weights: str | None, num_classes: int | None) 
     if num_classes is not None and num_classes != len(w.meta["categories"]):
         replace_classifier(model, num_classes)
     return model
+
+
+def torchvision_weights(name: str, weights: str):
+    """The weights enum member ``weights`` (``DEFAULT``, ``IMAGENET1K_V2``) of torchvision model ``name``."""
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        options = ", ".join(["DEFAULT"] + [w.name for w in enum])
+        raise CompressError(f"unknown weights {weights!r} for {name}: use one of {options}") from None
 
 
 def _import_builder(spec: str, search_cwd: bool = False) -> Callable:

@@ -51,7 +51,7 @@ def deployment_metadata(state: RunState) -> dict:
     data = state.eval_data or state.data
     preprocess = getattr(data, "preprocess", None)
     return {"input_shape": list(state.shape), "class_names": list(data.class_names),
-            "preprocess": preprocess.to_dict() if preprocess is not None else data.source}
+            "preprocess": preprocess.to_dict(state.shape[1]) if preprocess is not None else data.source}
 
 
 def at_deployment(state: RunState) -> bool:

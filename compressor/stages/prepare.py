@@ -10,12 +10,14 @@ import torch
 from compress_base.errors import CompressError
 from compress_base.fileio import write_torch
 
-from ..data import load_data, make_loader
+from ..data import default_workers, load_data, make_loader
 from ..distributed import is_main
-from ..models import resolve_model
+from ..models import classification_models, resolve_model, torchvision_weights
+from ..preprocess import Preprocess
 from ..resolution import proxy_note, resolve
 from ..resume import restoring
 from ..run_state import RunState
+from ..settings import is_path
 from ..space import SearchSpace
 from ..train import evaluate, train
 from ..units import format_count
@@ -33,13 +35,16 @@ def data(state: RunState) -> None:
         raise CompressError(f"input shape {'x'.join(map(str, state.shape))} has {state.shape[0]} channels; "
                             "the images have 3: use 3xHxW")
     state.resolutions = res = resolve(config, state.shape)
-    state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet)
+    preprocess = weights_preprocess(config.model, config.weights)
+    state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet, preprocess=preprocess)
     state.eval_data = state.data if res.evaluation == res.search else \
-        load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True)
+        load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True, preprocess=preprocess)
+    workers = default_workers() if config.workers is None else config.workers
     state.fresh_train_loader = lambda: make_loader(state.eval_data.train, config.batch_size, shuffle=True,
-                                                   seed=rt.seed, shard=True)
+                                                   seed=rt.seed, shard=True, workers=workers)
     state.train_loader = state.fresh_train_loader()
-    state.val_loader = make_loader(state.eval_data.val, config.batch_size, shuffle=False, seed=rt.seed)
+    state.val_loader = make_loader(state.eval_data.val, config.batch_size, shuffle=False, seed=rt.seed,
+                                   workers=workers)
     state.notes.extend(state.data.warnings)
     note = proxy_note(res)
     if note:
@@ -110,6 +115,13 @@ def evaluate_baseline(state: RunState) -> None:
     state.model = state.model.cpu().eval()
     state.baseline_accuracy = evaluate(state.model, state.val_loader, replace(state.runtime, amp=False))
     state.model = state.model.cpu().eval()
+
+
+def weights_preprocess(model: str, weights: str | None) -> Preprocess | None:
+    """The preprocessing torchvision weights were trained with (None: the data's default)."""
+    if weights is None or is_path("weights", weights) or model not in classification_models():
+        return None
+    return Preprocess.from_weights(torchvision_weights(model, weights))
 
 
 def teacher_weights(weights: str | None) -> str | None:
