@@ -56,6 +56,8 @@ def parse_count_or_fraction(value: str | int | float, what: str = "budget") -> i
         raise CompressError(f"{what} {value!r} must be positive: {hint}")
     elif isinstance(value, float) and value <= 1:
         return value
+    elif isinstance(value, int) and value <= 10**18:
+        return value  # exact, also beyond a float's 53 bits
     return parse_size(value, what)
 
 

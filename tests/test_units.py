@@ -101,6 +101,7 @@ def test_format_then_parse_round_trips_to_three_digits():
 
 @pytest.mark.parametrize("value, expected", [
     ("300M", 300_000_000), (300_000_000, 300_000_000), (3e8, 300_000_000), ("1.5G", 1_500_000_000), (1, 1), ("1", 1),
+    (2**53 + 1, 2**53 + 1),
 ])
 def test_count_or_fraction_reads_counts_as_ints(value, expected):
     parsed = parse_count_or_fraction(value)
@@ -120,7 +121,7 @@ def test_count_or_fraction_reads_fractions_as_floats(value, expected):
     ("abc", "not a count or a fraction"), ("300MB", "not a count or a fraction"), (None, "not a count"),
     (True, "not a count"), ([1], "not a count"), (0, "must be positive"), (-3, "must be positive"),
     (-0.5, "must be positive"), (0.0, "must be positive"), (float("nan"), "must be positive"),
-    (float("inf"), "too large"), ("1e400", "too large"),
+    (float("inf"), "too large"), ("1e400", "too large"), (10**19, "too large"),
 ])
 def test_count_or_fraction_rejects_in_one_line(value, says):
     with pytest.raises(CompressError) as info:
