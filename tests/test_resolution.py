@@ -87,6 +87,9 @@ def test_with_data_the_report_gives_the_exported_models_accuracy_and_keeps_the_t
     assert "exported ONNX at 3x32x32" in first.output
     meta = read_metadata(tmp_path / "a" / "model.onnx")
     assert json.loads(meta["class_names"]) == ["cat", "dog"] and json.loads(meta["input_shape"]) == [3, 32, 32]
+    preprocess = json.loads(meta["preprocess"])  # what a deployer must feed the file, also in report.json
+    assert preprocess == report["preprocess"] and preprocess["mean"] == [0.485, 0.456, 0.406]
+    assert preprocess["at_input_size"] == {"size": 32, "steps": "resize to 32x32"}
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())["artifacts"]
     assert "teacher.pt" in manifest
     # a later run takes that teacher instead of training one
