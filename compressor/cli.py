@@ -299,7 +299,7 @@ def inspect_command(model, weights, num_classes, input_shape, channel_multiple, 
         click.echo(json.dumps(info, indent=2))
         return
     groups = info["groups"]
-    fixed = [g for g in groups if g["fixed"]]
+    fixed = [g for g in groups if g["choices"][2] == 1]  # kept, unprunable, or a single channel multiple wide
     click.echo(f"{model} at {input_shape}: {format_count(info['macs'])} MACs, {format_count(info['params'])} params; "
                f"smallest architecture in the space: {format_count(info['smallest_macs'])} MACs")
     click.echo(f"classifier (never pruned): {info['classifier']}")
@@ -308,13 +308,13 @@ def inspect_command(model, weights, num_classes, input_shape, channel_multiple, 
     click.echo(f"  {'#':>3s} {'channels':>8s}  {'choices':14s}  layers")
     for i, g in enumerate(groups, 1):
         lo, hi, n = g["choices"]
-        choices = "fixed" if g["fixed"] else f"{lo}..{hi} ({n})"
+        choices = "fixed" if n == 1 else f"{lo}..{hi} ({n})"
         why = f"  [{g['fixed']}]" if g["fixed"] else ""
         click.echo(f"  {i:3d} {g['channels']:8d}  {choices:14s}  {_layer_list(g['layers'] or [g['name']])}{why}")
     click.echo(f"\n{len(info['blocks'])} removable residual blocks:")
     for b in info["blocks"]:
         click.echo(f"  {b['name']:40s} dropped -> {b['after_drop']}")
-    in_groups = {g["name"] for g in fixed}
+    in_groups = {g["name"] for g in groups if g["fixed"]}
     others = [e for e in info["fixed_layers"] if not any(n in in_groups for n in e["layers"])]
     if others:
         click.echo("\nalso fixed:")

@@ -184,8 +184,12 @@ def test_inspect_keep_matching_nothing():
 def test_typed_module_is_found_in_the_current_directory(in_tmp_cwd):
     model, spec, _ = resolve_model("tinynet:build", num_classes=4, trust_code=True, search_cwd=True)
     assert spec.name == "tinynet:build" and model[-1].out_features == 4
-    result = invoke("inspect", "--model", "tinynet:build", "--input-shape", "3x16x16")
+    result = invoke("inspect", "--model", "tinynet:build", "--input-shape", "3x16x16", "--channel-multiple", "16")
     assert result.exit_code == 0 and "tinynet:build at 3x16x16" in result.output
+    # 16 channels at a multiple of 16 leave one choice: fixed, though no --keep or grouping fixes it
+    assert "2 channel groups in model order (1 width decisions, 1 fixed)" in result.output
+    assert [line.split()[2:] for line in result.output.splitlines() if line.startswith(("    1 ", "    2 "))] == [
+        ["fixed", "0"], ["16..32", "(2)", "3"]]
 
 
 def test_module_from_a_file_is_never_searched_in_the_current_directory(in_tmp_cwd):
