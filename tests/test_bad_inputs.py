@@ -73,7 +73,6 @@ def build_fixtures(root: Path) -> Path:
     for cls in ("a", "b"):
         for i in range(25):  # 5 validation images per class: few enough to be cheap, enough not to be warned of
             _png(root / "good" / cls / f"{i}.png", rng)
-        for i in range(4):
             _png(root / "garbage" / cls / f"{i}.png", rng)
     (root / "garbage" / "b" / "broken.png").write_bytes(b"this is not a PNG file\n" * 20)
     for i in range(4):
