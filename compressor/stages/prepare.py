@@ -1,6 +1,7 @@
 """The stages that prepare a run: data, model, search space, teacher, baseline accuracy."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -37,8 +38,12 @@ def data(state: RunState) -> None:
     state.resolutions = res = resolve(config, state.shape)
     preprocess = weights_preprocess(config.model, config.weights)
     state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet, preprocess=preprocess)
-    state.eval_data = state.data if res.evaluation == res.search else \
-        load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True, preprocess=preprocess)
+    if res.evaluation == res.search:
+        state.eval_data = state.data
+    else:
+        with _logs_once("compressor.data"):  # the same files and split: its warnings were logged above
+            state.eval_data = load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True,
+                                        preprocess=preprocess)
     workers = default_workers() if config.workers is None else config.workers
     state.fresh_train_loader = lambda: make_loader(state.eval_data.train, config.batch_size, shuffle=True,
                                                    seed=rt.seed, shard=True, workers=workers)
@@ -115,6 +120,18 @@ def evaluate_baseline(state: RunState) -> None:
     state.model = state.model.cpu().eval()
     state.baseline_accuracy = evaluate(state.model, state.val_loader, replace(state.runtime, amp=False))
     state.model = state.model.cpu().eval()
+
+
+@contextlib.contextmanager
+def _logs_once(name: str):
+    """Hold back the warnings of logger ``name`` for the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def weights_preprocess(model: str, weights: str | None) -> Preprocess | None:
