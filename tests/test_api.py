@@ -112,3 +112,27 @@ def test_a_board_target_with_a_mac_budget_runs_here_and_says_latency_was_not_mea
     assert report["latency"] == {"compressed": None, "baseline": None} and report["compressed"]["macs"] <= 20_000_000
     assert any("latency was not measured" in n and "compress bench" in n for n in report["notes"])
     assert "latency to be measured on the target" in result.output
+
+
+def test_an_interrupted_call_resumes_with_the_same_call(tmp_path, monkeypatch):
+    from compressor import artifact
+
+    train, val = _loaders()
+    args = {"train_loader": train, "val_loader": val, "input_shape": "3x16x16", "epochs": 1, "teacher_epochs": 0,
+            "latency_runs": 2, "quiet": True, "out": str(tmp_path / "r")}
+    real = artifact.save
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifact, "save", interrupted)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        compressor.compress(TinyNet(), macs="50%", **args)
+    assert (tmp_path / "r" / ".compress" / "run.json").is_file()  # kept for the resume
+    monkeypatch.setattr(artifact, "save", real)
+    torch.manual_seed(0)
+    res = compressor.compress(TinyNet(), resume=True, **args)
+    assert res.report.compressed.macs <= res.report.baseline.macs // 2
+    with pytest.raises(CompressError, match="has finished already"):
+        compressor.compress(TinyNet(), resume=True, **args)
