@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
 
 import click
@@ -17,10 +15,21 @@ import click
 from compress_base.errors import CompressError
 
 from . import __version__
+from .cli_support import (
+    budget_option,
+    count_option,
+    fail,
+    interrupt_on_sigterm,
+    key_value_options,
+    latency_option,
+    require_torch,
+    setup_logging,
+    shape_option,
+)
 from .runtime import prepare_openmp
 from .search import METHODS
 from .settings import MAX_SEED, PATH_FIELDS
-from .units import format_count, parse_count_or_fraction, parse_latency_ms, parse_shape, parse_size
+from .units import format_count, parse_shape
 
 log = logging.getLogger("compressor")
 
@@ -49,95 +58,6 @@ class DefaultGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler's kill, torchrun stopping the group) ends a run like Ctrl-C: cleanly,
-    keeping its resume state, rather than with no cleanup at all."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _setup_logging(quiet: bool) -> None:
-    other_rank = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone logs progress
-    logging.basicConfig(
-        level=logging.WARNING if quiet or other_rank else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.ERROR)
-
-
-def _size(what: str):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return parse_size(value, what)
-        except CompressError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return convert
-
-
-def _budget(what: str):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return parse_count_or_fraction(value, what)
-        except CompressError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return convert
-
-
-def _latency(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return parse_latency_ms(value)
-    except CompressError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _shape(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return "x".join(map(str, parse_shape(value)))
-    except CompressError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _options(ctx, param, values):
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _fail(exc: CompressError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
-
-
-def _require_torch() -> None:
-    """Exit with one line where PyTorch is missing (a board set up for ``compress bench`` alone)."""
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError:
-        _fail(CompressError("this command needs PyTorch and torchvision (pip install torch torchvision); without "
-                            "them only compress bench, compress report and compress profiles work"))
-
-
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compress")
 def main():
@@ -161,7 +81,7 @@ def main():
                    "handwritten digits.")
 @click.option("--target", default="cpu", show_default=True,
               help="Target profile name (see `compress profiles`) or a TOML file.")
-@click.option("--input-shape", callback=_shape, default=None,
+@click.option("--input-shape", callback=shape_option, default=None,
               help="Deployment input CxHxW at which costs and latency are measured; default from the profile "
                    "(3x32x32 for the CIFAR ResNets).")
 @click.option("--train-resolution", type=click.IntRange(min=8, max=4096), default=32, show_default=True,
@@ -170,15 +90,15 @@ def main():
               help="Side of the square images the teacher and the compressed model train and are evaluated at; "
                    "default: the deployment size when --data or --weights is given, else (the digits demo) "
                    "--train-resolution.")
-@click.option("--budget-macs", callback=_budget("--budget-macs"), default=None,
+@click.option("--budget-macs", callback=budget_option("--budget-macs"), default=None,
               help="Upper bound on MACs at the deployment shape, batch 1: a count (K/M/G suffixes: 300M) or a "
                    "percentage of the original model's (50%).")
-@click.option("--budget-params", callback=_budget("--budget-params"), default=None,
+@click.option("--budget-params", callback=budget_option("--budget-params"), default=None,
               help="Upper bound on parameters: a count (K/M/G suffixes: 2.5M) or a percentage of the original's (25%).")
 @click.option("--keep", multiple=True, metavar="NAME_OR_PATTERN",
               help="Leave these layers' channels unpruned, repeatable: module names or patterns as `compress inspect` "
                    "lists them (conv1, layer4.*, features.0); a block holding a kept layer is never removed.")
-@click.option("--budget-latency", callback=_latency, default=None,
+@click.option("--budget-latency", callback=latency_option, default=None,
               help="Upper bound on latency on the target (4ms, 800us), predicted by a lookup table measured on "
                    "the target and checked by measuring the result.")
 @click.option("--latency-table", default=None,
@@ -187,7 +107,7 @@ def main():
               help="Search method.")
 @click.option("--search-epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Epochs of supernet training for the methods that train while searching (tas, asng, autoshrink).")
-@click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
+@click.option("--option", "options", multiple=True, callback=key_value_options, metavar="KEY=VALUE",
               help="A method-specific setting, repeatable (e.g. --option tau_max=10).")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Fine-tuning epochs of the compressed model (distillation from the original).")
@@ -221,13 +141,13 @@ def main():
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bars.")
 def run_command(**opts):
     """Compress a model to a budget, fine-tune it, export ONNX and measure latency."""
-    _require_torch()
+    require_torch()
     from .budget import Budget
     from .pipeline import NAS_METHOD, RunConfig, resume_config, run, run_nas
     from .report import summary_line, summary_line_nas
 
-    _setup_logging(opts["quiet"])
-    _interrupt_on_sigterm()
+    setup_logging(opts["quiet"])
+    interrupt_on_sigterm()
     try:
         resume_dir, trust_code = opts.pop("resume_dir"), opts.pop("trust_code")
         opts["data"] = opts.pop("data_dir")
@@ -244,7 +164,7 @@ def run_command(**opts):
             config = RunConfig(budget=budget, search_cwd=True, **opts)  # the user typed --model: search the cwd
         report = _compressing(run_nas if config.method == NAS_METHOD else run, config)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     if report is not None:  # None on a torchrun rank other than 0: rank 0 writes and reports
         click.echo(summary_line_nas(report) if report.is_nas else summary_line(report))
 
@@ -277,23 +197,23 @@ def _resume_options(ctx: click.Context, opts: dict) -> dict:
 @click.option("--model", required=True, help="torchvision model name or package.module:function.")
 @click.option("--weights", default=None, help="torchvision weights name or state_dict file (optional).")
 @click.option("--num-classes", type=click.IntRange(min=2), default=None)
-@click.option("--input-shape", callback=_shape, default="3x224x224", show_default=True)
+@click.option("--input-shape", callback=shape_option, default="3x224x224", show_default=True)
 @click.option("--channel-multiple", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--keep", multiple=True, metavar="NAME_OR_PATTERN",
               help="Show the groups and blocks this --keep of `compress run` would fix (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(model, weights, num_classes, input_shape, channel_multiple, keep, as_json):
     """Show a model's MACs, params and search space: its channel groups in model order."""
-    _require_torch()
+    require_torch()
     from .models import resolve_model
     from .space import SearchSpace
 
-    _setup_logging(quiet=True)
+    setup_logging(quiet=True)
     try:
         net, _, _ = resolve_model(model, weights, num_classes, trust_code=True, search_cwd=True)  # the user typed it
         space = SearchSpace.build(net, parse_shape(input_shape), model, channel_multiple=channel_multiple, keep=keep)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     info = space.describe()
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -343,18 +263,19 @@ def profiles_command():
 @main.command("nas")
 @click.option("--space", type=click.Choice(["shrinkcnn"]), default="shrinkcnn", show_default=True,
               help="Cell search space searched from scratch.")
-@click.option("--budget-macs", callback=_size("--budget-macs"), required=True,
+@click.option("--budget-macs", callback=count_option("--budget-macs"), required=True,
               help="MAC budget of the deployed network at the deployment shape (K/M/G suffixes).")
 @click.option("--data", "data_dir", default=None, help="ImageFolder directory; default: the embedded digits.")
 @click.option("--target", default="cpu", show_default=True, help="Target profile name or TOML file.")
-@click.option("--input-shape", callback=_shape, default=None, help="Deployment input CxHxW; default from the profile.")
+@click.option("--input-shape", callback=shape_option, default=None,
+              help="Deployment input CxHxW; default from the profile.")
 @click.option("--train-resolution", type=click.IntRange(min=8), default=32, show_default=True,
               help="Side of the square proxy images the cell is searched and trained on.")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Training epochs of the deployed network.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
-@click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
+@click.option("--option", "options", multiple=True, callback=key_value_options, metavar="KEY=VALUE",
               help="Cell search setting, repeatable: k, floor, epochs (per candidate), train_images, max_steps, ...")
 @click.option("--out", default=None, help="Run directory; default runs/<timestamp>-shrinkcnn.")
 @click.option("--overwrite", is_flag=True)
@@ -364,20 +285,20 @@ def profiles_command():
 @click.option("--quiet", "-q", is_flag=True)
 def nas_command(space, **opts):
     """Search a ShrinkCNN cell from scratch (AutoShrink edge shrinking) and deploy it at the budget."""
-    _require_torch()
+    require_torch()
     from .budget import Budget
     from .networks.shrinkcnn import SPEC_NAME
     from .pipeline import NAS_METHOD, RunConfig, run_nas
     from .report import summary_line_nas
 
-    _setup_logging(opts["quiet"])
-    _interrupt_on_sigterm()
+    setup_logging(opts["quiet"])
+    interrupt_on_sigterm()
     try:
         config = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"),
                            model=SPEC_NAME, method=NAS_METHOD, **opts)
         report = _compressing(run_nas, config)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     if report is not None:  # None on a rank other than 0 under torchrun
         click.echo(summary_line_nas(report))
 
@@ -390,7 +311,7 @@ def nas_command(space, **opts):
 @click.option("--warmup", type=click.IntRange(min=0), default=None)
 @click.option("--runs", type=click.IntRange(min=1), default=None)
 @click.option("--threads", type=click.IntRange(min=0), default=None)
-@click.option("--input-shape", callback=_shape, default=None,
+@click.option("--input-shape", callback=shape_option, default=None,
               help="CxHxW; default: the model's static shape, else the profile's.")
 @click.option("--out", default=None, help="JSON file; default <model>.<target>.bench.json beside the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
@@ -402,7 +323,7 @@ def bench_command(model_file, target, runtime, batch, warmup, runs, threads, inp
     from exporters.bench import bench, format_bench, write_bench
     from profiles import load_profile
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         profile = load_profile(target)
         result = bench(model_file, profile, runtime=runtime, batch=batch, warmup=warmup, runs=runs,
@@ -410,7 +331,7 @@ def bench_command(model_file, target, runtime, batch, warmup, runs, threads, inp
         path = Path(out) if out else Path(model_file).with_suffix(f".{profile.name}.bench.json")
         write_bench(result, path)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(result, indent=2) if as_json else f"{format_bench(result)}; written to {path}")
 
 
@@ -435,7 +356,7 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
     from exporters.tensorrt import build_engine, parse_batch_range
     from profiles import load_profile
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         profile = load_profile(target)
         onnx_path = Path(onnx_file)
@@ -454,7 +375,7 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
                             timing_cache=engine_path.with_suffix(".timing.cache"), calibration_batches=batches,
                             max_calibration_batches=calib_images // 8)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"built {engine_path} ({info.get('precision', precision)}); time it with "
                f"`compress bench {engine_path} --target {profile.name}`")
 
@@ -468,13 +389,13 @@ def report_command(paths, out, quiet):
     """Merge run directories and `compress bench` JSON files (matched to runs by SHA-256) into one report."""
     from .merge import merge_reports, merged_markdown, write_merged
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         merged = merge_reports(paths)
         if out:
             write_merged(out, merged)
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"written to {out}" if out else merged_markdown(merged))
 
 
@@ -482,14 +403,14 @@ def report_command(paths, out, quiet):
 @click.option("--target", default="cpu", show_default=True, help="Target profile; run this on that device.")
 @click.option("--model", default="resnet18", show_default=True, help="Model whose layers to measure.")
 @click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
-@click.option("--input-shape", callback=_shape, default=None, help="CxHxW; default from the profile.")
+@click.option("--input-shape", callback=shape_option, default=None, help="CxHxW; default from the profile.")
 @click.option("--out", default=None, help="Table file; default ~/.cache/compressor/latency-<target>.json.")
 @click.option("--evaluate", "n_eval", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also measure this many random architectures and report the predictor's error.")
 @click.option("--quiet", "-q", is_flag=True)
 def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
     """Measure a per-layer latency table on this device, calibrated on whole models."""
-    _require_torch()
+    require_torch()
     from pathlib import Path
 
     from .latency import build_latency_model, evaluate_predictor
@@ -497,7 +418,7 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
     from .pipeline import latency_clock, resolve_target
     from .space import SearchSpace
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         profile = resolve_target(target)
         shape = parse_shape(input_shape) if input_shape else profile.input_shape
@@ -511,5 +432,5 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
             line += (f"; on {n_eval} random architectures {100 * err['within_10pct']:.0f}% of predictions are "
                      f"within 10% (mean error {100 * err['mean_abs_rel_err']:.1f}%)")
     except CompressError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(line)

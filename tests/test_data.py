@@ -194,7 +194,7 @@ def test_load_data_opens_no_image(tree, monkeypatch):
 
 
 def test_a_damaged_image_met_in_a_worker_is_one_error_line(tree, capsys):
-    from compressor.cli import _fail
+    from compressor.cli_support import fail
 
     (tree / "red" / "bad.png").write_bytes(b"this is not a png")
     bundle = load_data(tree, resolution=8, val_fraction=0.2)
@@ -206,7 +206,7 @@ def test_a_damaged_image_met_in_a_worker_is_one_error_line(tree, capsys):
     assert message.startswith(f"image file {tree / 'red' / 'bad.png'} cannot be read (UnidentifiedImageError: ")
     assert "\n" not in message and "DataLoader worker" not in message
     with pytest.raises(SystemExit) as exited:
-        _fail(caught.value)  # what the CLI prints
+        fail(caught.value)  # what the CLI prints
     assert exited.value.code == 2
     assert capsys.readouterr().err == f"error: {message}\n"
 
