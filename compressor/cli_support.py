@@ -36,26 +36,26 @@ def setup_logging(quiet: bool) -> None:
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
-def count_option(what: str):
+def _parsed(parse, what: str):
+    """A click callback: ``parse(value, what)``, its CompressError as click's one-line usage error."""
     def convert(ctx, param, value):
         if value is None:
             return None
         try:
-            return parse_size(value, what)
+            return parse(value, what)
         except CompressError as exc:
             raise click.BadParameter(str(exc)) from None
     return convert
+
+
+def count_option(what: str):
+    """A count with an optional K/M/G suffix (``300M``)."""
+    return _parsed(parse_size, what)
 
 
 def budget_option(what: str):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return parse_count_or_fraction(value, what)
-        except CompressError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return convert
+    """A count or a percentage of the original model (``300M``, ``50%``)."""
+    return _parsed(parse_count_or_fraction, what)
 
 
 def latency_option(ctx, param, value):

@@ -189,8 +189,6 @@ def test_reinitialize_gives_fresh_weights_and_batchnorm_stats():
 
 
 def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    import compressor.train as training
-
     data = load_data(None, resolution=8, seed=0)
 
     def run(checkpoint=None):
@@ -201,17 +199,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         return model, train(model, loader, 3, lr=0.05, checkpoint=checkpoint)
 
     straight, history = run()
-    # a run with checkpoints; keep the file as it was after epoch 2
-    ckpt, after_epoch = tmp_path / "ckpt.pt", {}
-    save = training._save_checkpoint
-
-    def save_and_keep(path, epoch, *args):
-        save(path, epoch, *args)
-        after_epoch[epoch] = ckpt.read_bytes()
-
-    monkeypatch.setattr(training, "_save_checkpoint", save_and_keep)
-    run(ckpt)
-    ckpt.write_bytes(after_epoch[2])  # as if the process had been killed during epoch 3
+    ckpt = _killed_in_epoch_3(run, tmp_path, monkeypatch)
     resumed, resumed_history = run(ckpt)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
@@ -308,16 +296,7 @@ def test_float16_resume_keeps_the_gradient_scaler(float16_on_cpu, tmp_path, monk
         return model, train(model, _loader_with_outliers([5, 40]), 3, lr=0.05, checkpoint=checkpoint)
 
     straight, history = run()
-    ckpt, after_epoch = tmp_path / "ckpt.pt", {}
-    save = training._save_checkpoint
-
-    def save_and_keep(path, epoch, *args):
-        save(path, epoch, *args)
-        after_epoch[epoch] = ckpt.read_bytes()
-
-    monkeypatch.setattr(training, "_save_checkpoint", save_and_keep)
-    run(ckpt)
-    ckpt.write_bytes(after_epoch[2])  # as if killed during epoch 3
+    ckpt = _killed_in_epoch_3(run, tmp_path, monkeypatch)
     with training.restoring(ckpt, "the test stage") as state:
         assert state["scaler"]["scale"] < 65536.0  # the overflows lowered the initial scale
     resumed, resumed_history = run(ckpt)
@@ -361,3 +340,21 @@ def test_prepare_openmp_does_nothing_once_torch_is_loaded(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     prepare_openmp()
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def _killed_in_epoch_3(run, tmp_path, monkeypatch):
+    """Run ``run(checkpoint)`` with checkpoints, then leave the file as it was after epoch 2, as if
+    the process had been killed during epoch 3; the checkpoint's path."""
+    import compressor.train as training
+
+    ckpt, after_epoch = tmp_path / "ckpt.pt", {}
+    save = training._save_checkpoint
+
+    def save_and_keep(path, epoch, *args):
+        save(path, epoch, *args)
+        after_epoch[epoch] = ckpt.read_bytes()
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_and_keep)
+    run(ckpt)
+    ckpt.write_bytes(after_epoch[2])
+    return ckpt

@@ -123,7 +123,7 @@ from ..train import logits_of
 from .asng import CategoricalASNG
 from .base import SearchContext, SearchResult
 from .greedy import block_scores, repair
-from .loop import LoopSearcher
+from .loop import EpochSearcher
 from .options import SearchOptions, option
 from .registry import register, search
 
@@ -211,7 +211,7 @@ def _costs(space: SearchSpace, arch: Architecture) -> dict:
 
 
 @register("asng")
-class ASNGSearcher(LoopSearcher):
+class ASNGSearcher(EpochSearcher):
     """ASNG-NAS over widths and blocks, with a budget penalty and a final greedy repair.
 
     Trains a weight-sharing copy of ``context.model`` on ``context.train_data`` for
@@ -270,15 +270,6 @@ class ASNGSearcher(LoopSearcher):
                         opts.converge, asng.convergence_ceiling, asng.D, ctx.epochs)
         log.info("asng: %d decisions (N=%d), %d epochs of %d steps, batch %d, on %s", asng.num_decisions, asng.N,
                  ctx.epochs, self.steps, ctx.batch_size, self.device)
-
-    def bar_total(self) -> int:
-        return self.steps * self.context.epochs
-
-    def bar_done(self, index: int) -> int:
-        return self.steps * (index - 1)
-
-    def total_units(self) -> int:
-        return self.context.epochs
 
     def begin(self, done: int) -> None:
         skip = self.steps * done  # a resumed search replays the data order up to where it stopped

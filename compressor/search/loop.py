@@ -98,6 +98,22 @@ class LoopSearcher(Searcher):
         return early if early is not None else run_loop(self)
 
 
+class EpochSearcher(LoopSearcher):
+    """A searcher of ``context.epochs`` epochs of ``self.steps`` steps each (``setup`` sets ``steps``):
+    its bar counts steps, its log counts epochs."""
+
+    steps: int = 0
+
+    def bar_total(self) -> int:
+        return self.steps * self.context.epochs
+
+    def bar_done(self, index: int) -> int:
+        return self.steps * (index - 1)
+
+    def total_units(self) -> int:
+        return self.context.epochs
+
+
 def run_loop(searcher: LoopSearcher) -> SearchResult:
     """Run ``searcher`` to its end (see the module docstring) and return its result."""
     ctx = searcher.context

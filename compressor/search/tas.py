@@ -63,7 +63,7 @@ from ..distributed import all_mean, average_gradients, wrap
 from ..train import logits_of
 from .base import SearchContext, SearchResult
 from .greedy import block_scores, repair
-from .loop import LoopSearcher
+from .loop import EpochSearcher
 from .options import SearchOptions, option
 from .registry import register, search
 from .tas_supernet import DEFAULT_RATIOS, TASSupernet
@@ -124,7 +124,7 @@ def tau_schedule(step: int, total: int, tau_max: float = 5.0, tau_min: float = 0
 
 # ---------------------------------------------------------------------- the search
 @register("tas")
-class TASSearcher(LoopSearcher):
+class TASSearcher(EpochSearcher):
     """TAS on a deep copy of ``context.model``; the argmax architecture, within the budget."""
 
     Options = TASOptions
@@ -167,15 +167,6 @@ class TASSearcher(LoopSearcher):
         sizes = [len(c) for c in net.candidates] or [0]
         log.info("tas: %d width decisions (%d-%d candidates each), %d depth stages of %s blocks, %d steps",
                  len(net.slot_groups), min(sizes), max(sizes), len(net.stages), [len(s) for s in net.stages], total)
-
-    def bar_total(self) -> int:
-        return self.steps * self.context.epochs
-
-    def bar_done(self, index: int) -> int:
-        return self.steps * (index - 1)
-
-    def total_units(self) -> int:
-        return self.context.epochs
 
     def begin(self, done: int) -> None:
         self.step_count = self.steps * done  # a resumed search replays the data order up to where it stopped

@@ -62,9 +62,11 @@ def evaluate_export(state: RunState) -> None:
     """The shipped files' accuracy on the validation images at the deployment shape, through
     onnxruntime; it becomes the report's accuracy. PyTorch's (the same images) is kept beside it,
     and a disagreement is a note."""
-    batches = [(x.numpy(), y.numpy()) for x, y in state.val_loader]
-    correct, images = onnx_correct(state.out / "model.onnx", batches)
-    base = onnx_correct(state.out / "baseline.onnx", batches)[0] if "baseline.onnx" in state.artifacts else None
+    def batches():  # streamed, one pass per file: a validation set need not fit in memory
+        return ((x.numpy(), y.numpy()) for x, y in state.val_loader)
+
+    correct, images = onnx_correct(state.out / "model.onnx", batches())
+    base = onnx_correct(state.out / "baseline.onnx", batches())[0] if "baseline.onnx" in state.artifacts else None
     state.exported_accuracy = ExportedAccuracy(
         images=images, compressed_onnx=correct / images, compressed_pytorch=state.accuracy,
         baseline_onnx=None if base is None else base / images, baseline_pytorch=state.baseline_accuracy)
