@@ -28,7 +28,7 @@ from .cli_support import (
 )
 from .runtime import prepare_openmp
 from .search import METHODS
-from .settings import MAX_SEED, PATH_FIELDS
+from .settings import MAX_SEED, PATH_FIELDS, PRECISIONS
 from .units import format_count, parse_shape
 
 log = logging.getLogger("compressor")
@@ -109,6 +109,13 @@ def main():
               help="Epochs of supernet training for the methods that train while searching (tas, asng, autoshrink).")
 @click.option("--option", "options", multiple=True, callback=key_value_options, metavar="KEY=VALUE",
               help="A method-specific setting, repeatable (e.g. --option tau_max=10).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Precision of the shipped model: fp32, fp16 or int8 (post-training quantization); "
+                   "default: the target profile's.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Training images that calibrate int8 quantization.")
+@click.option("--warn-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
+              help="Accuracy points lost (to the original, or to fp32) that the report warns about.")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Fine-tuning epochs of the compressed model (distillation from the original).")
 @click.option("--kd-lambda", type=click.FloatRange(0, 1), default=0.9, show_default=True,

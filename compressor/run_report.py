@@ -20,7 +20,7 @@ from exporters.stats import LatencyStats
 
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
 
-FORMAT_VERSION = 3  # 2: format_version added; 3: resolution, preprocess, exported_accuracy
+FORMAT_VERSION = 4  # 2: format_version added; 3: resolution, preprocess, exported_accuracy; 4: precision
 _REMEDY = "fix the file or run `compress` again"
 
 
@@ -159,6 +159,36 @@ class ExportedAccuracy:
 
 
 @dataclass(frozen=True)
+class SensitiveLayer:
+    """A layer whose low precision costs accuracy: the validation accuracy (0..1) with that layer
+    alone kept in fp32, against the accuracy with every layer in low precision."""
+
+    layer: str
+    accuracy_with_layer_fp32: float
+
+
+@dataclass(frozen=True)
+class PrecisionResult:
+    """The precision the model ships in, and what it cost: the low-precision ONNX's accuracy on the
+    validation images through onnxruntime, beside the fp32 ONNX's, and their top-1 agreement.
+    A run shipping fp32 has ``file`` None and equal accuracies."""
+
+    precision: str  # fp32 | fp16 | int8
+    images: int
+    fp32_accuracy: float
+    accuracy: float
+    agreement: float  # share of validation images where both models predict the same class
+    file: str | None = None  # the low-precision ONNX, e.g. model.int8.onnx
+    recipe: str | None = None  # how it was made, e.g. "int8 QDQ, symmetric s8 weights per channel, s8 activations"
+    calibration_images: int | None = None
+    sensitive_layers: list[SensitiveLayer] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> PrecisionResult:
+        return cls(**{**obj, "sensitive_layers": [SensitiveLayer(**d) for d in obj.get("sensitive_layers", [])]})
+
+
+@dataclass(frozen=True)
 class LatencyCheck:
     """One round of checking a latency-budgeted architecture on the target."""
 
@@ -170,12 +200,13 @@ class LatencyCheck:
 # The parts of report.json read into the dataclasses above, and the lists of them.
 _PARTS = {"target": Target, "data": DataInfo, "baseline": Costs, "compressed": Costs,
           "predicted_latency_ms": PredictedLatency, "onnx": OnnxInfo, "architecture": ArchitectureInfo,
-          "search": SearchInfo, "resolution": Resolution, "exported_accuracy": ExportedAccuracy}
+          "search": SearchInfo, "resolution": Resolution, "exported_accuracy": ExportedAccuracy,
+          "precision": PrecisionResult}
 _LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
 # Keys one kind of run leaves out: a NAS run (a cell found from scratch, with its spec) has no original
 # weights, latency prediction or check; a compression run has no spec.
 _COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
-_SINCE_3 = ("resolution", "preprocess", "exported_accuracy")  # parts version 3 added; left out when absent
+_SINCE_3 = ("resolution", "preprocess", "exported_accuracy", "precision")  # added by versions 3-4; left out when absent
 
 
 @dataclass(kw_only=True)
@@ -200,6 +231,7 @@ class RunReport:
     baseline: Costs | None = None
     compressed: Costs
     exported_accuracy: ExportedAccuracy | None = None
+    precision: PrecisionResult | None = None
     predicted_latency_ms: PredictedLatency | None = None
     latency: Latency = field(default_factory=Latency)
     onnx: OnnxInfo | None = None
@@ -293,7 +325,10 @@ _RUN_FIELDS = {
     "latency_check": "objects", "settings": "object", "timings_s": "amounts",
     "resolution": "object", "resolution.deployment": "shape", "resolution.search": "count",
     "resolution.evaluation": "count", "preprocess": "object", "exported_accuracy": "object",
-    "exported_accuracy.images": "count",
+    "exported_accuracy.images": "count", "precision": "object", "precision.precision": "text",
+    "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
+    "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
+    "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
     **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
        for how in ("onnx", "pytorch")},
 }
@@ -338,10 +373,15 @@ def _part(cls, obj: dict | None, key: str, where: str):
     needs must be there, those it does not know are left out."""
     if obj is None:
         return None
+    if cls is PrecisionResult:
+        for i, item in enumerate(obj.get("sensitive_layers", [])):
+            check_fields(item, {"layer": "text", "accuracy_with_layer_fp32": "fraction"}, where, _REMEDY,
+                         prefix=f"{key}.sensitive_layers.{i}.")
     for f in dataclasses.fields(cls):
         if f.name not in obj and f.default is MISSING and f.default_factory is MISSING:
             raise CompressError(f"{where}: field '{key}.{f.name}' is missing; {_REMEDY}")
-    return cls(**{f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj})
+    known = {f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj}
+    return cls.from_dict(known) if hasattr(cls, "from_dict") else cls(**known)
 
 
 def _stats(obj: dict | None, side: str, where: str) -> LatencyStats | None:
@@ -350,4 +390,5 @@ def _stats(obj: dict | None, side: str, where: str) -> LatencyStats | None:
 
 
 __all__ = ["FORMAT_VERSION", "ArchitectureInfo", "Costs", "DataInfo", "ExportedAccuracy", "FixedLayers", "Latency",
-           "LatencyCheck", "OnnxInfo", "PredictedLatency", "Resolution", "RunReport", "SearchInfo", "Target"]
+           "LatencyCheck", "OnnxInfo", "PredictedLatency", "PrecisionResult", "Resolution", "RunReport", "SearchInfo",
+           "SensitiveLayer", "Target"]

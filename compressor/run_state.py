@@ -14,7 +14,7 @@ from profiles import Profile
 
 from .architecture import Architecture
 from .budget import Budget
-from .run_report import ExportedAccuracy, Latency, OnnxInfo, RunReport
+from .run_report import ExportedAccuracy, Latency, OnnxInfo, PrecisionResult, RunReport
 from .rundir import STATE_DIR
 from .runtime import Runtime
 from .settings import RunConfig
@@ -54,6 +54,7 @@ class RunState:
     accuracy: float | None = None  # fine_tuning (or evaluate for a nas run): the compressed model's
     onnx: OnnxInfo | None = None  # export: path, opset, parity
     exported_accuracy: ExportedAccuracy | None = None  # evaluate_export: the shipped files' accuracy
+    precision: PrecisionResult | None = None  # precision: the shipped precision's file and accuracy
     latency: Latency = field(default_factory=Latency)  # latency: measured on the target
     artifacts: list[str] = field(default_factory=list)  # the files of the run directory this run wrote
     report: RunReport | None = None  # report

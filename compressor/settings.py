@@ -20,6 +20,7 @@ from .rundir import STATE_DIR, read_settings
 from .units import parse_shape
 
 NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
+PRECISIONS = ("fp32", "fp16", "int8")  # what a run can ship (--precision)
 MAX_SEED = 2**32 - 1  # numpy's seed range
 # settings that name files, with the command-line option that gives them again on --resume
 PATH_FIELDS = {"data": "--data", "weights": "--weights", "latency_table": "--latency-table", "target": "--target"}
@@ -65,6 +66,9 @@ class RunConfig:
     trust_code: bool = False  # --resume may import the user-code model named in run.json
     search_cwd: bool = False  # the model's module may come from the current directory (the user typed --model)
     keep: list[str] | None = None  # layers left unpruned: module names or fnmatch patterns (--keep)
+    precision: str | None = None  # what ships: fp32, fp16 or int8; None: the target profile's
+    calibration_images: int = 256  # training images that calibrate int8 quantization
+    warn_accuracy_drop: float = 1.0  # accuracy points lost (to the original, or to fp32) that make a warning
 
     def __post_init__(self):
         check_config(self)
@@ -79,7 +83,7 @@ _RANGES = {
     "num_classes": (2, 100_000), "train_resolution": (8, 4096), "eval_resolution": (8, 4096), "workers": (0, 64),
     "epochs": (0, 100_000), "teacher_epochs": (0, 100_000), "search_epochs": (1, 100_000), "batch_size": (2, 1 << 20),
     "seed": (0, MAX_SEED), "latency_runs": (1, 1_000_000), "lr": (0.0, None), "kd_lambda": (0.0, 1.0),
-    "temperature": (0.0, None),
+    "temperature": (0.0, None), "calibration_images": (1, 1_000_000), "warn_accuracy_drop": (0.0, 100.0),
 }
 _OPEN_LOW = {"lr", "temperature"}  # must be strictly above the lowest
 
@@ -107,6 +111,8 @@ def check_config(config: RunConfig) -> None:
     if bad is not None:
         raise CompressError(f"setting 'keep' holds {bad!r}: give module names or patterns such as layer4.* "
                             "(1 to 200 characters)")
+    if config.precision is not None and config.precision not in PRECISIONS:
+        raise CompressError(f"setting 'precision' is {config.precision!r}: use one of {', '.join(PRECISIONS)}")
     from .search import METHODS
 
     if config.method not in (*METHODS, NAS_METHOD):

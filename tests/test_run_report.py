@@ -37,7 +37,7 @@ def test_version_1_loads_and_writes_the_same_keys_plus_the_version(name):
     data = _v1(name)
     report = RunReport.from_dict(data, name)
     written = report.to_dict()
-    assert written.pop("format_version") == FORMAT_VERSION == 3
+    assert written.pop("format_version") == FORMAT_VERSION == 4
     assert written == data and list(written) == list(data)  # every key, in version 1's order
 
 
@@ -85,7 +85,7 @@ def test_target_records_every_profile_field():
     assert dataclasses.asdict(Target.of(profile)) == profile.to_dict()
 
 
-@pytest.mark.parametrize("version", [4, 99])
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99])
 def test_a_newer_version_is_one_line(version):
     data = {**_v1("report_v1.json"), "format_version": version}
     with pytest.raises(CompressError) as info:
@@ -138,7 +138,7 @@ def test_write_reports_takes_a_report_or_its_dict(tmp_path):
     for out, given in ((tmp_path / "typed", report), (tmp_path / "dict", copy.deepcopy(data))):
         out.mkdir()
         assert write_reports(out, given) == report
-        assert json.loads((out / "report.json").read_text()) == {"format_version": 3, **data}
+        assert json.loads((out / "report.json").read_text()) == {"format_version": 4, **data}
         assert (out / "report.md").read_text() == markdown(report)
         assert (out / "report.html").is_file()
 

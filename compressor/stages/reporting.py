@@ -33,7 +33,7 @@ def report(state: RunState) -> None:
         data=DataInfo.of(state.data), budget=state.budget.to_dict(),
         baseline=Costs(macs=space.macs(full), params=space.params(full), accuracy=state.baseline_accuracy),
         compressed=Costs(macs=space.macs(arch), params=space.params(arch), accuracy=state.accuracy),
-        exported_accuracy=state.exported_accuracy,
+        exported_accuracy=state.exported_accuracy, precision=state.precision,
         predicted_latency_ms=PredictedLatency(lat.predict(full), lat.predict(arch)) if lat is not None else None,
         latency=state.latency, onnx=state.onnx,
         architecture=ArchitectureInfo.of_widths(ARCH_FILE, arch.widths, full.widths, arch.blocks),
