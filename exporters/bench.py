@@ -281,7 +281,13 @@ def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[in
 
 
 def _record(path: Path, fmt: str, profile, chosen: str, stats) -> dict:
-    """The bench result: what was timed, for which profile, on what, and the figures."""
+    """The bench result: what was timed (an ONNX file's own metadata included: input shape, class
+    names, preprocessing, precision), for which profile, on what, and the figures."""
+    metadata = None
+    if fmt == "onnx":
+        from exporters.onnx_eval import deployment_info
+
+        metadata = deployment_info(path)
     return {
         "format": BENCH_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -291,6 +297,7 @@ def _record(path: Path, fmt: str, profile, chosen: str, stats) -> dict:
             "format": fmt,
             "bytes": path.stat().st_size,
             "sha256": file_sha256(path),
+            "metadata": metadata,
         },
         "profile": {
             "name": profile.name,
@@ -373,7 +380,13 @@ def format_bench(result: dict) -> str:
     compute = s.get("settings", {}).get("gpu_compute_ms")
     if compute:
         line += f" (GPU compute p50 {compute['p50']:.3f} ms)"
-    return line + f", {s['throughput']:.1f} inferences/s at batch {s['batch']}"
+    line += f", {s['throughput']:.1f} inferences/s at batch {s['batch']}"
+    meta = result["model"].get("metadata") or {}
+    if meta.get("precision") or meta.get("class_names"):
+        classes = meta.get("class_names")
+        line += (f"; the file says: {meta.get('precision', 'precision not given')}, "
+                 f"{len(classes) if isinstance(classes, list) else 'no'} class names")
+    return line
 
 
 __all__ = [

@@ -45,3 +45,21 @@ def add_metadata(path: str | Path, entries: dict) -> None:
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ONNX file's metadata entries."""
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def copy_metadata(source: str | Path, target: str | Path, precision: str) -> None:
+    """Give ``target`` (e.g. ``model.int8.onnx``, made from ``source``) the metadata of ``source``
+    with its own ``precision`` (fp32, fp16 or int8)."""
+    add_metadata(target, {**read_metadata(source), "precision": precision})
+
+
+def deployment_info(path: str | Path) -> dict:
+    """The metadata a deployer reads (input shape, class names, preprocessing, precision and any
+    other entries), values written as JSON decoded; text that is not JSON stays text."""
+    info = {}
+    for key, value in read_metadata(path).items():
+        try:
+            info[key] = json.loads(value)
+        except ValueError:
+            info[key] = value
+    return info
