@@ -20,11 +20,12 @@ import onnx
 
 from compress_base.errors import CompressError, first_line
 from compress_base.fileio import write_atomic
+from profiles import QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "int8")  # the low precisions this module writes (fp32 is model.onnx itself)
-RECIPES = ("tensorrt", "onnxruntime")  # profiles name one as their `quantization`
+RECIPES = QUANTIZATIONS  # "tensorrt" | "onnxruntime": a profile's `quantization`
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # the layers whose inputs and weights get Q/DQ pairs
 
 _DESCRIPTIONS = {

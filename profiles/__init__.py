@@ -1,7 +1,8 @@
 """Target profiles: TOML files describing a deployment target, and their loader.
 
-A profile names the device kind, the runtimes to try in order, precision, batch, the default
-deployment input shape, the channel multiple a search rounds widths to, and how to measure.
+A profile names the device kind, the runtimes to try in order, precision (and the int8 quantization
+recipe its runtime wants), batch, the default deployment input shape, the channel multiple a search
+rounds widths to, and how to measure.
 ``--target`` takes a profile name (a TOML file in this folder) or a path to the user's own TOML.
 """
 from __future__ import annotations
@@ -21,6 +22,9 @@ except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser, package
 PROFILE_DIR = Path(__file__).resolve().parent
 _DEVICES = ("cpu", "gpu")
 _PRECISIONS = ("fp32", "fp16", "int8")
+# How int8 is quantized for the target's runtime (exporters.precision): TensorRT's explicit Q/DQ format
+# (symmetric s8 activations and weights) or the one onnxruntime's CPU kernels run fast (u8 activations)
+QUANTIZATIONS = ("tensorrt", "onnxruntime")
 # A profile name becomes part of file names (latency-<name>.json, <model>.<name>.bench.json)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -50,6 +54,7 @@ class Profile:
     notes: dict = field(default_factory=dict)
     source: str = ""
     host_model: str | None = None  # text this machine's model name must contain to measure here
+    quantization: str = "onnxruntime"  # the int8 recipe (QUANTIZATIONS); a TOML without it: by device
 
     def runs_here(self) -> bool:
         """Whether this machine is the profile's device (always, for a generic profile)."""
@@ -138,6 +143,11 @@ def parse_profile(data: dict, where: str) -> Profile:
         raise CompressError(
             f"profile {where}: field 'precision' must be one of {_PRECISIONS}, got {precision!r}"
         )
+    quantization = _field(data, "quantization", str, where, "tensorrt" if device == "gpu" else "onnxruntime")
+    if quantization not in QUANTIZATIONS:
+        raise CompressError(
+            f"profile {where}: field 'quantization' must be one of {QUANTIZATIONS}, got {quantization!r}"
+        )
     batch = _field(data, "batch", int, where, 1)
     shape = _field(data, "input_shape", list, where)
     if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
@@ -169,6 +179,7 @@ def parse_profile(data: dict, where: str) -> Profile:
         notes=dict(_field(data, "notes", dict, where, {})),
         source=where,
         host_model=_field(data, "host_model", str, where, "") or None,
+        quantization=quantization,
     )
 
 

@@ -39,8 +39,10 @@ def test_every_profile_loads_with_sensible_values(name):
     if p.device == "cpu":
         assert "tensorrt" not in p.runtimes and "torch-cuda" not in p.runtimes
         assert p.precision == "fp32"
+        assert p.quantization == "onnxruntime"  # u8 activations: what onnxruntime's CPU kernels run fast
     else:  # a GPU target is never measured on the host CPU by falling back to a CPU runtime
         assert not [r for r in p.runtimes if r.endswith("-cpu")], p.runtimes
+        assert p.quantization == "tensorrt"  # symmetric s8 Q/DQ: TensorRT's explicit quantization
     assert all(isinstance(v, str) and v.strip() for v in p.notes.values())
     d = p.to_dict()
     assert json.loads(json.dumps(d)) == d
@@ -50,7 +52,7 @@ def test_every_profile_loads_with_sensible_values(name):
 def test_profile_files_have_no_unknown_top_level_keys(name):
     data = tomllib.loads((PROFILE_DIR / f"{name}.toml").read_text(encoding="utf-8"))
     known = {"host_model", "name", "description", "device", "runtimes", "precision", "batch", "input_shape",
-             "channel_multiple", "measure", "notes"}
+             "channel_multiple", "measure", "notes", "quantization"}
     assert set(data) <= known, set(data) - known
 
 

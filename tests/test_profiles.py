@@ -88,6 +88,13 @@ def test_defaults_for_optional_fields():
     assert p.measure == Measure() and p.notes == {} and p.description == ""
 
 
+@pytest.mark.parametrize("device, recipe", [("gpu", "tensorrt"), ("cpu", "onnxruntime")])
+def test_quantization_defaults_to_the_devices_runtime_and_can_be_set(device, recipe):
+    assert parse_profile({**_minimal(), "device": device}, "test").quantization == recipe
+    other = "onnxruntime" if recipe == "tensorrt" else "tensorrt"  # e.g. a CPU board behind TensorRT's format
+    assert parse_profile({**_minimal(), "device": device, "quantization": other}, "test").quantization == other
+
+
 def test_malformed_toml(tmp_path):
     path = _write(tmp_path, 'name = "edge"\ndevice = cpu\n[measure\n')
     with pytest.raises(CompressError) as info:
@@ -125,6 +132,8 @@ def test_wrong_type_for_channel_multiple_names_the_field(tmp_path, bad):
         ("measure", {"warmup": -1}, "measure.warmup"),
         ("measure", {"repeat": 3}, "measure.repeat"),
         ("name", 3, "name"),
+        ("quantization", "qnnpack", "quantization"),
+        ("quantization", 8, "quantization"),
     ],
 )
 def test_invalid_values_name_the_field(key, value, field):
