@@ -17,16 +17,26 @@ def onnx_correct(path: str | Path, batches: Iterable[tuple[np.ndarray, np.ndarra
                  threads: int = 0) -> tuple[int, int]:
     """Top-1 hits and images of the ONNX classifier at ``path`` over ``(images NCHW float32, labels)``
     batches; onnxruntime on the CPU with ``threads`` intra-op threads (0: its default)."""
+    predicted, labels = onnx_predictions(path, batches, threads)
+    return int((predicted == labels).sum()), len(labels)
+
+
+def onnx_predictions(path: str | Path, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                     threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The top-1 classes the ONNX classifier at ``path`` predicts over ``(images, labels)`` batches, and
+    the labels, in order (two int64 arrays); batches are streamed, only the classes are kept."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    correct = seen = 0
-    for images, labels in batches:
+    predicted, labels = [], []
+    for images, batch_labels in batches:
         logits = session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
-        correct += int((logits.argmax(axis=1) == np.asarray(labels)).sum())
-        seen += len(labels)
-    return correct, seen
+        predicted.append(logits.argmax(axis=1).astype(np.int64))
+        labels.append(np.asarray(batch_labels, dtype=np.int64).reshape(-1))
+    if not predicted:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(predicted), np.concatenate(labels)
 
 
 def add_metadata(path: str | Path, entries: dict) -> None:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "int8")  # the low precisions this module writes (fp32 is model.onnx itself)
 RECIPES = QUANTIZATIONS  # "tensorrt" | "onnxruntime": a profile's `quantization`
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # the layers whose inputs and weights get Q/DQ pairs
+CALIBRATION_BATCH = 16  # images per calibration step: onnxruntime holds every intermediate tensor of a step
 
 _DESCRIPTIONS = {
     "tensorrt": "int8 QDQ (onnxruntime.quantization, MinMax calibration): symmetric s8 weights per channel, "
@@ -60,9 +61,9 @@ def prepare_onnx(src: str | Path, dst: str | Path, precision: str, recipe: str,
     images = sum(len(b) for b in batches)
     if images == 0:
         raise CompressError("int8 quantization needs calibration images: give a few hundred training images")
+    _check_batches(model, batches)
     with tempfile.TemporaryDirectory(prefix="compress-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        _pre_process(model, prepared)
+        prepared = prepared_onnx(src, Path(tmp))
         quantized = Path(tmp) / "int8.onnx"
         _quantize(prepared, quantized, recipe, batches, exclude)
         payload = onnx.load(str(quantized)).SerializeToString()
@@ -77,10 +78,19 @@ def quantizable_nodes(src: str | Path) -> list[str]:
     """The Conv/Gemm/MatMul node names of ``src`` after the pre-processing int8 quantization runs,
     in graph order: the names ``prepare_onnx(..., exclude=...)`` understands."""
     with tempfile.TemporaryDirectory(prefix="compress-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        _pre_process(_load(Path(src)), prepared)
-        graph = onnx.load(str(prepared)).graph
+        graph = onnx.load(str(prepared_onnx(src, Path(tmp)))).graph
     return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS]
+
+
+def prepared_onnx(src: str | Path, folder: Path) -> Path:
+    """``folder/prepared.onnx``: ``src`` after onnxruntime's quantization pre-processing (shape
+    inference, constant folding, Conv+BatchNorm fusion), the graph int8 quantization works on. The
+    same source gives the same node and tensor names every time."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = folder / "prepared.onnx"
+    quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    return out
 
 
 def count_quantized(path: str | Path) -> int:
@@ -97,6 +107,17 @@ def _load(path: Path) -> onnx.ModelProto:
         raise CompressError(f"{path} is not a readable ONNX file: {first_line(exc)}; export the model again") from exc
 
 
+def _check_batches(model: onnx.ModelProto, batches: list[np.ndarray]) -> None:
+    """Each calibration batch must be images of the model's input shape (its fixed dimensions)."""
+    dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    for batch in batches:
+        shape = np.shape(batch)
+        if len(shape) != len(dims) or any(want and got != want for got, want in zip(shape[1:], dims[1:])):
+            want = "x".join(str(d or "N") for d in dims)
+            raise CompressError(f"calibration batch of shape {'x'.join(map(str, shape))} does not fit the model's "
+                                f"input {want}: give images at the model's input shape")
+
+
 def _write_fp16(model: onnx.ModelProto, dst: Path) -> dict:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -107,14 +128,6 @@ def _write_fp16(model: onnx.ModelProto, dst: Path) -> dict:
     return {"recipe": _DESCRIPTIONS["fp16"], "calibration_images": 0, "quantized_nodes": 0}
 
 
-def _pre_process(model: onnx.ModelProto, dst: Path) -> None:
-    """onnxruntime's quantization pre-processing: shape inference and graph optimisation (constant
-    folding, Conv+BatchNorm fusion), so per-channel scales land on the fused weights."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    quant_pre_process(model, str(dst), skip_symbolic_shape=True)
-
-
 def _quantize(src: Path, dst: Path, recipe: str, batches: list[np.ndarray], exclude: Sequence[str]) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -123,18 +136,22 @@ def _quantize(src: Path, dst: Path, recipe: str, batches: list[np.ndarray], excl
     if tensorrt:
         extra["QuantizeBias"] = False  # TensorRT fuses float biases; an int32 bias DQ is not its format
     quantize_static(
-        str(src), str(dst), _Reader(src, batches), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(src), str(dst), CalibrationReader(src, batches), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=list(exclude), extra_options=extra)
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over numpy batches (``get_next`` until None)."""
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over numpy batches: ``get_next`` until None, or iterate."""
 
     def __init__(self, model: Path, batches: list[np.ndarray]):
         self.name = onnx.load(str(model), load_external_data=False).graph.input[0].name
-        self.batches: Iterator[np.ndarray] = iter(batches)
+        self.batches: Iterator[np.ndarray] = (batch[i:i + CALIBRATION_BATCH] for batch in batches
+                                              for i in range(0, len(batch), CALIBRATION_BATCH))
 
     def get_next(self) -> dict | None:
         batch = next(self.batches, None)
         return None if batch is None else {self.name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.get_next, None)

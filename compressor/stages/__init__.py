@@ -6,7 +6,7 @@ function and one line in a list (see docs/ARCHITECTURE.md).
 from __future__ import annotations
 
 from ..executor import Stage
-from . import deliver, latency, nas, prepare, reporting, search
+from . import deliver, latency, nas, precision, prepare, reporting, search
 
 RUN_STAGES = [
     Stage("data", prepare.data),
@@ -21,6 +21,7 @@ RUN_STAGES = [
     Stage("fine_tuning", search.fine_tuning),
     Stage("export", deliver.export, main_only=True),
     Stage("evaluate_export", deliver.evaluate_export, when=deliver.at_deployment, main_only=True),
+    Stage("precision", precision.precision, main_only=True),
     Stage("latency", deliver.measure, when=deliver.can_measure, main_only=True),
     Stage("report", reporting.report, main_only=True),
 ]
