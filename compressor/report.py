@@ -1,20 +1,22 @@
-"""Run reports: ``report.json`` (all figures), ``report.md`` (the table a person reads),
-``report.html`` (the same with plots, see ``compressor.report_html``) and the CLI's summary line,
-all from a :class:`~compressor.run_report.RunReport`."""
+"""Run reports: ``report.json`` (all figures and the warnings), ``report.md`` (the tables a person
+reads), ``report.html`` (the same with plots, see ``compressor.report_html``) and the CLI's last
+lines, all from a :class:`~compressor.run_report.RunReport`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from compress_base.fileio import write_json, write_text
 
-from .report_html import format_budget, write_html
+from .report_content import epoch_rows, precision_items, sensitive_rows, slowest_rows, width_rows
+from .report_html import format_budget
+from .report_page import write_html
+from .report_summary import summary_rows, summary_text
+from .report_warnings import warnings_of
 from .run_report import RunReport
-from .units import format_count
 
 # Markdown text from a file stays text: no raw HTML, links, code spans or extra table cells.
 _MD_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[", "]": "\\]",
                              "&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_PCTS = ("p50", "p90", "p99")
 
 
 def md_text(value) -> str:
@@ -22,42 +24,11 @@ def md_text(value) -> str:
     return " ".join(str(value).translate(_MD_ESCAPES).splitlines())
 
 
-def _pct(new: float, old: float) -> str:
-    return f"{100 * new / old:.1f}%" if old else "-"
-
-
-def _latency_rows(report: RunReport) -> list[str]:
-    """Latency rows when it was not measured here: the prediction, said to be one."""
-    pred = report.predicted_latency_ms
-    if pred is None:
-        return ["| latency | not measured here (see the note) | | |"]
-    b, c = pred.baseline, pred.compressed
-    return [f"| latency, predicted by the table (ms) | {b:.3f} | {c:.3f} | {_pct(c, b)} |"]
-
-
-def _table(report: RunReport) -> list[str]:
-    b, c = report.baseline, report.compressed
-    lat_b, lat_c = report.latency.baseline, report.latency.compressed
-    if b is None:
-        rows = ["| | model |", "|---|---:|",
-                f"| MACs | {format_count(c.macs)} |", f"| params | {format_count(c.params)} |",
-                f"| val accuracy | {100 * c.accuracy:.2f}% |"]
-        if lat_c is None:
-            return rows + ["| latency | not measured here (see the note) |"]
-        rows += [f"| latency {k} (ms) | {getattr(lat_c, k):.3f} |" for k in _PCTS]
-        return rows + [f"| throughput (inf/s) | {lat_c.throughput:.1f} |"]
-    rows = [
-        "| | baseline | compressed | ratio |",
-        "|---|---:|---:|---:|",
-        f"| MACs | {format_count(b.macs)} | {format_count(c.macs)} | {_pct(c.macs, b.macs)} |",
-        f"| params | {format_count(b.params)} | {format_count(c.params)} | {_pct(c.params, b.params)} |",
-        f"| val accuracy | {100 * b.accuracy:.2f}% | {100 * c.accuracy:.2f}% | |",
-    ]
-    if lat_c is None or lat_b is None:
-        return rows + _latency_rows(report)
-    rows += [f"| latency {k} (ms) | {getattr(lat_b, k):.3f} | {getattr(lat_c, k):.3f} | "
-             f"{_pct(getattr(lat_c, k), getattr(lat_b, k))} |" for k in _PCTS]
-    return rows + [f"| throughput (inf/s) | {lat_b.throughput:.1f} | {lat_c.throughput:.1f} | |"]
+def md_table(header: list, rows: list[list]) -> list[str]:
+    """A Markdown table; cells escaped, columns after the first right-aligned."""
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
 
 
 def _facts(report: RunReport) -> list[str]:
@@ -75,24 +46,35 @@ def _facts(report: RunReport) -> list[str]:
             line += f" on {md_text(data.source)} ({data.train} train / {data.val} val images)"
         lines.append(line)
     if not lat_c:
-        return lines + ["- Latency: not measured on this machine (see the note)"]
+        return lines + ["- Latency: not measured on this machine (see the warnings)"]
+    rounds = f" in {len(lat_c.rounds)} interleaved rounds" if lat_c.rounds else ""
     return lines + [f"- Latency: {md_text(lat_c.runtime)} on {md_text(lat_c.device)}, batch {lat_c.batch}, "
-                    f"{lat_c.warmup} warm-up + {lat_c.runs} timed runs, threads {lat_c.threads or 'default'}"]
+                    f"{lat_c.runs} timed runs{rounds} ({lat_c.warmup} warm-up each), "
+                    f"threads {lat_c.threads or 'default'}; p50 is the median of the rounds' medians, "
+                    "the range their lowest and highest"]
 
 
-def _slowest_nodes(report: RunReport) -> list[str]:
-    lat_c = report.latency.compressed
-    slowest = lat_c.settings.get("slowest_nodes") if lat_c else None
-    if not slowest:
+def _section(title: str, header: list, rows: list, intro: str = "") -> list[str]:
+    if not rows:
         return []
-    lines = ["", "Slowest nodes of the compressed model (onnxruntime profile, mean of 10 runs):", "",
-             "| node | op | ms | share |", "|---|---|---:|---:|"]
-    return lines + [f"| {md_text(n['node'])} | {md_text(n['op'])} | {n['mean_ms']:.3f} | {100 * n['share']:.1f}% |"
-                    for n in slowest]
+    return ["", f"## {title}", *(["", intro] if intro else []), "", *md_table(header, rows)]
+
+
+def _warnings(report: RunReport) -> list[str]:
+    found = warnings_of(report)
+    return ["", "## Warnings", "", *([f"- **{md_text(w.kind)}**: {md_text(w.message)}" for w in found]
+                                      or ["None: no check found a problem (see the README for what is checked)."])]
+
+
+def _training(report: RunReport) -> list[str]:
+    lines = []
+    for name, records in (report.training or {}).items():
+        lines += _section(f"Training: {name}", *epoch_rows(records))
+    return lines
 
 
 def _details(report: RunReport) -> list[str]:
-    """ONNX export, dropped blocks, slowest nodes, fixed layers, notes and stage timings."""
+    """ONNX export, dropped blocks, fixed layers, notes, reproduce and stage timings."""
     lines = []
     onnx = report.onnx
     if onnx is not None:
@@ -101,61 +83,58 @@ def _details(report: RunReport) -> list[str]:
                       f"max |onnxruntime - PyTorch| = {diff}."]
     dropped = report.architecture.dropped_blocks if report.architecture else []
     lines += ["", f"Dropped blocks: {md_text(', '.join(dropped) or 'none')}."]
-    lines += _slowest_nodes(report)
     if report.fixed_layers:
         lines += ["", "Layers left fixed:"]
         lines += [f"- {md_text(', '.join(e.layers[:6]))}{' ...' if len(e.layers) > 6 else ''}: "
                   f"{md_text(e.reason)}" for e in report.fixed_layers]
     for note in report.notes:
         lines += ["", f"Note: {md_text(note)}."]
-    lines += ["", "| stage | seconds |", "|---|---:|"]
-    return lines + [f"| {md_text(k)} | {v:.1f} |" for k, v in report.timings_s.items()]
+    if report.reproduce is not None:
+        versions = ", ".join(f"{k} {v}" for k, v in report.reproduce.versions.items())
+        lines += ["", "## Reproduce", "", "```", report.reproduce.command.replace("```", "` ` `"), "```", "",
+                  f"Versions: {md_text(versions)}."]
+    return lines + _section("Stage timings", ["stage", "seconds"],
+                            [[k, f"{v:.1f}"] for k, v in report.timings_s.items()])
 
 
 def markdown(report: RunReport) -> str:
     """Render a run report as Markdown; text from the report is escaped (:func:`md_text`)."""
-    lines = [f"# Compression report: {md_text(report.model)}", "", *_facts(report), "", *_table(report),
-             *_details(report)]
-    return "\n".join(lines) + "\n"
+    lines = [f"# Compression report: {md_text(report.model)}", "", *_facts(report), *_warnings(report),
+             "", "## Summary", "", *md_table(*summary_rows(report))]
+    if report.precision is not None:
+        lines += ["", "## Precision", "", *md_table(["", ""], [list(i) for i in precision_items(report)])]
+        lines += _section("Layers most sensitive to the precision", *sensitive_rows(report))
+    lines += _training(report)
+    lines += _section("Kept channels per layer group (model order)", *width_rows(report))
+    lines += _section("Slowest nodes of the compressed model", *slowest_rows(report),
+                      intro="onnxruntime's node profile, mean of 10 runs.")
+    return "\n".join(lines + _details(report)) + "\n"
 
 
 def summary_line(report: RunReport) -> str:
-    """The one line ``compress`` prints at the end of a run: costs, accuracy and p50 before and after."""
-    b, c = report.baseline, report.compressed
-    lat_b, lat_c = report.latency.baseline, report.latency.compressed
-    latency = (f"p50 {lat_b.p50:.2f} ms -> {lat_c.p50:.2f} ms" if lat_b and lat_c
-               else "latency to be measured on the target (see report.md)")
-    return (f"{report.model}: MACs {format_count(b.macs)} -> {format_count(c.macs)}, "
-            f"params {format_count(b.params)} -> {format_count(c.params)}, "
-            f"accuracy {100 * b.accuracy:.1f}% -> {100 * c.accuracy:.1f}%{_accuracy_where(report)}, {latency}; "
-            f"written to {report.out}")
-
-
-def _accuracy_where(report: RunReport) -> str:
-    """Where the accuracy was measured, when the report says (version 3 on)."""
-    res = report.resolution
-    if res is None:
-        return ""
-    if report.exported_accuracy is not None:
-        return f" (exported ONNX at {'x'.join(map(str, res.deployment))}, {report.exported_accuracy.images} images)"
-    return f" (at the {res.evaluation}x{res.evaluation} proxy, not the deployment shape: see the report's notes)"
+    """The lines ``compress`` prints at the end of a run (:func:`compressor.report_summary.summary_text`):
+    the summary table, the warnings and where the run was written."""
+    return summary_text(report)
 
 
 def summary_line_nas(report: RunReport) -> str:
-    """The one line ``compress nas`` prints: the cell's edges, costs, accuracy and p50."""
-    c, lat_c = report.compressed, report.latency.compressed
+    """The lines ``compress nas`` prints: the cell's edges, then the same table and warnings as a run's."""
     edges = len(report.architecture.cell_edges or []) if report.architecture else 0
-    latency = f"p50 {lat_c.p50:.2f} ms" if lat_c else "latency to be measured on the target (see report.md)"
-    return (f"{report.model}: {edges} cell edges, MACs {format_count(c.macs)}, params {format_count(c.params)}, "
-            f"accuracy {100 * c.accuracy:.1f}%, {latency}; written to {report.out}")
+    return f"{edges} cell edges\n" + summary_text(report)
 
 
-def write_reports(out: Path, report: RunReport | dict) -> RunReport:
+def report_json(report: RunReport) -> dict:
+    """report.json's content: the report and the warnings derived from it."""
+    return {**report.to_dict(), "warnings": [w.to_dict() for w in warnings_of(report)]}
+
+
+def write_reports(out: Path, report: RunReport | dict, history: list | None = None) -> RunReport:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out`` (each atomically) and return
-    the report. A dict (report.json's content) is read with :meth:`RunReport.from_dict` first."""
+    the report. A dict (report.json's content) is read with :meth:`RunReport.from_dict` first.
+    ``history`` is the search's trace (search.json's) for report.html's plots."""
     if isinstance(report, dict):
         report = RunReport.from_dict(report, str(Path(out) / "report.json"))
-    write_json(Path(out) / "report.json", report.to_dict())
+    write_json(Path(out) / "report.json", report_json(report))
     write_text(Path(out) / "report.md", markdown(report))
-    write_html(Path(out), report)
+    write_html(Path(out), report, history=history)
     return report

@@ -44,13 +44,19 @@ KINDS = {
     "shape": (lambda v: isinstance(v, list) and bool(v) and all(_is_count(d) and d > 0 for d in v),
               "a list of positive integers"),
     "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
+    "numbers": (lambda v: isinstance(v, list) and all(map(_is_amount, v)), "a list of non-negative numbers"),
+    "texts by name": (lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values()),
+                      "an object of strings"),
+    "curves": (lambda v: isinstance(v, dict) and all(isinstance(r, list) and all(isinstance(e, dict) for e in r)
+                                                     for r in v.values()),
+               "an object of lists of objects"),
 }
 
 # One latency measurement (exporters.stats.LatencyStats as a dict), in a run report or a bench result.
 STATS_FIELDS = {"p50": "amount", "p90": "amount", "p99": "amount", "mean": "amount", "std": "amount",
                 "throughput": "amount", "warmup": "count", "runs": "count", "batch": "count", "threads": "count",
                 "input_shape": "shape", "runtime": "text", "device": "text", "versions": "object",
-                "settings": "object"}
+                "settings": "object", "rounds": "numbers"}
 
 
 def _brief(value) -> str:

@@ -4,7 +4,6 @@ Figure (None when there is nothing to draw); :class:`compressor.report_html.Plot
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from .run_report import ArchitectureInfo
@@ -90,17 +89,13 @@ def latency_figure(panels: Sequence[tuple]):
     return fig
 
 
-def natural_key(name: str):
-    """Sort ``layer10`` after ``layer2``."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name))]
-
-
 def width_rows(architecture: ArchitectureInfo) -> list[dict]:
-    """Per group: name, kept width, original width (or None), whether its block was dropped."""
+    """Per group, in the report's order (a run lists its groups in model order): name, kept width,
+    original width (or None), whether its block was dropped."""
     widths, originals = architecture.widths or {}, architecture.full_widths or {}
     dropped = architecture.dropped_blocks
     rows = []
-    for name in sorted(widths, key=natural_key):
+    for name in widths:
         block = next((b for b in dropped if name == b or name.startswith(b + ".")), None)
         rows.append({"group": name, "kept": widths[name], "original": originals.get(name), "dropped_block": block})
     return rows

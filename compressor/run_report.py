@@ -20,7 +20,8 @@ from exporters.stats import LatencyStats
 
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
 
-FORMAT_VERSION = 4  # 2: format_version added; 3: resolution, preprocess, exported_accuracy; 4: precision
+FORMAT_VERSION = 4  # 2: format_version added; 3: resolution, preprocess, exported_accuracy;
+# 4: precision, training, reproduce, latency rounds and the low-precision model's latency
 _REMEDY = "fix the file or run `compress` again"
 
 
@@ -81,10 +82,21 @@ class PredictedLatency:
 
 @dataclass(frozen=True)
 class Latency:
-    """Latency measured on this machine; None where it was not (the target's ``compress bench`` gives it)."""
+    """Latency measured on this machine; None where it was not (the target's ``compress bench`` gives it).
+    ``precision``: the low-precision model (``PrecisionResult.file``), measured in the same rounds."""
 
     compressed: LatencyStats | None = None
     baseline: LatencyStats | None = None
+    precision: LatencyStats | None = None
+
+
+@dataclass(frozen=True)
+class Reproduce:
+    """How to run this again: the command line of the process that wrote the run (``sys.argv``) and
+    the versions of the software it used."""
+
+    command: str
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,19 +213,23 @@ class LatencyCheck:
 _PARTS = {"target": Target, "data": DataInfo, "baseline": Costs, "compressed": Costs,
           "predicted_latency_ms": PredictedLatency, "onnx": OnnxInfo, "architecture": ArchitectureInfo,
           "search": SearchInfo, "resolution": Resolution, "exported_accuracy": ExportedAccuracy,
-          "precision": PrecisionResult}
+          "precision": PrecisionResult, "reproduce": Reproduce}
 _LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
 # Keys one kind of run leaves out: a NAS run (a cell found from scratch, with its spec) has no original
 # weights, latency prediction or check; a compression run has no spec.
 _COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
-_SINCE_3 = ("resolution", "preprocess", "exported_accuracy", "precision")  # added by versions 3-4; left out when absent
+_SINCE_3 = ("resolution", "preprocess", "exported_accuracy", "precision", "training",
+            "reproduce")  # added by versions 3-4; left out when absent
+_SIDES = ("compressed", "baseline", "precision")  # the measured models of ``latency``
 
 
 @dataclass(kw_only=True)
 class RunReport:
     """What a run found and delivered. ``model`` and ``compressed`` are required; the rest defaults to
     "not recorded". See the module docstring for the parts kept as plain data. report.json's
-    ``baseline.latency_ms`` and ``compressed.latency_ms`` (p50/p90/p99) are written from ``latency``."""
+    ``baseline.latency_ms`` and ``compressed.latency_ms`` (p50/p90/p99) are written from ``latency``;
+    ``training`` maps a training ("teacher", "fine-tune") to its per-epoch records (``epoch``,
+    ``loss``, ``train_acc``, ``lr``, ``seconds``, ``val_acc``: see :func:`compressor.train.train`)."""
 
     format_version: ClassVar[int] = FORMAT_VERSION
 
@@ -240,6 +256,8 @@ class RunReport:
     fixed_layers: list[FixedLayers] = field(default_factory=list)
     search: SearchInfo | None = None
     latency_check: list[LatencyCheck] | None = None
+    training: dict[str, list[dict]] | None = None  # per-epoch records of each training: "teacher", "fine-tune"
+    reproduce: Reproduce | None = None
     settings: dict | None = None
     notes: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -257,7 +275,8 @@ class RunReport:
             if f.name in ("baseline", "compressed"):
                 value = _costs_dict(value, getattr(self.latency, f.name))
             elif f.name == "latency":
-                value = {side: _stats_dict(getattr(value, side)) for side in ("compressed", "baseline")}
+                value = {side: _stats_dict(getattr(value, side)) for side in _SIDES
+                         if side != "precision" or value.precision is not None}
             elif f.name == "architecture" and value is not None:
                 value = value.to_dict()
             elif f.name in _PARTS and value is not None:
@@ -283,8 +302,7 @@ class RunReport:
         parts = {key: _part(cls_, data.get(key), key, source) for key, cls_ in _PARTS.items()}
         lists = {key: [_part(cls_, item, f"{key}.{i}", source) for i, item in enumerate(data[key])]
                  for key, cls_ in _LISTS.items() if data.get(key) is not None}
-        latency = Latency(**{side: _stats(data["latency"].get(side), side, source)
-                             for side in ("compressed", "baseline")})
+        latency = Latency(**{side: _stats(data["latency"].get(side), side, source) for side in _SIDES})
         plain = {f.name: data[f.name] for f in dataclasses.fields(cls)
                  if f.name in data and f.name not in {*parts, *lists, "latency"} and data[f.name] is not None}
         return cls(**plain, **parts, **lists, latency=latency)
@@ -310,8 +328,8 @@ _RUN_FIELDS = {
     "target.notes": "object", "input_shape": "shape", "notes": "texts",
     **{f"{part}.{key}": kind for part in ("baseline", "compressed")
        for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
-    "latency.baseline": "object", "latency.compressed": "object",
-    **{f"latency.{part}.{key}": kind for part in ("baseline", "compressed") for key, kind in STATS_FIELDS.items()},
+    "latency.baseline": "object", "latency.compressed": "object", "latency.precision": "object",
+    **{f"latency.{part}.{key}": kind for part in _SIDES for key, kind in STATS_FIELDS.items()},
     "architecture": "object", "architecture.widths": "counts", "architecture.full_widths": "counts",
     "architecture.blocks": "object", "architecture.dropped_blocks": "texts",
     # read by report.md / report.html and the summary line as well
@@ -329,11 +347,16 @@ _RUN_FIELDS = {
     "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
     "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
     "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
+    "training": "curves", "reproduce": "object", "reproduce.command": "text", "reproduce.versions": "texts by name",
+    "warnings": "objects",  # derived from the rest (compressor.report_warnings): checked, not read
     **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
        for how in ("onnx", "pytorch")},
 }
 _ITEM_FIELDS = {"fixed_layers": {"layers": "texts", "reason": "text"},
-                "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"}}
+                "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"},
+                "warnings": {"kind": "text", "message": "text"}}
+_EPOCH_FIELDS = {"epoch": "count", "loss": "amount", "train_acc": "fraction", "val_acc": "fraction", "lr": "amount",
+                 "seconds": "amount"}
 
 
 def _check_version(data: dict, source: str) -> None:
@@ -358,14 +381,16 @@ def _check_run(report: dict, where: str) -> None:
     lat = report.get("latency")
     if not isinstance(lat, dict):
         raise CompressError(f"{where} is not a compress run report (no latency); {HINT}")
-    if lat.get("compressed") is not None:  # None: measured only on the device (compress bench)
-        check_stats(lat["compressed"], f"{where} (compressed latency)")
-    if lat.get("baseline") is not None:
-        check_stats(lat["baseline"], f"{where} (baseline latency)")
+    for side in _SIDES:
+        if lat.get(side) is not None:  # None: measured only on the device (compress bench)
+            check_stats(lat[side], f"{where} ({side} latency)")
     check_fields(report, _RUN_FIELDS, where, _REMEDY)
     for key, item_fields in _ITEM_FIELDS.items():
         for i, item in enumerate(report.get(key) or []):
             check_fields(item, item_fields, where, _REMEDY, prefix=f"{key}.{i}.")
+    for name, records in (report.get("training") or {}).items():
+        for i, record in enumerate(records):
+            check_fields(record, _EPOCH_FIELDS, where, _REMEDY, prefix=f"training.{name}.{i}.")
 
 
 def _part(cls, obj: dict | None, key: str, where: str):
@@ -390,5 +415,6 @@ def _stats(obj: dict | None, side: str, where: str) -> LatencyStats | None:
 
 
 __all__ = ["FORMAT_VERSION", "ArchitectureInfo", "Costs", "DataInfo", "ExportedAccuracy", "FixedLayers", "Latency",
-           "LatencyCheck", "OnnxInfo", "PredictedLatency", "PrecisionResult", "Resolution", "RunReport", "SearchInfo",
+           "LatencyCheck", "OnnxInfo", "PredictedLatency", "PrecisionResult", "Reproduce", "Resolution", "RunReport",
+           "SearchInfo",
            "SensitiveLayer", "Target"]

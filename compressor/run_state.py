@@ -51,6 +51,7 @@ class RunState:
     history: list = field(default_factory=list)  # search: the searcher's trace
     small: Any = None  # materialize: the compressed nn.Module, trained by fine_tuning
     latency_check: list | None = None  # latency_check: LatencyChecks, one per correction
+    training: dict = field(default_factory=dict)  # teacher_training, fine_tuning: per-epoch records by name
     accuracy: float | None = None  # fine_tuning (or evaluate for a nas run): the compressed model's
     onnx: OnnxInfo | None = None  # export: path, opset, parity
     exported_accuracy: ExportedAccuracy | None = None  # evaluate_export: the shipped files' accuracy

@@ -2,7 +2,9 @@
 with which runtime, and the one function that measures an ONNX file on it."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from pathlib import Path
 
 from compress_base.errors import CompressError
@@ -53,9 +55,58 @@ def measure_onnx(onnx_path: Path, profile: Profile, shape, runs: int | None, slo
     """Latency statistics of an ONNX file on the target (``slowest``: also profile that many nodes)."""
     runner = make_runner(measuring_runtime(profile), threads=profile.measure.threads, precision=profile.precision,
                          profile_nodes=slowest)
-    stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
-                           runs=runs or profile.measure.runs)
+    with _runner_lines_hidden():
+        stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
+                               runs=runs or profile.measure.runs)
+    log.info("latency of %s (%s): p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, %d runs", Path(onnx_path).name,
+             stats.runtime, stats.p50, stats.p90, stats.p99, stats.runs)
     return stats
+
+
+ROUNDS = 5  # interleaved rounds of a run's latency measurement
+
+
+def measure_interleaved(files: dict[str, Path], profile: Profile, shape, runs: int | None,
+                        slowest: str | None = None, rounds: int = ROUNDS) -> dict[str, LatencyStats]:
+    """Latency of several ONNX files (label -> path), measured in ``rounds`` interleaved rounds: each
+    round times every file in turn, so a machine that slows down or speeds up meanwhile shifts them
+    all alike. ``runs`` (default: the profile's) timed runs per file are split across the rounds;
+    every round warms up anew. The file labelled ``slowest`` gets its 10 slowest nodes profiled in
+    the last round. One log line per file names it, with the spread of its rounds."""
+    total = runs or profile.measure.runs
+    rounds = max(1, min(rounds, total))
+    per_round = math.ceil(total / rounds)
+    runtime = measuring_runtime(profile)
+    runners = {label: make_runner(runtime, threads=profile.measure.threads, precision=profile.precision)
+               for label in files}
+    measured: dict[str, list[LatencyStats]] = {label: [] for label in files}
+    with _runner_lines_hidden():  # a line per round would not say which model it timed
+        for i in range(rounds):
+            for label, path in files.items():
+                runner = runners[label]
+                if label == slowest and i == rounds - 1:
+                    runner = make_runner(runtime, threads=profile.measure.threads, precision=profile.precision,
+                                         profile_nodes=10)
+                measured[label].append(runner.measure(path, shape, batch=profile.batch,
+                                                      warmup=profile.measure.warmup, runs=per_round))
+    out = {label: LatencyStats.from_rounds(stats) for label, stats in measured.items()}
+    for label, stats in out.items():
+        log.info("latency of %s (%s, %s): p50 %.3f ms (rounds %.3f to %.3f ms), p90 %.3f ms, p99 %.3f ms, "
+                 "%d rounds x %d runs", Path(files[label]).name, label, stats.runtime, stats.p50, min(stats.rounds),
+                 max(stats.rounds), stats.p90, stats.p99, rounds, per_round)
+    return out
+
+
+@contextlib.contextmanager
+def _runner_lines_hidden():
+    """Hide the runners' own info lines for the duration."""
+    logger = logging.getLogger("exporters.runners")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def latency_clock(profile: Profile) -> str:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from compress_base.errors import CompressError
 
 from .distributed import wrap
+from .progress import write_above
 from .resume import restoring, save_state
 from .runtime import Runtime
 
@@ -316,10 +317,12 @@ def _epoch(step: _Step, loader: DataLoader, epoch: int, bar) -> dict:
 
 
 def _show(record: dict, desc: str, epochs: int, bar) -> None:
-    """The epoch's figures: in the bar, or as a log line when the bar is hidden."""
+    """The epoch's figures as a line: above the bar (where it stays visible), or logged when the bar is hidden."""
     summary = f"loss {record['loss']:.4f} acc {record['train_acc']:.3f}" + (
         f" val {record['val_acc']:.3f}" if "val_acc" in record else "")
+    line = f"{desc} epoch {record['epoch']}/{epochs}: {summary} ({record['seconds']:.1f}s)"
     if bar.disable:
-        logger.info("%s epoch %d/%d: %s (%.1fs)", desc, record["epoch"], epochs, summary, record["seconds"])
+        logger.info(line)
     else:
+        write_above(bar, line)
         bar.set_postfix_str(f"ep {record['epoch']}/{epochs} {summary}")

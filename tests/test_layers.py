@@ -18,7 +18,9 @@ LAYERS = [
                 "artifact"]),
     ("training", ["data", "image_files", "idx", "preprocess", "train", "resume"]),
     ("search", ["search", "latency", "nas"]),
-    ("report", ["run_report", "report_checks", "report_plots", "report", "report_html", "merge", "merge_render"]),
+    ("report", ["run_report", "report_checks", "report_uncertainty", "report_warnings", "report_summary",
+                "report_content", "report_plots", "report_run_plots", "report", "report_html", "report_sections",
+                "report_page", "merge", "merge_render"]),
     ("run", ["settings", "resolution", "rundir", "run_state", "executor", "stages", "target", "pipeline", "api"]),
     # the package's __init__ is the public facade (compressor.load, compressor.compress)
     ("cli", ["cli", "cli_support", "__main__", "__init__"]),

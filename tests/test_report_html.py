@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from compressor import report_html
-from compressor.report_html import html_report, summary_rows, write_html
+from compressor import report_html, report_page
+from compressor.report_page import html_report, write_html
+from compressor.report_summary import summary_rows
 from compressor.run_report import RunReport
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -111,11 +112,12 @@ def test_page_parses_and_is_balanced(page_text):
 
 def test_page_has_the_report_figures(page_text):
     header, rows = summary_rows(typed(make_report()))
-    assert header == ["", "baseline", "compressed", "ratio"]
+    assert header == ["", "original", "compressed", "change"]
     for row in rows:
         for cell in row:
             assert report_html.esc(cell) in page_text
-    for value in ("148M", "19.6M", "11.2M", "2.69M", "91.37%", "88.03%", "1.509", "0.460", "13.2%",
+    for value in ("148M", "19.6M", "11.2M", "2.69M", "91.4% ± 1.5 (n=359)", "88.0% ± 1.7 (n=359)", "1.5086 ms",
+                  "0.4603 ms", "13.2%", "speed-up 3.3x",
                   "7.63e-06", "passed", "opset 17", "sudo nvpmodel -m 2 (MAXN_SUPER)", "sudo jetson_clocks",
                   "teacher_training", "16.0", "23.4",  # total of the stage timings
                   "layer2.1", "the classifier&#x27;s outputs are the classes", "a note &amp; more",
@@ -125,7 +127,7 @@ def test_page_has_the_report_figures(page_text):
 
 def test_page_embeds_png_plots(page_text):
     imgs = parse(page_text).imgs
-    assert len(imgs) == 2  # latency, kept channels
+    assert len(imgs) == 4  # accuracy vs MACs and vs latency, latency, kept channels
     for img in imgs:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -140,7 +142,7 @@ def test_text_is_escaped():
     text = page_of(report)
     c = parse(text)
     assert "script" not in c.tags and "b" not in c.tags
-    assert len(c.imgs) == 2  # only the plots
+    assert len(c.imgs) == 4  # only the plots
     assert "<script>" not in text and "<b>bold" not in text
     assert "evil&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;$a$" in text
     assert 'evil<script>alert("x")</script>$a$' in "".join(c.text)
@@ -153,7 +155,7 @@ def test_nas_report_without_baseline_or_widths():
     report["architecture"] = {"file": "arch.json", "cell_edges": [[0, 1, "conv3x3"]], "dropped_blocks": []}
     text = page_of(report)
     c = parse(text)
-    assert len(c.imgs) == 1 and "conv3x3" in text and "88.03%" in text
+    assert len(c.imgs) == 1 and "conv3x3" in text and "88.0% ± 1.7" in text
     assert "baseline" not in summary_rows(typed(report))[0]
 
 
@@ -161,13 +163,13 @@ def test_widths_without_originals_plot_kept_channels():
     report = make_report()
     del report["architecture"]["full_widths"]
     text = page_of(report)
-    assert len(parse(text).imgs) == 2 and "kept %" not in text
+    assert len(parse(text).imgs) == 4 and "kept %" not in text
 
 
 def test_without_matplotlib_the_page_says_so(monkeypatch):
     monkeypatch.setattr(report_html, "have_matplotlib", lambda: False)
     text = page_of(make_report())
-    assert not parse(text).imgs and "pip install matplotlib" in text and "91.37%" in text
+    assert not parse(text).imgs and "pip install matplotlib" in text and "91.4% ± 1.5" in text
 
 
 def test_write_html_is_atomic(tmp_path):
@@ -179,7 +181,7 @@ def test_write_html_is_atomic(tmp_path):
 
 def test_failing_render_or_write_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "report.html").write_text("old")
-    monkeypatch.setattr(report_html, "summary_rows", lambda r: 1 / 0)
+    monkeypatch.setattr(report_page, "summary_rows", lambda r: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         write_html(tmp_path, typed(make_report()))
     monkeypatch.undo()
@@ -202,7 +204,8 @@ def test_plots_as_files(tmp_path):
     write_html(tmp_path, typed(make_report()), inline=False)
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     srcs = [img["src"] for img in parse(text).imgs]
-    assert srcs == ["plots/latency.png", "plots/widths.png"]
+    assert srcs == ["plots/accuracy_vs_macs.png", "plots/accuracy_vs_latency.png", "plots/latency.png",
+                    "plots/widths.png"]
     for src in srcs:
         assert (tmp_path / src).read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.rglob("*") if re.search(r"\.tmp$", p.name)]

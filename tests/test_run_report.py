@@ -138,17 +138,28 @@ def test_write_reports_takes_a_report_or_its_dict(tmp_path):
     for out, given in ((tmp_path / "typed", report), (tmp_path / "dict", copy.deepcopy(data))):
         out.mkdir()
         assert write_reports(out, given) == report
-        assert json.loads((out / "report.json").read_text()) == {"format_version": 4, **data}
+        written = json.loads((out / "report.json").read_text())
+        assert [w["kind"] for w in written.pop("warnings")] == ["validation_size"]
+        assert written == {"format_version": 4, **data}
         assert (out / "report.md").read_text() == markdown(report)
         assert (out / "report.html").is_file()
 
 
 def test_summary_lines():
-    assert summary_line(RunReport.from_dict(_v1("report_v1.json"))) == (
-        "resnet18: MACs 37M -> 14.6M, params 11.2M -> 4.84M, accuracy 8.9% -> 16.2%, p50 1.11 ms -> 0.57 ms; "
-        "written to /tmp/v1run")
+    """The CLI's last lines: the summary table (accuracy with its standard error on the 359 images),
+    every warning, and where the run was written."""
+    lines = summary_line(RunReport.from_dict(_v1("report_v1.json"))).splitlines()
+    assert lines[0] == "resnet18 (greedy):"
+    assert lines[1].split() == ["original", "compressed", "change"]
+    assert lines[2].split() == ["MACs", "37M", "14.6M", "39.5%"]
+    # 8.9% of 359: se = sqrt(.089 * .911 / 359) = 1.50 points; 16.2%: 1.95; difference sqrt(1.50² + 1.95²) = 2.46
+    assert "8.9% ± 1.5 (n=359)" in lines[4] and "16.2% ± 1.9 (n=359)" in lines[4] and "+7 ± 2 points" in lines[4]
+    assert lines[5].split()[:5] == ["latency", "p50", "1.11", "ms", "0.571"] and "speed-up 1.9x" in lines[5]
+    assert lines[-3] == "1 warning:" and "standard error of about 1.5 points" in lines[-2]
+    assert lines[-1] == "written to /tmp/v1run"
     unmeasured = dataclasses.replace(RunReport.from_dict(_v1("report_v1.json")), latency=Latency())
-    assert summary_line(unmeasured).endswith(
-        "latency to be measured on the target (see report.md); written to /tmp/v1run")
-    assert summary_line_nas(RunReport.from_dict(_v1("report_v1_nas.json"))) == (
-        "shrinkcnn: 3 cell edges, MACs 8.07M, params 41.7K, accuracy 10.0%, p50 0.44 ms; written to /tmp/v1nas")
+    text = summary_line(unmeasured)
+    assert "not measured here (see the warnings)" in text and "latency was not measured on cpu's device" in text
+    nas = summary_line_nas(RunReport.from_dict(_v1("report_v1_nas.json"))).splitlines()
+    assert nas[0] == "3 cell edges" and nas[1] == "shrinkcnn (autoshrink-cell):" and nas[-1] == "written to /tmp/v1nas"
+    assert nas[3].split() == ["MACs", "8.07M"] and nas[5].split()[:3] == ["val", "accuracy", "10.0%"]

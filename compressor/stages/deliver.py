@@ -46,12 +46,14 @@ def export(state: RunState) -> None:
             add_metadata(out / name, metadata)
 
 
-def deployment_metadata(state: RunState) -> dict:
-    """What a deployer must feed the model: input shape, class names, preprocessing."""
+def deployment_metadata(state: RunState, precision: str = "fp32") -> dict:
+    """What a deployer must feed the model: input shape, class names, preprocessing, and the
+    precision of the file's weights and arithmetic (``model.onnx`` and ``baseline.onnx``: fp32)."""
     data = state.eval_data or state.data
     preprocess = getattr(data, "preprocess", None)
     return {"input_shape": list(state.shape), "class_names": list(data.class_names),
-            "preprocess": preprocess.to_dict(state.shape[1]) if preprocess is not None else data.source}
+            "preprocess": preprocess.to_dict(state.shape[1]) if preprocess is not None else data.source,
+            "precision": precision}
 
 
 def at_deployment(state: RunState) -> bool:
@@ -91,18 +93,22 @@ def can_measure(state: RunState) -> bool:
 
 
 def measure(state: RunState) -> None:
-    """Latency of the compressed model (with its slowest nodes) and of the original, on the target."""
-    runs = state.config.latency_runs
-    compressed = target.measure_onnx(state.out / "model.onnx", state.profile, state.shape, runs, slowest=10)
-    baseline = target.measure_onnx(state.out / "baseline.onnx", state.profile, state.shape, runs) \
-        if "baseline.onnx" in state.artifacts else None
-    state.latency = Latency(compressed=compressed, baseline=baseline)
+    """Latency on the target of the compressed model (with its slowest nodes), the original and the
+    low-precision model, in interleaved rounds (:func:`compressor.target.measure_interleaved`)."""
+    files = {"compressed": state.out / "model.onnx"}
+    if "baseline.onnx" in state.artifacts:
+        files["baseline"] = state.out / "baseline.onnx"
+    if state.precision is not None and state.precision.file:
+        files["precision"] = state.out / state.precision.file
+    stats = target.measure_interleaved(files, state.profile, state.shape, state.config.latency_runs,
+                                       slowest="compressed")
+    state.latency = Latency(**stats)
 
 
 def finish(state: RunState, command: str) -> None:
     """Write the reports and the manifest of what this run wrote, then drop the resume state (after the
     manifest: a run killed in between is finished, not lost)."""
-    write_reports(state.out, state.report)
+    write_reports(state.out, state.report, history=state.history)
     report = state.report
     write_manifest(state.out, {"command": command, **report.settings, "budget": report.budget,
                                "data": dataclasses.asdict(report.data)}, files=[*state.artifacts, *REPORTS])

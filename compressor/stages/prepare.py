@@ -105,9 +105,9 @@ def teacher_training(state: RunState) -> None:
             state.model.load_state_dict(weights)
         log.info("teacher: resumed with the weights trained before")
     else:
-        train(state.model, state.train_loader, config.teacher_epochs, lr=config.lr, runtime=rt,
-              val_loader=state.val_loader, desc="teacher",
-              checkpoint=state.state_dir / "teacher-training.pt")
+        state.training["teacher"] = train(state.model, state.train_loader, config.teacher_epochs, lr=config.lr,
+                                          runtime=rt, val_loader=state.val_loader, desc="teacher",
+                                          checkpoint=state.state_dir / "teacher-training.pt")
         if is_main():
             write_torch(done, state.model.state_dict())
     state.teacher_trained = True

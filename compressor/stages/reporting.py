@@ -4,6 +4,7 @@ from __future__ import annotations
 from compress_base.fileio import write_json
 
 from ..artifact import ARCH_FILE
+from ..report_content import reproduce_of
 from ..run_report import (
     ArchitectureInfo,
     Costs,
@@ -36,9 +37,17 @@ def report(state: RunState) -> None:
         exported_accuracy=state.exported_accuracy, precision=state.precision,
         predicted_latency_ms=PredictedLatency(lat.predict(full), lat.predict(arch)) if lat is not None else None,
         latency=state.latency, onnx=state.onnx,
-        architecture=ArchitectureInfo.of_widths(ARCH_FILE, arch.widths, full.widths, arch.blocks),
+        architecture=ArchitectureInfo.of_widths(ARCH_FILE, _model_order(space, arch.widths), full.widths,
+                                                arch.blocks),
         fixed_layers=[FixedLayers(**e) for e in space.fixed_layers],
         search=SearchInfo(steps=len(state.history), file="search.json"), latency_check=state.latency_check,
-        settings=config.settings(), notes=state.notes, timings_s=dict(state.timings),
+        training=dict(state.training) or None, reproduce=reproduce_of(), settings=config.settings(),
+        notes=state.notes, timings_s=dict(state.timings),
     )
     finish(state, "run")
+
+
+def _model_order(space, widths: dict) -> dict:
+    """``widths`` with its groups in the order their first layer runs in the model."""
+    position = {g.name: g.position for g in space.groups}
+    return dict(sorted(widths.items(), key=lambda kv: position.get(kv[0], len(position))))
