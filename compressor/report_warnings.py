@@ -66,7 +66,7 @@ def _accuracy_drop(report: RunReport) -> list[ReportWarning]:
     b, c = report.baseline, report.compressed
     if b is None:
         return []
-    drop = 100 * (b.accuracy - c.accuracy)
+    drop = round(100 * (b.accuracy - c.accuracy), 9)  # points; 0.900 - 0.890 is 1 point, not 1.0000000000000009
     if drop <= threshold(report):
         return []
     return [ReportWarning("accuracy_drop", (
@@ -79,7 +79,7 @@ def _precision_drop(report: RunReport) -> list[ReportWarning]:
     p = report.precision
     if p is None:
         return []
-    drop = 100 * (p.fp32_accuracy - p.accuracy)
+    drop = round(100 * (p.fp32_accuracy - p.accuracy), 9)
     if drop <= threshold(report):
         return []
     layers = sorted(p.sensitive_layers, key=lambda s: -s.accuracy_with_layer_fp32)
