@@ -25,7 +25,8 @@ from ..distributed import map_over_ranks
 from ..networks.shrinkcnn import NUM_NODES, ShrinkCNN, full_edges, live_edges, shrinkcnn_macs
 from ..resume import restoring, save_state
 from ..search.autoshrink import score
-from ..search.autoshrink_proxy import fixed_batches, random_subset, train_from_scratch
+from ..search.autoshrink_proxy import train_from_scratch
+from ..search.scoring import fixed_batches, random_subset
 from ..units import format_count
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Subset
 
 from compress_base.errors import CompressError
 
@@ -18,8 +17,9 @@ from ..data import make_loader
 from ..distributed import broadcast_module
 from ..surgery import apply_masks, materialize
 from ..train import logits_of, reinitialize
+from .scoring import fixed_batches, random_subset
 
-__all__ = ["ScratchScorer", "SharedScorer", "fixed_batches", "random_subset", "train_from_scratch"]
+__all__ = ["ScratchScorer", "SharedScorer", "train_from_scratch"]
 
 
 # ---------------------------------------------------------------------- data helpers
@@ -59,33 +59,6 @@ class _Batches:
         self.epoch, self._it = max(int(state["epoch"]) - 1, 0), None
         if int(state["epoch"]) > 0:
             self.take(int(state["position"]))
-
-
-def fixed_batches(dataset, batch_size: int, count: int, seed: int) -> list:
-    """The first ``count`` batches of a seeded shuffle of ``dataset`` (``count`` 0: all of it,
-    in order), kept in memory so that every candidate is scored on the same images."""
-    source = dataset if count == 0 else _shuffled(dataset, seed)
-    out = []
-    for x, y in make_loader(source, batch_size, shuffle=False, seed=seed):
-        if count and len(out) >= count:
-            break
-        out.append((x, y))
-    if not out:
-        raise CompressError("autoshrink needs validation images to score candidates: provide validation data")
-    return out
-
-
-def _shuffled(dataset, seed: int) -> Subset:
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(dataset, order)
-
-
-def random_subset(dataset, n: int, seed: int):
-    """At most ``n`` samples of ``dataset``, drawn by ``seed`` (the dataset itself if it is no larger)."""
-    if len(dataset) <= n:
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(dataset, sorted(order[:n]))
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ class SearchContext:
     """What a searcher may use besides the space and the budget.
 
     Searchers that train (TAS, ASNG, AutoShrink) use ``train_data``, split in halves for weight
-    and architecture steps, and ``val_data`` for scoring; ``epochs`` bounds their search.
+    and architecture steps, and ``val_data`` for scoring: a run gives held-out training images there,
+    never the validation images its report measures; ``epochs`` bounds their search.
     ``options`` carries method-specific settings from the CLI (``--option key=value``).
     ``runtime`` (device, seed, verbosity), when given, replaces ``device``, ``seed`` and ``quiet``.
     """

@@ -1,16 +1,23 @@
-"""``greedy``: NetAdapt-like shrinking by importance lost per cost saved.
+"""``greedy``: NetAdapt-style shrinking, every proposal judged by what it measurably loses.
 
-Each step considers every single move (take one channel group one notch narrower, or drop one
-residual block) and commits the one that loses the least importance per unit of budgeted cost
-saved, until the budget holds. A final pass widens groups again, most valuable first, while the
-budget still holds, so the result sits as close under the budget as the channel grid allows.
+Each step proposes, for every channel group, the narrowest cut that saves about ``step`` of the
+original cost (one notch at least), and for every residual block, dropping it; each proposal is
+applied to the full network as masks, its batch norm recalibrated, and scored by the distillation
+loss on held-out training images, the search context's ``val_data`` (:mod:`compressor.search.scoring`).
+The step commits the proposal that adds the least loss per cost saved, until the budget holds; a
+final pass widens groups again, the one that removes the most loss per cost first, while the budget
+still holds.
 
-Importance of a notch is the share of its group's L1 importance the removed channels carry; that
-of a block is the relative change it makes to its input on a calibration batch.
+Without a trained network and training images (or with ``--option images=0``) moves are judged by
+weight norms instead: the share of its group's L1 importance a notch removes, and the relative change
+a block makes to its input. That is what :func:`repair` does for the searchers whose result may
+exceed the budget. Weight norms cannot compare groups with each other (every group's importance sums
+to 1), which is why they cut stems and bottlenecks that matter (docs/ALGORITHMS.md).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -18,7 +25,9 @@ from ..architecture import Architecture
 from ..budget import Budget
 from ..space import SearchSpace
 from .base import SearchContext, Searcher, SearchResult
+from .options import SearchOptions, option
 from .registry import register
+from .scoring import LossScorer
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +77,133 @@ class _State:
     def cost(self, arch) -> dict:
         return self.budget.costs(self.space, arch)
 
+    def saved(self, before: dict, after: dict) -> float:
+        """Cost saved from ``before`` to ``after``, in shares of the full model's cost (summed over metrics)."""
+        return sum((before[k] - after[k]) / self.scale[k] for k in before)
+
+    def needed(self) -> float:
+        """The share of the full model's cost still to save, in the metric furthest over its bound."""
+        bounds = self.budget.bounds()
+        return max(max(0.0, v - bounds[k]) / self.scale[k] for k, v in self.cost(self.arch()).items())
+
 
 def _step_index(g, width):
     return g.choices.index(width)
+
+
+@dataclass(frozen=True)
+class GreedyOptions(SearchOptions):
+    """``--option`` settings of ``greedy``."""
+
+    step: float = option(0.05, low=0.0, low_open=True, high=0.5)  # share of the original cost one move saves
+    images: int = option(256, low=0)  # held-out images that score a move (as many recalibrate batch norm); 0: norms
+    screen: int = option(64, low=0)  # images that first screen every proposal; 0: score every one on all images
+    finalists: int = option(4, low=1)  # proposals the screen passes on to be scored on all images
 
 
 @register("greedy")
 class GreedySearcher(Searcher):
     """Shrink from the full model until the budget holds, then widen back while it still holds."""
 
+    Options = GreedyOptions
+
     def search(self) -> SearchResult:
-        space, budget = self.space, self.budget
+        space, budget, ctx = self.space, self.budget, self.context
         if budget.fits(space, space.full()):
             return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
-        return repair(space, budget, space.full(), block_scores(space, self.context))
+        data = ctx.val_data if ctx.val_data is not None and len(ctx.val_data) else ctx.train_data
+        if ctx.model is None or data is None or self.options.images == 0:
+            return repair(space, budget, space.full(), block_scores(space, ctx))
+        opts = self.options
+        scorer = LossScorer.from_data(space, ctx.model, data, opts.images, ctx.seed)
+        screen = LossScorer.from_data(space, ctx.model, data, opts.screen, ctx.seed, batch_size=opts.screen) \
+            if 0 < opts.screen < opts.images else None
+        return shrink_by_loss(space, budget, scorer, opts.step, screen, opts.finalists)
+
+
+def _proposals(state: _State, target: float):
+    """``(move, architecture)`` pairs: each group cut to the widest choice that saves ``target`` of the
+    original cost (one notch at least, its narrowest if none saves that much), and each kept block dropped."""
+    base = state.cost(state.arch())
+    for g in state.groups:
+        i = _step_index(g, state.widths[g.name])
+        for j in range(i - 1, -1, -1):
+            arch = state.arch({**state.widths, g.name: g.choices[j]})
+            if j == 0 or state.saved(base, state.cost(arch)) >= target:
+                yield ("width", g.name, g.choices[j]), arch
+                break
+    for b in state.space.blocks:
+        if state.kept[b.name]:
+            yield ("block", b.name, False), state.arch(kept={**state.kept, b.name: False})
+
+
+def _screened(proposals: list, screen: LossScorer | None, finalists: int, base: float, gains: list) -> list:
+    """The proposals worth scoring on all images: the ``finalists`` that add the least loss per cost
+    saved (``gains``) on the screen's few images, from its loss ``base`` (all of them without a screen)."""
+    if screen is None or len(proposals) <= finalists:
+        return proposals
+    ranked = sorted(zip(proposals, gains), key=lambda pg: (screen.loss(pg[0][1]) - base) / pg[1] if pg[1] > 0
+                    else float("inf"))
+    return [p for p, _ in ranked[:finalists]]
+
+
+def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step: float = 0.05,
+                   screen: LossScorer | None = None, finalists: int = 4) -> SearchResult:
+    """Shrink the full architecture by the proposal that adds the least measured loss per cost saved
+    until the budget holds, then widen one notch at a time, the most loss removed per cost added
+    first, while it holds. With a ``screen`` (a scorer on fewer images), each step scores every
+    proposal on it and only its ``finalists`` best on all of ``scorer``'s images. Every history
+    entry records the loss of the architecture it reached."""
+    state = _State(space, budget, space.full())
+    history: list[dict] = []
+    loss = scorer.loss(state.arch())
+    base = screen.loss(state.arch()) if screen is not None else 0.0
+    while not budget.fits(space, state.arch()):
+        before = state.cost(state.arch())
+        best, flat = None, None  # flat: the least harmful move that saves nothing (a latency plateau)
+        proposals = [(move, arch, state.cost(arch)) for move, arch in
+                     _proposals(state, max(min(step, state.needed()), 1e-9))]
+        gains = [state.saved(before, after) for _, _, after in proposals]
+        for move, arch, after in _screened(proposals, screen, finalists, base, gains):
+            gain, moved = state.saved(before, after), scorer.loss(arch)
+            if gain > 0 and (best is None or (moved - loss) / gain < best[0]):
+                best = ((moved - loss) / gain, move, moved, after)
+            elif gain <= 0 and (flat is None or moved < flat[2]):
+                flat = (0.0, move, moved, after)
+        best = best or flat
+        if best is None:
+            break  # nothing left to shrink; callers check reachability first
+        _, (kind, name, value), loss, after = best
+        if kind == "width":
+            state.widths[name] = value
+        else:
+            state.kept[name] = value
+        if screen is not None:
+            base = screen.loss(state.arch())
+        history.append({"move": kind, "name": name, "value": value, "loss": loss, **after})
+    while True:
+        before = state.cost(state.arch())
+        best = None
+        for g in state.groups:
+            i = _step_index(g, state.widths[g.name])
+            if i + 1 >= len(g.choices):
+                continue
+            arch = state.arch({**state.widths, g.name: g.choices[i + 1]})
+            if not budget.fits(space, arch):
+                continue
+            after = state.cost(arch)
+            moved = scorer.loss(arch)
+            value = (loss - moved) / max(state.saved(after, before), 1e-12)
+            if best is None or value > best[0]:
+                best = (value, g.name, g.choices[i + 1], moved, after)
+        if best is None:
+            break
+        _, name, wider, loss, after = best
+        state.widths[name] = wider
+        history.append({"move": "widen", "name": name, "value": wider, "loss": loss, **after})
+    arch = state.arch()
+    log.info("greedy: %d moves, %d architectures scored, %s", len(history), scorer.evaluations, state.cost(arch))
+    return SearchResult(arch, history)
 
 
 def greedy_search(space: SearchSpace, budget: Budget, context: SearchContext | None = None) -> SearchResult:
@@ -99,9 +221,7 @@ def repair(space: SearchSpace, budget: Budget, start: Architecture,
     bscores = bscores if bscores is not None else {b.name: 1.0 for b in space.blocks}
     history: list[dict] = []
     current = state.cost(state.arch())
-
-    def saved(before: dict, after: dict) -> float:
-        return sum((before[k] - after[k]) / state.scale[k] for k in before)
+    saved = state.saved
 
     while not budget.fits(space, state.arch()):
         best, flat = None, None  # flat: the cheapest move that saves nothing (a latency plateau)

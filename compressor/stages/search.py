@@ -6,6 +6,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from torch.utils.data import Subset
+
 from compress_base.errors import CompressError, first_line
 from compress_base.fileio import write_json
 
@@ -24,6 +27,7 @@ from . import latency
 log = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.json"  # in the state folder: the finished search, for --resume
+HELD_OUT_IMAGES = 5000  # training images set aside for a search to score on
 
 
 def search(state: RunState) -> None:
@@ -48,10 +52,19 @@ def search(state: RunState) -> None:
         raise AssertionError(f"searcher {config.method} returned an architecture over budget")
 
 
+def held_out_split(train_data, seed: int) -> tuple[Subset, Subset]:
+    """The training images a search trains on, and those it scores on (a seeded tenth, at most
+    :data:`HELD_OUT_IMAGES`): a search never sees the validation images the report's accuracy comes from."""
+    held = min(HELD_OUT_IMAGES, max(1, len(train_data) // 10))
+    order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(train_data, sorted(order[held:])), Subset(train_data, sorted(order[:held]))
+
+
 def _context(state: RunState) -> SearchContext:
     config, rt, data = state.config, state.runtime, state.data
     calibration = next(iter(make_loader(data.train, 32, shuffle=True, seed=rt.seed)))[0]
-    ctx = SearchContext(model=state.model, calibration=calibration, train_data=data.train, val_data=data.val,
+    train_data, held_out = held_out_split(data.train, rt.seed)
+    ctx = SearchContext(model=state.model, calibration=calibration, train_data=train_data, val_data=held_out,
                         batch_size=config.batch_size, epochs=config.search_epochs, runtime=rt,
                         options=dict(config.options or {}))
     if latency.needs_latency_check(state):
@@ -75,9 +88,11 @@ def fine_tuning(state: RunState) -> None:
     if (state.architecture != state.full or config.from_scratch) and config.epochs > 0:
         # a fresh loader: its shuffling must not depend on whether the teacher trained in this process
         loader = state.fresh_train_loader()
-        train(state.small, loader, config.epochs, lr=config.lr / 5, teacher=state.model, kd_lambda=config.kd_lambda,
-              temperature=config.temperature, runtime=rt, val_loader=state.val_loader, desc="fine-tune",
-              checkpoint=state.state_dir / "finetune.pt")
+        state.training["fine-tune"] = train(state.small, loader, config.epochs, lr=config.lr / 5,
+                                            teacher=state.model, kd_lambda=config.kd_lambda,
+                                            temperature=config.temperature, runtime=rt,
+                                            val_loader=state.val_loader, desc="fine-tune",
+                                            checkpoint=state.state_dir / "finetune.pt")
     state.small = state.small.cpu().eval()
     state.accuracy = evaluate(state.small, state.val_loader, replace(rt, amp=False))  # fp32, as exported
     state.small = state.small.cpu().eval()
