@@ -342,48 +342,84 @@ def bench_command(model_file, target, runtime, batch, warmup, runs, threads, inp
     click.echo(json.dumps(result, indent=2) if as_json else f"{format_bench(result)}; written to {path}")
 
 
+def _calibration_images(onnx_path, folder: str, count: int, size: int, quiet: bool) -> list:
+    """Up to ``count`` images of ``folder`` (laid out as for ``--data``) as NCHW float32 batches of
+    ``size`` x ``size``, preprocessed as the ONNX metadata records (ImageNet's default without it)."""
+    from exporters.onnx_eval import read_metadata
+
+    from .data import load_data, make_loader
+    from .preprocess import Preprocess
+
+    try:
+        steps = json.loads(read_metadata(onnx_path).get("preprocess", "null"))
+    except ValueError:  # the digits demo records its own scaling as text
+        steps = None
+    if isinstance(steps, dict):
+        preprocess = Preprocess(resize=steps["resize"], crop=steps["crop"], mean=steps["mean"], std=steps["std"],
+                                interpolation=steps["interpolation"], source=f"the metadata of {onnx_path.name}")
+    else:
+        preprocess = Preprocess.default()
+        log.warning("%s records no preprocessing: calibrating with %s", onnx_path.name, preprocess.source)
+    data = load_data(folder, resolution=size, val_fraction=0.5, quiet=quiet, preprocess=preprocess)
+    batches, seen = [], 0
+    for images, _ in make_loader(data.val, 32, shuffle=True, seed=0):  # the evaluation transform
+        batches.append(images[: count - seen].numpy())
+        seen += len(batches[-1])
+        if seen >= count:
+            break
+    return batches
+
+
 @main.command("engine")
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option("--target", default="gpu", show_default=True, help="Target profile (precision and batch defaults).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
-              help="Engine precision; default from the profile.")
+              help="Engine precision: an fp32 ONNX is prepared at it first (default: the profile's); an ONNX "
+                   "holding Q/DQ or fp16 is built as it is.")
 @click.option("--batch-range", default=None, metavar="MIN,OPT,MAX",
               help="Dynamic batch range of the optimisation profile; default 1,<profile batch>,8.")
 @click.option("--workspace", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Workspace limit in MiB.")
 @click.option("--calib-data", default=None,
-              help="ImageFolder of calibration images for int8 (resized to the input shape, same normalisation).")
-@click.option("--calib-images", type=click.IntRange(min=1), default=512, show_default=True)
+              help="Images that calibrate int8 from an fp32 ONNX (laid out as for --data; preprocessed as the "
+                   "ONNX metadata records).")
+@click.option("--calib-images", type=click.IntRange(min=1), default=256, show_default=True,
+              help="How many --calib-data images calibrate.")
 @click.option("--out", default=None, help="Engine file; default: the ONNX file with suffix .engine.")
 @click.option("--quiet", "-q", is_flag=True)
 def engine_command(onnx_file, target, precision, batch_range, workspace, calib_data, calib_images, out, quiet):
-    """Build a TensorRT engine from ONNX_FILE (needs TensorRT 10 and an NVIDIA GPU)."""
+    """Build a strongly typed TensorRT engine from ONNX_FILE (TensorRT 10.3 to 11.x and an NVIDIA GPU)."""
     from pathlib import Path
 
-    from exporters.tensorrt import build_engine, parse_batch_range
+    from exporters import tensorrt as trt
     from profiles import load_profile
 
     setup_logging(quiet)
     try:
         profile = load_profile(target)
+        trt.require_tensorrt()
         onnx_path = Path(onnx_file)
         if not onnx_path.is_file():
             raise CompressError(f"ONNX file {onnx_file} does not exist: give the model.onnx a run wrote")
-        batches = None
-        if calib_data:
-            from .data import load_data, make_loader
-
-            data = load_data(calib_data, resolution=profile.input_shape[-1], val_fraction=0.5, quiet=quiet)
-            batches = make_loader(data.val, 8, shuffle=False, seed=0)
+        holds = trt.onnx_precision(onnx_path)
+        precision = precision or (profile.precision if holds == "fp32" else holds)
+        dims = trt.onnx_input(onnx_path)[1]
+        shape = None if all(d > 0 for d in dims[1:]) else profile.input_shape  # the profile fills dynamic axes
+        calibration = None
+        if calib_data and precision == "int8" and holds == "fp32":
+            size = (shape or dims[1:])[-1]
+            calibration = _calibration_images(onnx_path, calib_data, calib_images, size, quiet)
+        elif calib_data:
+            log.warning("--calib-data is only used for an int8 engine from an fp32 ONNX; ignored")
         engine_path = Path(out) if out else onnx_path.with_suffix(".engine")
-        batch = parse_batch_range(batch_range) if batch_range else (1, profile.batch, max(8, profile.batch))
-        info = build_engine(onnx_path, engine_path, precision=precision or profile.precision, batch=batch,
-                            input_shape=profile.input_shape, workspace_mb=workspace,
-                            timing_cache=engine_path.with_suffix(".timing.cache"), calibration_batches=batches,
-                            max_calibration_batches=calib_images // 8)
+        batch = trt.parse_batch_range(batch_range) if batch_range else (1, profile.batch, max(8, profile.batch))
+        info = trt.build_engine(onnx_path, engine_path, precision=precision, batch=batch, input_shape=shape,
+                                workspace_mb=workspace, timing_cache=engine_path.with_suffix(".timing.cache"),
+                                calibration=calibration)
     except CompressError as exc:
         fail(exc)
-    click.echo(f"built {engine_path} ({info.get('precision', precision)}); time it with "
+    source = f" from {Path(info['onnx']).name}" if info["prepared"] else ""
+    click.echo(f"built {engine_path} ({info['precision']}{source}), {trt.format_layers(info['layers'])}; time it with "
                f"`compress bench {engine_path} --target {profile.name}`")
 
 

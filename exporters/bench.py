@@ -257,7 +257,9 @@ def _positive(name: str, value, minimum: int) -> None:
 
 def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[int, ...] | None, *, batch: int,
              warmup: int, runs: int, threads: int, backend: str):
-    """The runtime chosen for ``path`` and its latency statistics."""
+    """The runtime chosen for ``path``, its latency statistics and, for an engine, its layers per
+    precision (TensorRT's engine inspector at the timed shapes; None for ONNX)."""
+    layers = None
     if fmt == "engine":
         chosen = choose_runtime(fmt, profile, runtime, [])
         from exporters.tensorrt import TrtRunner
@@ -265,6 +267,7 @@ def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[in
         with TrtRunner(path, backend=backend) as runner:
             stats = runner.measure(path, shape, batch=batch, warmup=warmup, runs=runs,
                                    default_shape=profile.input_shape)
+            layers = runner.layers()
     else:
         import onnxruntime as ort
 
@@ -277,18 +280,19 @@ def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[in
         sample = resolve_onnx_shape(path.name, dims, batch, shape, profile.input_shape)
         check_input_size(sample, batch, path.name)
         stats = make_runner(chosen, threads).measure(path, sample, batch=batch, warmup=warmup, runs=runs)
-    return chosen, stats
+    return chosen, stats, layers
 
 
-def _record(path: Path, fmt: str, profile, chosen: str, stats) -> dict:
+def _record(path: Path, fmt: str, profile, chosen: str, stats, layers: dict | None = None) -> dict:
     """The bench result: what was timed (an ONNX file's own metadata included: input shape, class
-    names, preprocessing, precision), for which profile, on what, and the figures."""
+    names, preprocessing, precision; an engine's layers per precision as ``engine_layers``), for
+    which profile, on what, and the figures."""
     metadata = None
     if fmt == "onnx":
         from exporters.onnx_eval import deployment_info
 
         metadata = deployment_info(path)
-    return {
+    record = {
         "format": BENCH_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {
@@ -311,6 +315,9 @@ def _record(path: Path, fmt: str, profile, chosen: str, stats) -> dict:
         "stats": stats.to_dict(),
         "host": host_info(),
     }
+    if layers is not None:
+        record["engine_layers"] = layers
+    return record
 
 
 def bench(
@@ -355,10 +362,10 @@ def bench(
     threads = profile.measure.threads if threads is None else threads
     shape = parse_sample_shape(input_shape)
 
-    chosen, stats = _measure(path, fmt, profile, runtime, shape, batch=batch, warmup=warmup, runs=runs,
-                             threads=threads, backend=backend)
+    chosen, stats, layers = _measure(path, fmt, profile, runtime, shape, batch=batch, warmup=warmup, runs=runs,
+                                     threads=threads, backend=backend)
     log.info("%s on %s (%s): p50 %.3f ms, p99 %.3f ms", path.name, profile.name, chosen, stats.p50, stats.p99)
-    return _record(path, fmt, profile, chosen, stats)
+    return _record(path, fmt, profile, chosen, stats, layers)
 
 
 def write_bench(result: dict, out_path) -> Path:
@@ -386,6 +393,10 @@ def format_bench(result: dict) -> str:
         classes = meta.get("class_names")
         line += (f"; the file says: {meta.get('precision', 'precision not given')}, "
                  f"{len(classes) if isinstance(classes, list) else 'no'} class names")
+    if result.get("engine_layers"):
+        from exporters.tensorrt import format_layers
+
+        line += f"; {format_layers(result['engine_layers'])}"
     return line
 
 

@@ -1,7 +1,6 @@
-"""Cache files kept next to engines: the builder's timing cache and the INT8 calibration cache."""
+"""The builder's timing-cache file, and atomic writes of the bytes TensorRT hands back."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from compress_base.errors import CompressError
@@ -23,11 +22,6 @@ def read_timing_cache(path: Path | None) -> bytes:
     if path is None or not path.is_file():
         return b""
     return path.read_bytes()
-
-
-def default_calibration_cache(engine_path: str | os.PathLike) -> Path:
-    """Where an INT8 calibration cache goes when none is named: next to the engine."""
-    return Path(engine_path).with_suffix(".calib")
 
 
 def write_bytes_atomic(path: Path, data) -> Path:

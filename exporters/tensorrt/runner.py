@@ -12,10 +12,12 @@ import numpy as np
 
 from compress_base.errors import CompressError
 from exporters.stats import LatencyStats
-from exporters.tensorrt.availability import _import_trt, _last_error, _logger
+from exporters.tensorrt.availability import _import_trt, _last_error, _logger, create
 from exporters.tensorrt.bindings import TensorSpec, bind, describe_io, random_feed
 from exporters.tensorrt.builder import build_engine
 from exporters.tensorrt.cuda import make_backend
+from exporters.tensorrt.engine_onnx import onnx_precision
+from exporters.tensorrt.layers import engine_layers
 from exporters.tensorrt.shapes import is_int_at_least, parse_sample_shape, resolve_input_shape
 from exporters.tensorrt.timing import assemble_stats, time_engine
 
@@ -37,7 +39,9 @@ class TrtRunner:
 
     ``measure(model, ...)`` takes an engine file (``.engine``/``.plan``/``.trt``; default: the
     ``engine_path`` given here), an ONNX file or an ``nn.Module`` (both built first into a
-    temporary engine at ``precision``). ``backend`` picks the CUDA buffers: ``"auto"`` (torch if it
+    temporary engine at ``precision``: an fp32 ONNX is made fp16 first; int8 needs an ONNX that
+    holds Q/DQ already). :meth:`layers` tells how many layers of the engine last measured run in
+    each precision. ``backend`` picks the CUDA buffers: ``"auto"`` (torch if it
     has CUDA, else pycuda), ``"torch"`` or ``"pycuda"``. Use as a context manager or call
     :meth:`close` to release the CUDA context with pycuda.
     """
@@ -63,7 +67,7 @@ class TrtRunner:
         if self._trt is None:
             self._trt = _import_trt(
                 "TensorRT is not installed: timing an engine needs tensorrt on the target "
-                "(pip install tensorrt, or JetPack's python3-libnvinfer)"
+                "(pip install tensorrt, or JetPack's python3-libnvinfer)", purpose="run"
             )
         if self._backend is None:
             self._backend = make_backend(self._backend_arg, self.device)
@@ -102,8 +106,9 @@ class TrtRunner:
         """A throw-away engine for one measurement, its profile fixed at ``batch``."""
         engine = Path(self._tmpdir()) / (onnx_path.stem + ".engine")
         self._drop_session()  # the same temporary path may now hold another model
-        build_engine(onnx_path, engine, precision=self.precision, batch=batch, input_shape=input_shape,
-                     workspace_mb=self.workspace_mb, backend=self._backend_arg)
+        precision = self.precision if onnx_precision(onnx_path) == "fp32" else None  # Q/DQ or fp16: as it is
+        build_engine(onnx_path, engine, precision=precision, batch=batch, input_shape=input_shape,
+                     workspace_mb=self.workspace_mb)
         return engine
 
     def _drop_session(self) -> None:
@@ -120,7 +125,7 @@ class TrtRunner:
         trt, _ = self._setup()
         logger = _logger(trt)
         if self._runtime is None:
-            self._runtime = trt.Runtime(logger)
+            self._runtime = create(trt, "Runtime", logger)
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise CompressError(
@@ -193,6 +198,13 @@ class TrtRunner:
             stats.p50, stats.settings["gpu_compute_ms"]["p50"], stats.p99, batch, runs,
         )
         return stats
+
+    def layers(self) -> dict:
+        """How many layers of the engine last measured or run execute in each precision (its engine
+        inspector, at the input shapes of that run; see :func:`~exporters.tensorrt.layers.engine_layers`)."""
+        if self._session is None:
+            raise CompressError("no engine is open: measure or run one first")
+        return engine_layers(self._trt, self._session.engine, self._session.context)
 
     def infer(self, inputs, model=None) -> dict[str, np.ndarray]:
         """Run the engine once on ``inputs`` (an array for a one-input engine, or name -> array)."""
