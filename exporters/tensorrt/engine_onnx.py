@@ -88,7 +88,7 @@ def onnx_for_engine(onnx_path, precision: str | None, engine_path,
         what = "int8 Q/DQ" if holds == "int8" else "fp16 weights"
         raise CompressError(
             f"{onnx_path.name} already holds {what}, so its engine is {holds}, not {precision}: build it with "
-            f"--precision {holds} (or without --precision), or give the fp32 ONNX for a {precision} engine"
+            f"--precision {holds} (or without --precision), or give the fp32 ONNX for an {precision} engine"
         )
     if precision == "int8" and calibration is None:
         raise CompressError(
