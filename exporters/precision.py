@@ -69,7 +69,7 @@ def prepare_onnx(src: str | Path, dst: str | Path, precision: str, recipe: str,
         payload = onnx.load(str(quantized)).SerializeToString()
     write_atomic(dst, lambda tmp: tmp.write_bytes(payload))
     nodes = count_quantized(dst)
-    log.info("wrote %s: %d of its %s nodes quantized (%s recipe, %d calibration images)",
+    log.debug("wrote %s: %d of its %s nodes quantized (%s recipe, %d calibration images)",
              dst.name, nodes, "/".join(QUANTIZED_OPS), recipe, images)
     return {"recipe": _DESCRIPTIONS[recipe], "calibration_images": images, "quantized_nodes": nodes}
 
@@ -124,7 +124,7 @@ def _write_fp16(model: onnx.ModelProto, dst: Path) -> dict:
     half = convert_float_to_float16(model, keep_io_types=True)
     payload = half.SerializeToString()
     write_atomic(dst, lambda tmp: tmp.write_bytes(payload))
-    log.info("wrote %s (fp16, fp32 inputs and outputs)", dst.name)
+    log.debug("wrote %s (fp16, fp32 inputs and outputs)", dst.name)
     return {"recipe": _DESCRIPTIONS["fp16"], "calibration_images": 0, "quantized_nodes": 0}
 
 

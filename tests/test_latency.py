@@ -317,6 +317,13 @@ def test_hardware_fingerprint_names_what_matters():
     assert hw["threads"] == 1 and hw["runtime_version"]
 
 
+def test_the_fingerprint_holds_the_precision_the_runtime_times():
+    fp32 = hardware_fingerprint("onnxruntime-cpu", threads=1, clock="cpu", block=16)
+    int8 = hardware_fingerprint("onnxruntime-cpu", threads=1, precision="int8", clock="cpu", block=16)
+    assert fp32["precision"] == "fp32" and int8 == {**fp32, "precision": "int8"}  # another table, nothing else
+    assert hardware_fingerprint("torch-cpu", precision="int8")["precision"] == "fp32"  # torch times fp32 modules
+
+
 # --------------------------------------------------------------------------- measured for real
 @pytest.mark.slow
 def test_end_to_end_on_onnxruntime_ranks_architectures(r18, tmp_path):

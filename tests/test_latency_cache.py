@@ -200,3 +200,56 @@ def test_non_finite_or_negative_values_are_refused(tmp_path, where, value):
     path.write_text(json.dumps(data).replace('"@@"', value))
     with pytest.raises(CompressError, match=rf"^latency table {path} holds .*: build it again with `compress lut`"):
         LatencyTable.load(path, "cpu", HW)
+
+
+# --------------------------------------------------------------------------- the deployed precision
+class GraphRecorder(FakeRunner):
+    """:class:`FakeRunner` that also records the operators of every graph it times."""
+
+    def __init__(self):
+        super().__init__()
+        self.graphs: list[tuple[str, set[str], set[int]]] = []
+
+    def measure(self, model, input_shape, batch=1, warmup=0, runs=1):
+        import onnx
+
+        graph = onnx.load(str(model)).graph
+        zeros = {t.data_type for t in graph.initializer if t.name.endswith("_zero_point")}
+        self.graphs.append((Path(model).name, {n.op_type for n in graph.node}, zeros))
+        return super().measure(model, input_shape, batch, warmup, runs)
+
+
+def test_an_int8_table_times_q_dq_graphs_and_is_never_used_for_fp32(tiny, tmp_path):
+    from onnx import TensorProto
+
+    path = tmp_path / "latency-cpu.json"
+    fp32 = GraphRecorder()
+    build_latency_model(tiny.space, tiny.net, PROFILE, path, 3, grid=2, rounds=1, threads=1, block=1, runner=fp32,
+                        quiet=True, cache=True)
+    assert fp32.graphs and not any("QuantizeLinear" in ops for _, ops, _ in fp32.graphs)
+    int8 = GraphRecorder()
+    lat = build_latency_model(tiny.space, tiny.net, PROFILE, path, 3, grid=2, rounds=1, threads=1, block=1,
+                              runner=int8, quiet=True, cache=True, precision="int8")
+    assert len(int8.graphs) == len(fp32.graphs)  # measured anew: the fp32 table does not serve int8
+    timed = [(name, ops, zeros) for name, ops, zeros in int8.graphs if ops != {"Identity"}]  # the null graph stays
+    assert len(timed) == len(int8.graphs) - 1
+    assert {name for name, _, _ in timed if name.startswith("arch")}  # whole models too, for the calibration
+    for _, ops, zeros in timed:
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert TensorProto.UINT8 in zeros  # the cpu profile's onnxruntime recipe: u8 activations
+    assert lat.table.hardware["precision"] == "int8"
+    held = sorted(t["hardware"]["precision"] for t in json.loads(path.read_text())["tables"])
+    assert held == ["fp32", "int8"]
+    # offline, each precision finds its own table, and one never measured is refused
+    for precision in ("fp32", "int8"):
+        lat = build_latency_model(tiny.space, tiny.net, PROFILE, path, offline=True, precision=precision)
+        assert lat.table.hardware["precision"] == precision
+    with pytest.raises(CompressError, match=r"measured in fp32, int8, not in fp16, the precision this model ships in"):
+        build_latency_model(tiny.space, tiny.net, PROFILE, path, offline=True, precision="fp16")
+
+
+def test_a_table_named_for_another_precision_is_refused(tiny, tmp_path):
+    path = tmp_path / "lut.json"
+    build(tiny, path)  # fp32, the cpu profile's
+    with pytest.raises(CompressError, match=r"not for cpu on .*int8.*: build one with `compress lut"):
+        build(tiny, path, precision="int8")

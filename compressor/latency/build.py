@@ -27,12 +27,13 @@ from .calibration import (
 )
 from .layers import trace_layers
 from .predictor import LatencyModel
-from .probes import NULL_KEY, Probe, measure_probes
+from .probes import NULL_KEY, Probe, in_precision, measure_probes
 from .table import (
     LatencyTable,
     channel_block,
     choose_runtime,
     describe_hardware,
+    graph_precision,
     hardware_fingerprint,
     make_runner,
     read_tables,
@@ -42,7 +43,7 @@ from .table import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_latency_model", "build_lut", "offline_model", "measure_settings"]
+__all__ = ["build_latency_model", "build_lut", "in_table_precision", "offline_model", "measure_settings"]
 
 
 def measure_settings(profile, warmup, runs, threads, rounds):
@@ -90,6 +91,16 @@ def offline_model(space, model, profile, tables: Sequence[LatencyTable], grid: i
     return lat
 
 
+def in_table_precision(tables: Sequence[LatencyTable], precision: str, source: str) -> list[LatencyTable]:
+    """The ``tables`` measured in ``precision`` (a table without the field: fp32); refuse when none is."""
+    found = [t for t in tables if t.hardware.get("precision", "fp32") == precision]
+    if not found:
+        held = ", ".join(sorted({str(t.hardware.get("precision", "fp32")) for t in tables}))
+        raise CompressError(f"latency table {source} was measured in {held}, not in {precision}, the precision this "
+                            f"model ships in: measure a table for {precision} on the target")
+    return found
+
+
 def _table_to_extend(path: str | os.PathLike | None, profile: str, hardware: dict, cache: bool) -> LatencyTable:
     """The table of the file at ``path`` measured for ``profile`` on ``hardware``; a new one if the
     file does not exist, or if it is a ``cache`` holding tables for other hardware only."""
@@ -107,14 +118,16 @@ def _table_to_extend(path: str | os.PathLike | None, profile: str, hardware: dic
 
 
 def _measure_together(space, model: nn.Module, runner, todo: list[Probe], archs: list[Architecture],
-                      **timing) -> list[list[float]]:
-    """The rounds of every layer graph in ``todo``, then of every architecture in ``archs``.
+                      precision: str, recipe: str, **timing) -> list[list[float]]:
+    """The rounds of every layer graph in ``todo``, then of every architecture in ``archs``, the
+    graphs written in ``precision`` (:func:`in_precision`).
 
     Layers and whole models are timed in the same shuffled rounds, so that a change in the
     machine's speed while they are measured affects both alike and the calibration absorbs it.
     """
     with tempfile.TemporaryDirectory(prefix="compressor-calib-") as tmp:
         probes = todo + (arch_probes(space, model, archs, runner, tmp) if archs else [])
+        probes = in_precision(probes, precision, recipe, timing["batch"])
         return measure_probes(runner, probes, **timing) if probes else []
 
 
@@ -140,8 +153,9 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
                         warmup: int | None = None, runs: int | None = None, threads: int | None = None,
                         runtime: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
                         offline: bool = False, cache: bool = False, recalibrate: bool = False, seed: int = 0,
-                        quiet: bool = False) -> LatencyModel:
-    """A calibrated latency model of ``space`` (built on ``model``) for ``profile``.
+                        quiet: bool = False, precision: str | None = None) -> LatencyModel:
+    """A calibrated latency model of ``space`` (built on ``model``) for ``profile``, in the
+    ``precision`` the model ships in (default: the profile's).
 
     Reads ``table_path`` if it exists, measures the single-layer graphs its table for this profile
     and hardware lacks and, unless that table already holds one for this model (and
@@ -159,24 +173,30 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     the model was calibrated with).
 
     ``offline=True`` (a table measured on the target, used on another machine): nothing is
-    measured; the table must have been made for this profile and hold every layer this model
-    needs; its hardware is not compared with this machine's.
+    measured; the table must have been made for this profile in this precision and hold every
+    layer this model needs; its hardware is not compared with this machine's.
+
+    Through onnxruntime, fp16 and int8 time every graph rewritten in that precision (int8 with the
+    profile's ``quantization`` recipe); the table's hardware records the precision, so a table
+    measured in one precision is never used for another.
     """
     t0 = time.perf_counter()
+    precision = precision or profile.precision
     warmup, runs, threads = measure_settings(profile, warmup, runs, threads, rounds)
     if offline:
         if table_path is None:
             raise CompressError("an offline latency model needs a table: pass --latency-table FILE")
-        tables = tables_for(read_tables(table_path), profile.name, source=str(table_path))
+        tables = in_table_precision(tables_for(read_tables(table_path), profile.name, source=str(table_path)),
+                                    precision, str(table_path))
         return offline_model(space, model, profile, tables, grid)
     grid = 5 if grid is None else grid
     if runtime is None:
         runtime = getattr(runner, "runtime", None) or choose_runtime(profile)
     block = channel_block(runtime, profile.channel_multiple) if block is None else block
-    hardware = hardware_fingerprint(runtime, threads, profile.batch, profile.precision, clock, block)
+    hardware = hardware_fingerprint(runtime, threads, profile.batch, precision, clock, block)
     table = _table_to_extend(table_path, profile.name, hardware, cache)
     if runner is None:
-        runner = make_runner(runtime, threads, profile.precision, clock)
+        runner = make_runner(runtime, threads, precision, clock)
     layers, dims = trace_layers(space, model, profile.batch)
     fp = model_fingerprint(space, layers)
     lat = LatencyModel(space, layers, dims, table, grid, fingerprint=fp)
@@ -188,8 +208,9 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     if todo or archs:
         log.info("measuring %d single-layer graphs and %d whole architectures of %s on %s (%d rounds of %d runs)",
                  len(todo), len(archs), fp, describe_hardware(hardware), rounds, runs)
-    results = _measure_together(space, model, runner, todo, archs, batch=profile.batch, warmup=warmup, runs=runs,
-                                rounds=rounds, seed=seed, quiet=quiet)
+    graphs = precision if graph_precision(runtime) else "fp32"  # TensorRT and torch are given fp32 graphs
+    results = _measure_together(space, model, runner, todo, archs, graphs, profile.quantization,
+                                batch=profile.batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed, quiet=quiet)
     for p, r in zip(todo, results):
         table.add(p.key, r, stat)
     if todo:

@@ -53,9 +53,9 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
     runs = int(done["runs"]) if runs is None and "runs" in done else runs
     threads = int(lat.table.hardware.get("threads", 0)) if threads is None else threads
     warmup, runs, threads = measure_settings(profile, warmup, runs, threads, rounds)
+    precision = str(lat.table.hardware.get("precision", "fp32"))  # the architectures are timed as the table was
     if runner is None:
-        runner = make_runner(lat.table.hardware["runtime"], threads, profile.precision,
-                             lat.table.hardware.get("clock", "wall"))
+        runner = make_runner(lat.table.hardware["runtime"], threads, precision, lat.table.hardware.get("clock", "wall"))
     cal = lat.calibration()
     used = {p["arch"] for p in cal.get("points", [])}
     rng = np.random.default_rng(seed)
@@ -72,7 +72,8 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
         then = {p["arch"]: p["ms"] for p in cal["points"]}
         refs = [r for r in refs if arch_hash(r) in then]
     ms = measure_architectures(space, model, archs + refs, runner, batch=profile.batch, warmup=warmup, runs=runs,
-                               rounds=rounds, seed=seed, stat=stat, quiet=quiet)
+                               rounds=rounds, seed=seed, stat=stat, quiet=quiet, precision=precision,
+                               recipe=profile.quantization)
     measured, ref_now = ms[: len(archs)], ms[len(archs):]
     predicted = [lat.predict(a) for a in archs]
     out = {"n": len(archs), **_errors(predicted, measured)}

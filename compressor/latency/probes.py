@@ -3,9 +3,12 @@ whole architecture, timed in shuffled rounds.
 
 Each single-layer graph is a Conv (with bias, as batch norm folds into it on export) or a
 MatMul + Add, built with the ONNX helper API, fp32 (or the same layer as an ``nn.Module`` for the
-torch runtimes). Activations, additions, pooling and the layout changes between layers are not
-in the table: the calibration against whole models accounts for them. The runtime's fixed cost
-of one call (an Identity graph, key ``null``) is measured too and subtracted from every layer.
+torch runtimes). For a model that ships in fp16 or int8 and is timed through onnxruntime, every
+graph, whole models included, is first rewritten in that precision (:func:`in_precision`: int8
+Q/DQ with the target's quantization recipe), so the table times what will be deployed.
+Activations, additions, pooling and the layout changes between layers are not in the table: the
+calibration against whole models accounts for them. The runtime's fixed cost of one call (an
+Identity graph, key ``null``) is measured too and subtracted from every layer.
 
 Timing is made robust for a shared, noisy machine: every graph is timed in several *rounds*,
 each round visiting all graphs in a shuffled order (so a burst of foreign load spreads over many
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +119,36 @@ def null_probe() -> Probe:
     from torch import nn
 
     return Probe(NULL_KEY, (1,), null_onnx, nn.Identity, 0)
+
+
+def in_precision(probes: Sequence[Probe], precision: str, recipe: str, batch: int = 1) -> list[Probe]:
+    """``probes`` as the graphs of a model deployed in ``precision`` (fp16 or int8 with the
+    quantization ``recipe``; fp32: unchanged). The null graph stays as it is: it times a call."""
+    if precision == "fp32":
+        return list(probes)
+    return [p if p.key == NULL_KEY else replace(p, build_onnx=_prepared(p, precision, recipe, batch), build_module=None)
+            for p in probes]
+
+
+def prepare_for_timing(src: Path, dst: Path, precision: str, recipe: str, input_shape: Sequence[int],
+                       batch: int = 1) -> Path:
+    """``dst``: the fp32 ONNX ``src`` in ``precision``. int8 is calibrated on seeded random inputs:
+    they set the scales, not the speed (the deployed model is calibrated on images)."""
+    from exporters.precision import prepare_onnx
+
+    calibration = None
+    if precision == "int8":
+        calibration = [np.random.default_rng(0).standard_normal((max(batch, 4), *input_shape), dtype=np.float32)]
+    prepare_onnx(src, dst, precision, recipe, calibration)
+    return Path(dst)
+
+
+def _prepared(probe: Probe, precision: str, recipe: str, batch: int) -> Callable[[Path], Path]:
+    def build(path: Path) -> Path:
+        fp32 = probe.build_onnx(path)  # a whole model's probe gives its own file (arch<k>.onnx)
+        return prepare_for_timing(fp32, fp32.with_suffix(f".{precision}.onnx"), precision, recipe, probe.input_shape,
+                                  batch)
+    return build
 
 
 # ---------------------------------------------------------------------- timing

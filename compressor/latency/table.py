@@ -95,10 +95,17 @@ def channel_block(runtime: str, channel_multiple: int = 8) -> int:
     return max(1, int(channel_multiple))
 
 
+def graph_precision(runtime: str) -> bool:
+    """Whether ``runtime`` runs a model in the precision its ONNX graph is written in (onnxruntime),
+    so that the table's graphs are rewritten in the deployed precision before they are timed."""
+    return runtime.startswith("onnxruntime")
+
+
 def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precision: str = "fp32",
                          clock: str = "wall", block: int = 1) -> dict:
     """What a measurement depends on besides the layer: device, runtime + version, threads, batch,
-    precision, clock."""
+    precision, clock. The precision is the deployed one where the runtime times it (a GPU runtime,
+    or onnxruntime on graphs rewritten in it); torch on the CPU times fp32."""
     if _on_gpu(runtime):
         import torch
 
@@ -122,7 +129,8 @@ def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precisi
         if runtime == "torch-cpu":
             threads = torch.get_num_threads()
     return {"device": device, "runtime": runtime, "runtime_version": version, "threads": int(threads),
-            "batch": int(batch), "precision": precision if _on_gpu(runtime) else "fp32", "clock": clock,
+            "batch": int(batch), "precision": precision if _on_gpu(runtime) or graph_precision(runtime) else "fp32",
+            "clock": clock,
             "channel_block": int(block)}
 
 

@@ -32,11 +32,13 @@ def latency_model(state: RunState) -> None:
 
     config, profile, rt = state.config, state.profile, state.runtime
     table = Path(config.latency_table) if config.latency_table else default_table(profile.name)
+    precision = config.precision or profile.precision  # layers are timed in the precision that ships
     if target.measurable_here(profile):
         lat = build_latency_model(state.space, state.model, profile, table, clock=target.latency_clock(profile),
-                                  cache=config.latency_table is None, quiet=rt.quiet)
+                                  cache=config.latency_table is None, quiet=rt.quiet, precision=precision)
     else:
-        lat = build_latency_model(state.space, state.model, profile, table, offline=True, quiet=rt.quiet)
+        lat = build_latency_model(state.space, state.model, profile, table, offline=True, quiet=rt.quiet,
+                                  precision=precision)
     state.latency_model = lat
     if is_main():
         write_json(state.out / "latency_model.json", lat.to_dict())
@@ -53,14 +55,24 @@ def default_table(profile_name: str) -> Path:
 
 
 def target_measure(state: RunState):
-    """A function measuring an architecture's p50 latency on the target (rank 0 measures, every
-    rank receives the same figure)."""
+    """A function measuring an architecture's p50 latency on the target, in the precision that ships
+    where onnxruntime times it (rank 0 measures, every rank receives the same figure)."""
+    from ..latency.probes import prepare_for_timing
+    from ..latency.table import graph_precision
+
+    profile = state.profile
+    precision = state.config.precision or profile.precision
+    rewrite = precision != "fp32" and graph_precision(target.measuring_runtime(profile) or "")
+
     def measure(arch) -> float:
         value = None
         if is_main():
             small = materialize(state.space, state.model, arch)
             path = export_onnx(small, state.shape, state.state_dir / "measure.onnx")
-            value = target.measure_onnx(path, state.profile, state.shape, None).p50
+            if rewrite:
+                path = prepare_for_timing(path, state.state_dir / f"measure.{precision}.onnx", precision,
+                                          profile.quantization, state.shape, profile.batch)
+            value = target.measure_onnx(path, profile, state.shape, None).p50
         return broadcast_object(value)
     return measure
 

@@ -76,6 +76,8 @@ def _low_precision(state: RunState, chosen: str, train: Dataset, resize, val_bat
     name = f"model.{chosen}.onnx"
     calibration = _calibration(state, train, resize) if chosen == "int8" else None
     info = prepare_onnx(out / "model.onnx", out / name, chosen, recipe, calibration)
+    log.info("wrote %s: %s%s", name, info["recipe"], f"; {info['quantized_nodes']} layers quantized on "
+             f"{info['calibration_images']} training images" if chosen == "int8" else "")
     copy_metadata(out / "model.onnx", out / name, chosen)
     state.artifacts.append(name)
     predicted, _ = onnx_predictions(out / name, val_batches())
