@@ -251,3 +251,14 @@ def test_a_run_evaluated_off_the_deployment_shape_measures_precision_at_that_sha
     resized = [(torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True).numpy(), y.numpy())
                for x, y in val]
     assert got.accuracy == onnx_correct(res.paths["model.fp16.onnx"], resized)[0] / 32
+
+
+@pytest.mark.slow
+def test_a_latency_budget_holds_for_the_int8_model(tmp_path):
+    """--budget-latency with --precision int8: the table is measured on Q/DQ graphs (its hardware says
+    int8) and the latency check times the int8 model."""
+    table = tmp_path / "lut.json"
+    res = _run(tmp_path / "r", precision="int8", latency_ms=1.0, latency_table=str(table), calibration_images=32)
+    (section,) = json.loads(table.read_text())["tables"]
+    assert section["hardware"]["precision"] == "int8"
+    assert res.report.precision.file == "model.int8.onnx"
