@@ -1,7 +1,7 @@
 """TensorRT: build a serialized engine from an ONNX file, and time an engine the way trtexec does.
 
-One code path for TensorRT 10.0 to 11.x (the names it calls checked against the real bindings of
-10.3.0, 10.13, 10.16 and 11.4): engines are strongly typed networks built from an ONNX whose
+One code path for TensorRT 10.3 (JetPack 6) to 11.x, the names it calls checked against the real
+bindings of 10.3.0, 10.13, 10.16 and 11.4 (10.0 to 10.2 are accepted where they have every name): engines are strongly typed networks built from an ONNX whose
 precision is explicit (Q/DQ for int8, fp16 weights for fp16; :mod:`exporters.precision` writes
 them), with no weak-typing flag and no implicit INT8 calibrator (TensorRT 11 removed both; see
 ``builder``). Running an engine also works on TensorRT 8.5 and later, the first releases with the

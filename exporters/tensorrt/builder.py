@@ -175,12 +175,15 @@ def _serialize(builder, network, config, onnx_path: Path, logger):
 def _inspect(trt, logger, serialized, inputs: dict) -> dict:
     """The built engine's layers per precision (:func:`~exporters.tensorrt.layers.engine_layers`),
     its inputs at the profile's opt shape."""
-    engine = create(trt, "Runtime", logger).deserialize_cuda_engine(serialized)
-    if engine is None:
+    runtime = create(trt, "Runtime", logger)
+    engine = runtime.deserialize_cuda_engine(serialized)
+    context = engine.create_execution_context() if engine is not None else None
+    if context is None:
         raise CompressError(f"TensorRT cannot load the engine it just built: {_last_error(logger, 'see its log')}")
-    context = engine.create_execution_context()
-    shapes = {name: tuple(d["profile"][1]) for name, d in inputs.items()}
-    return engine_layers(trt, engine, context, shapes)
+    try:
+        return engine_layers(trt, engine, context, {name: tuple(d["profile"][1]) for name, d in inputs.items()})
+    finally:
+        del context, engine  # before the runtime that made them
 
 
 def _description(trt, args: BuildArgs, precision: str, prepared: dict | None, inputs: dict, layers: dict,
