@@ -1,13 +1,13 @@
 """TensorRT: build a serialized engine from an ONNX file, and time an engine the way trtexec does.
 
 One code path for TensorRT 10.3 (JetPack 6) to 11.x, the names it calls checked against the real
-bindings of 10.3.0, 10.13, 10.16 and 11.4 (10.0 to 10.2 are accepted where they have every name): engines are strongly typed networks built from an ONNX whose
-precision is explicit (Q/DQ for int8, fp16 weights for fp16; :mod:`exporters.precision` writes
-them), with no weak-typing flag and no implicit INT8 calibrator (TensorRT 11 removed both; see
-``builder``). Running an engine also works on TensorRT 8.5 and later, the first releases with the
-named-tensor API (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). Older
-releases (8.2 on the original Jetson Nano) are refused with a one-line reason, and so is a
-TensorRT that lacks a name this package calls.
+bindings of 10.3.0, 10.13, 10.16 and 11.4 (10.0 to 10.2 are accepted where they have every name).
+Engines are strongly typed networks built from an ONNX whose precision is explicit (Q/DQ for int8,
+fp16 weights for fp16; :mod:`exporters.precision` writes them), with no weak-typing flag and no
+implicit INT8 calibrator (TensorRT 11 removed both; see ``builder``). Running an engine also works
+on TensorRT 8.5 and later, the first releases with the named-tensor API (``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``). Older releases (8.2 on the original Jetson Nano)
+are refused with a one-line reason, and so is a TensorRT that lacks a name this package calls.
 
 ``tensorrt``, ``pycuda``, ``torch`` and ``onnx`` are imported lazily, only when an engine is built
 or run, so this package imports and its pure helpers run on machines without them, and an engine
