@@ -12,6 +12,9 @@ from .run_report import Reproduce, RunReport
 
 EPOCH_COLUMNS = (("epoch", "epoch", "{:d}"), ("loss", "loss", "{:.4f}"), ("train_acc", "train acc", "{:.2%}"),
                  ("val_acc", "val acc", "{:.2%}"), ("lr", "lr", "{:.3g}"), ("seconds", "seconds", "{:.1f}"))
+# bookkeeping fields of a search record that are no figure of the search
+NOT_TRACED = frozenset({"epoch", "step", "steps", "seconds", "value", "updates", "repair", "fits", "converged",
+                        "repaired"})
 VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "torch_pruning", "tensorrt")
 
 
@@ -21,13 +24,17 @@ def precision_items(report: RunReport) -> list[tuple[str, str]]:
     if p is None:
         return []
     items = [("precision", p.precision), ("file", p.file or "model.onnx (fp32)")]
+    if report.resolution is not None:
+        items.append(("measured at", f"the deployment input {'x'.join(map(str, report.resolution.deployment))}, "
+                                     "through onnxruntime"))
     if p.recipe:
         items.append(("recipe", p.recipe))
     if p.calibration_images:
         items.append(("calibration images", str(p.calibration_images)))
-    items += [("fp32 accuracy", accuracy_text(p.fp32_accuracy, p.images)),
-              (f"{p.precision} accuracy", accuracy_text(p.accuracy, p.images)),
-              ("top-1 agreement with fp32", f"{100 * p.agreement:.1f}% of {p.images} images")]
+    items.append(("fp32 accuracy", accuracy_text(p.fp32_accuracy, p.images)))
+    if p.file:  # a low-precision file beside the fp32 one
+        items += [(f"{p.precision} accuracy", accuracy_text(p.accuracy, p.images)),
+                  ("top-1 agreement with fp32", f"{100 * p.agreement:.1f}% of {p.images} images")]
     return items
 
 
@@ -88,7 +95,7 @@ def trace_summary(method: str | None, history: list) -> list[str]:
         return ["The search made no moves (the original met the budget, or the method is one-shot)."]
     unit = ("epoch" if "epoch" in records[0] else "step" if "step" in records[0]
             else "move" if "move" in records[0] else "record")
-    numeric = sorted({k for r in records for k, v in r.items() if _is_number(v) and k not in ("epoch", "step")})
+    numeric = sorted({k for r in records for k, v in r.items() if _is_number(v) and k not in NOT_TRACED})
     lines = [f"{method or 'the search'}: {len(records)} {unit}s recorded in search.json"]
     moves = [r for r in records if isinstance(r.get("move"), str) and r.get("move") != "none"]
     if moves:

@@ -5,15 +5,18 @@ training curves, and the search trace. Each returns a Figure, or None when there
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from .report_content import NOT_TRACED
 from .report_plots import COMPRESSED_COLOR, DEVICE_COLORS, ORIGINAL_COLOR, _mt, new_figure
+from .report_uncertainty import accuracy_se
+from .report_warnings import validation_images
 from .run_report import RunReport
+from .units import format_count
 
 PRECISION_COLOR = "#17803d"
 SEARCH_COLOR = "#d9822b"
-# bookkeeping fields of a search record that are no figure of the search
-_NOT_TRACED = {"epoch", "step", "steps", "seconds", "value", "updates", "repair", "fits", "converged", "repaired"}
 MAX_TRACE_PANELS = 6
 
 
@@ -36,22 +39,25 @@ def search_points(history: list, x_key: str) -> tuple[list, list]:
     return snaps, cands
 
 
-def model_points(report: RunReport, axis: str) -> list[tuple[str, float, float, str]]:
-    """``(label, x, accuracy, colour)`` of the original, compressed and low-precision models, with
-    ``x`` the MACs (``axis="macs"``) or the measured p50 in ms (``axis="latency"``)."""
+def model_points(report: RunReport, axis: str) -> list[dict]:
+    """The original, compressed and low-precision models: ``label``, ``x`` (MACs for ``axis="macs"``,
+    the measured p50 in ms for ``axis="latency"``), ``acc``, ``color``, the accuracy's standard error
+    ``acc_se`` and, on the latency axis, the range of the rounds ``x_range`` (low, high) or None."""
     lat, p = report.latency, report.precision
-    out = []
-    for label, costs, stats, color in (("original", report.baseline, lat.baseline, ORIGINAL_COLOR),
-                                       ("compressed", report.compressed, lat.compressed, COMPRESSED_COLOR)):
-        if costs is None:
-            continue
-        x = costs.macs if axis == "macs" else (stats.p50 if stats else None)
-        if x is not None:
-            out.append((label, x, costs.accuracy, color))
+    n = validation_images(report)
+    models = [("original", report.baseline, lat.baseline, ORIGINAL_COLOR, n),
+              ("compressed", report.compressed, lat.compressed, COMPRESSED_COLOR, n)]
     if p is not None and p.file:
-        x = report.compressed.macs if axis == "macs" else (lat.precision.p50 if lat.precision else None)
-        if x is not None:
-            out.append((p.precision, x, p.accuracy, PRECISION_COLOR))
+        models.append((p.precision, dataclasses.replace(report.compressed, accuracy=p.accuracy), lat.precision,
+                       PRECISION_COLOR, p.images))
+    out = []
+    for label, costs, stats, color, images in models:
+        if costs is None or (axis != "macs" and stats is None):
+            continue
+        x = costs.macs if axis == "macs" else stats.p50
+        x_range = (min(stats.rounds), max(stats.rounds)) if axis != "macs" and stats.rounds else None
+        out.append({"label": label, "x": x, "acc": costs.accuracy, "color": color, "x_range": x_range,
+                    "acc_se": accuracy_se(costs.accuracy, images) if images else 0.0})
     return out
 
 
@@ -70,13 +76,22 @@ def tradeoff_figure(report: RunReport, history: list | None, axis: str):
     if snaps:
         ax.plot([x for x, _ in snaps], [100 * a for _, a in snaps], marker=".", color=SEARCH_COLOR, linewidth=0.8,
                 label=f"search snapshots ({len(snaps)}, proxy accuracy)")
-    for label, x, acc, color in models:
-        ax.scatter([x], [100 * acc], s=60, color=color, zorder=4, edgecolors="#1d1d1f", label=_mt(label))
-        ax.annotate(_mt(label), (x, 100 * acc), xytext=(5, 4), textcoords="offset points", fontsize=8)
-    xs = [x for _, x, _, _ in models] + [x for x, _ in snaps + cands]
+    for m in models:
+        x, y = m["x"], 100 * m["acc"]
+        xerr = [[x - m["x_range"][0]], [m["x_range"][1] - x]] if m["x_range"] else None
+        ax.errorbar([x], [y], yerr=[100 * m["acc_se"]], xerr=xerr, fmt="none", ecolor=m["color"], capsize=3,
+                    zorder=3)
+        ax.scatter([x], [y], s=60, color=m["color"], zorder=4, edgecolors="#1d1d1f", label=_mt(m["label"]))
+        ax.annotate(_mt(m["label"]), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    xs = [m["x"] for m in models] + [x for x, _ in snaps + cands]
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel("MACs" if axis == "macs" else "latency p50 (ms), measured")
+    if axis == "macs":
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_count(v) if v > 0 else "0"))
+    ax.set_xlabel("MACs" if axis == "macs" else "latency p50 (ms), measured; bars: the rounds' range")
+    ax.set_ylabel("val accuracy (%); bars: ± 1 standard error")
     ax.set_ylabel("val accuracy (%)")
     ax.grid(color="#e5e7eb")
     ax.legend(fontsize=7, frameon=False, loc="best")
@@ -87,6 +102,8 @@ def tradeoff_figure(report: RunReport, history: list | None, axis: str):
 
 def curves_figure(training: dict | None):
     """Per training (teacher, fine-tune): loss and accuracies (train, validation) per epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     panels = [(name, records) for name, records in (training or {}).items() if records]
     if not panels:
         return None
@@ -97,6 +114,7 @@ def curves_figure(training: dict | None):
         ax.plot(epochs, [r.get("loss") for r in records], color="#1d1d1f", marker="o", markersize=3, label="loss")
         ax.set_ylabel("loss")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         acc = ax.twinx()
         for key, color, label in (("train_acc", ORIGINAL_COLOR, "train acc"), ("val_acc", COMPRESSED_COLOR,
                                                                               "val acc")):
@@ -122,7 +140,7 @@ def trace_series(history: list) -> dict[str, list]:
             continue
         row = {}
         for k, v in r.items():
-            if k in _NOT_TRACED:
+            if k in NOT_TRACED:
                 continue
             if _number(v):
                 row[k] = v

@@ -44,6 +44,12 @@ def _tail(stats: LatencyStats | None, key: str) -> str:
     return f"{getattr(stats, key):.{decimals_for(p50_uncertainty(stats))}f}"
 
 
+def signed(value: float, decimals: int) -> str:
+    """``value`` with its sign and ``decimals`` decimals; one that rounds to zero has no sign."""
+    text = f"{value:+.{decimals}f}"
+    return text[1:] if float(text) == 0 else text
+
+
 def _difference(report: RunReport, n: int | None) -> str:
     b, c = report.baseline, report.compressed
     diff = 100 * (c.accuracy - b.accuracy)
@@ -51,7 +57,7 @@ def _difference(report: RunReport, n: int | None) -> str:
         return f"{diff:+.1f} points"
     se = 100 * difference_se(b.accuracy, c.accuracy, n)
     d = min(decimals_for(se), 2) if se > 0 else 1
-    return f"{diff:+.{d}f} ± {se:.{d}f} points"
+    return f"{signed(diff, d)} ± {se:.{d}f} points"
 
 
 def _latency_rows(report: RunReport) -> list[list[str]]:
@@ -81,7 +87,7 @@ def _precision_row(report: RunReport) -> list[list[str]]:
     se = 100 * difference_se(p.fp32_accuracy, p.accuracy, p.images)
     d = min(decimals_for(se), 2) if se > 0 else 1
     return [[f"{p.precision} model accuracy ({p.file})", "", accuracy_text(p.accuracy, p.images),
-             f"{100 * (p.accuracy - p.fp32_accuracy):+.{d}f} ± {se:.{d}f} points vs fp32"]]
+             f"{signed(100 * (p.accuracy - p.fp32_accuracy), d)} ± {se:.{d}f} points vs fp32"]]
 
 
 def summary_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
