@@ -91,8 +91,11 @@ def _details(report: RunReport) -> list[str]:
         lines += ["", f"Note: {md_text(note)}."]
     if report.reproduce is not None:
         versions = ", ".join(f"{k} {v}" for k, v in report.reproduce.versions.items())
-        lines += ["", "## Reproduce", "", "```", report.reproduce.command.replace("```", "` ` `"), "```", "",
-                  f"Versions: {md_text(versions)}."]
+        rep = report.reproduce
+        lines += ["", "## Reproduce", "", "```", rep.command.replace("```", "` ` `"), "```"]
+        if rep.process and rep.process != rep.command:
+            lines += ["", f"The process that wrote it ran: {md_text(rep.process)}"]
+        lines += ["", f"Versions: {md_text(versions)}."]
     return lines + _section("Stage timings", ["stage", "seconds"],
                             [[k, f"{v:.1f}"] for k, v in report.timings_s.items()])
 

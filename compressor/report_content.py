@@ -115,14 +115,15 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def reproduce_of(argv: list[str] | None = None) -> Reproduce:
-    """This process's command line and the versions of the packages a run depends on."""
+def reproduce_of(command: str, argv: list[str] | None = None) -> Reproduce:
+    """``command`` (the ``compress`` command with the run's settings), this process's command line and
+    the versions of the packages a run depends on."""
     from importlib import metadata
 
     from . import __version__
 
     argv = list(sys.argv if argv is None else argv)
-    if argv and argv[0].endswith(("compress", "__main__.py")):
+    if argv and argv[0].endswith(("/compress", "__main__.py")):
         argv[0] = "compress"
     versions = {"compressor": __version__, "python": sys.version.split()[0]}
     for name in VERSIONED:
@@ -130,7 +131,7 @@ def reproduce_of(argv: list[str] | None = None) -> Reproduce:
             versions[name] = metadata.version(name.replace("_", "-"))
         except metadata.PackageNotFoundError:
             continue
-    return Reproduce(command=shlex.join(argv), versions=versions)
+    return Reproduce(command=command, process=shlex.join(argv), versions=versions)
 
 
 __all__ = ["epoch_rows", "measurement_settings", "precision_items", "reproduce_of", "sensitive_rows",

@@ -112,11 +112,12 @@ def reproduce_section(report: RunReport) -> str:
     rep = report.reproduce
     if rep is None:
         return ""
-    versions = kv_table(rep.versions.items())
+    process = (f"<p>The process that wrote it ran:</p><pre>{esc(rep.process)}</pre>"
+               if rep.process and rep.process != rep.command else "")
     return (heading("reproduce", "Reproduce")
-            + f"<p>The command that wrote this run:</p><pre>{esc(rep.command)}</pre>"
-            + "<p>Run it again with the same versions and the settings below (report.json's "
-              "<code>settings</code>) to get the same model:</p>" + versions)
+            + f"<p>The command with this run's settings (its data and model as named there):</p>"
+              f"<pre>{esc(rep.command)}</pre>{process}"
+            + "<p>With these versions (the settings in full are below):</p>" + kv_table(rep.versions.items()))
 
 
 __all__ = ["WARNINGS_CSS", "heading", "measurement_section", "precision_section", "reproduce_section",

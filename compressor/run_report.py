@@ -92,10 +92,12 @@ class Latency:
 
 @dataclass(frozen=True)
 class Reproduce:
-    """How to run this again: the command line of the process that wrote the run (``sys.argv``) and
-    the versions of the software it used."""
+    """How to run this again: the ``compress run`` command with the run's settings, the command line
+    of the process that wrote the run (``sys.argv``: the CLI, or a script calling the Python API),
+    and the versions of the software it used."""
 
     command: str
+    process: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -347,7 +349,8 @@ _RUN_FIELDS = {
     "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
     "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
     "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
-    "training": "curves", "reproduce": "object", "reproduce.command": "text", "reproduce.versions": "texts by name",
+    "training": "curves", "reproduce": "object", "reproduce.command": "text",
+    "reproduce.process": "text", "reproduce.versions": "texts by name",
     "warnings": "objects",  # derived from the rest (compressor.report_warnings): checked, not read
     **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
        for how in ("onnx", "pytorch")},

@@ -1,6 +1,9 @@
 """The report stage of ``compress run``: every figure describes the delivered model."""
 from __future__ import annotations
 
+import dataclasses
+import shlex
+
 from compress_base.fileio import write_json
 
 from ..artifact import ARCH_FILE
@@ -17,6 +20,7 @@ from ..run_report import (
     Target,
 )
 from ..run_state import RunState
+from ..settings import RunConfig
 from .deliver import deployment_metadata, finish
 
 
@@ -41,7 +45,8 @@ def report(state: RunState) -> None:
                                                 arch.blocks),
         fixed_layers=[FixedLayers(**e) for e in space.fixed_layers],
         search=SearchInfo(steps=len(state.history), file="search.json"), latency_check=state.latency_check,
-        training=dict(state.training) or None, reproduce=reproduce_of(), settings=config.settings(),
+        training=dict(state.training) or None, reproduce=reproduce_of(cli_command(config, state.budget.to_dict())),
+        settings=config.settings(),
         notes=state.notes, timings_s=dict(state.timings),
     )
     finish(state, "run")
@@ -51,3 +56,35 @@ def _model_order(space, widths: dict) -> dict:
     """``widths`` with its groups in the order their first layer runs in the model."""
     position = {g.name: g.position for g in space.groups}
     return dict(sorted(widths.items(), key=lambda kv: position.get(kv[0], len(position))))
+
+
+# settings a reproduction leaves out: where it writes, resuming, verbosity, trust; and the option names that
+# are not the setting's name with dashes
+_NOT_REPRODUCED = {"budget", "out", "overwrite", "resume", "quiet", "trust_code", "search_cwd"}
+_OPTION = {"temperature": "--kd-temperature"}
+
+
+def cli_command(config: RunConfig, budget: dict) -> str:
+    """The ``compress run`` command with this run's settings: its (resolved) budget and every setting
+    that differs from its default."""
+    args = ["compress", "run"]
+    for key, option in (("macs", "--budget-macs"), ("params", "--budget-params"), ("latency_ms", "--budget-latency")):
+        if budget.get(key) is not None:
+            args += [option, f"{budget[key]:g}" if key == "latency_ms" else str(int(budget[key]))]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name in _NOT_REPRODUCED or value == default:
+            continue
+        option = _OPTION.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name == "amp":
+            args.append("--no-amp")
+        elif isinstance(value, bool):
+            args.append(option)
+        elif f.name == "options":
+            args += [a for k, v in value.items() for a in ("--option", f"{k}={v}")]
+        elif isinstance(value, list):
+            args += [a for v in value for a in (option, str(v))]
+        else:
+            args += [option, str(value)]
+    return shlex.join(args)
