@@ -51,6 +51,33 @@ def test_rounds_interleave_every_model(tmp_path, monkeypatch, caplog):
     assert lines[1].startswith("latency of baseline.onnx (baseline") and lines[2].startswith("latency of model.int8")
 
 
+def test_tensorrt_builds_each_engine_once(tmp_path, monkeypatch):
+    """On TensorRT every round times the same engine: one build per file, not one per round (checked
+    against fakes: no TensorRT here)."""
+    import exporters.tensorrt as trt
+
+    built, timed = [], []
+    monkeypatch.setattr(target, "measuring_runtime", lambda profile: "tensorrt")
+    monkeypatch.setattr(trt, "onnx_precision", lambda path: "int8" if "int8" in path.name else "fp32")
+    monkeypatch.setattr(trt, "build_engine", lambda onnx, engine, precision, batch, input_shape:
+                        built.append((onnx.name, engine.name, precision)) or engine.write_bytes(b"engine"))
+
+    class Runner:
+        def measure(self, path, shape, batch, warmup, runs):
+            assert path.read_bytes() == b"engine"  # the engine built before the rounds
+            timed.append(path.name)
+            return LatencyStats.from_times([1.0] * runs, batch=batch, input_shape=tuple(shape), warmup=warmup,
+                                           runtime="tensorrt", device="gpu")
+
+    monkeypatch.setattr(target, "make_runner", lambda *a, **k: Runner())
+    profile = load_profile("jetson-orin-nano")
+    files = {"compressed": tmp_path / "model.onnx", "precision": tmp_path / "model.int8.onnx"}
+    out = target.measure_interleaved(files, profile, (3, 8, 8), runs=6, rounds=3)
+    assert built == [("model.onnx", "compressed.engine", profile.precision), ("model.int8.onnx", "precision.engine",
+                                                                                None)]
+    assert timed == ["compressed.engine", "precision.engine"] * 3 and out["precision"].rounds == [1.0] * 3
+
+
 def test_real_runs_name_the_file(onnx_file, caplog):
     from conftest import TINY_SHAPE
 
