@@ -65,7 +65,7 @@ def _latency_rows(report: RunReport) -> list[list[str]]:
     if lat_c is None or lat_b is None:
         pred = report.predicted_latency_ms
         if pred is None:
-            return [["latency", "not measured here (see the warnings)", "", ""]]
+            return [["latency", "to be measured on the target (see the warnings)", "", ""]]
         return [["latency p50, predicted by the table (ms)", f"{pred.baseline:.3g}", f"{pred.compressed:.3g}",
                  pct(pred.compressed, pred.baseline)]]
     s = speedup(lat_b, lat_c)
@@ -99,7 +99,7 @@ def summary_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
         rows = [["MACs", format_count(c.macs)], ["params", format_count(c.params)],
                 ["val accuracy", accuracy_text(c.accuracy, n)]]
         if lat_c is None:
-            return ["", "model"], rows + [["latency", "not measured here (see the warnings)"]]
+            return ["", "model"], rows + [["latency", "to be measured on the target (see the warnings)"]]
         rows += [["latency p50", latency_text(lat_c)], ["latency p90 (ms)", _tail(lat_c, "p90")],
                  ["latency p99 (ms)", _tail(lat_c, "p99")], ["throughput (inf/s)", significant(lat_c.throughput)]]
         return ["", "model"], rows
@@ -111,6 +111,17 @@ def summary_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
         *_latency_rows(report),
     ]
     return ["", "original", "compressed", "change"], rows
+
+
+def accuracy_where(report: RunReport) -> str:
+    """Where the accuracies were measured, when the report says (version 3 on)."""
+    res = report.resolution
+    if res is None:
+        return ""
+    if report.exported_accuracy is not None:
+        return (f"of the exported ONNX at {'x'.join(map(str, res.deployment))}, "
+                f"on {report.exported_accuracy.images} images")
+    return f"at the {res.evaluation}x{res.evaluation} proxy, not the deployment shape: see the report's notes"
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -126,6 +137,9 @@ def summary_text(report: RunReport) -> str:
     where the run was written."""
     header, rows = summary_rows(report)
     lines = [f"{report.model} ({report.method or 'nas'}):", *("  " + line for line in text_table(header, rows))]
+    where = accuracy_where(report)
+    if where:
+        lines.append(f"  accuracy {where}")
     found = warnings_of(report)
     if found:
         lines.append(f"{len(found)} warning{'s' if len(found) > 1 else ''}:")
@@ -135,4 +149,4 @@ def summary_text(report: RunReport) -> str:
     return "\n".join(lines + [f"written to {report.out}"])
 
 
-__all__ = ["pct", "summary_rows", "summary_text", "text_table"]
+__all__ = ["accuracy_where", "pct", "summary_rows", "summary_text", "text_table"]
