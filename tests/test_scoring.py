@@ -100,3 +100,15 @@ def test_greedy_commits_the_harmless_cut_where_weight_norms_take_the_harmful_one
     searched = GreedySearcher(space, budget, SearchContext(model=net, val_data=data),
                               GreedySearcher.Options(images=128, screen=32, finalists=1)).search()
     assert searched.architecture.widths == result.architecture.widths  # the screen passes the same move on
+
+
+def test_a_search_scores_on_held_out_training_images_never_on_the_validation_set():
+    from compressor.stages.search import HELD_OUT_IMAGES, held_out_split
+
+    train = TensorDataset(torch.arange(1000.0), torch.zeros(1000))
+    fit, held = held_out_split(train, seed=3)
+    assert len(held) == 100 and len(fit) == 900  # a tenth
+    assert not set(fit.indices) & set(held.indices) and set(fit.indices) | set(held.indices) == set(range(1000))
+    assert held_out_split(train, seed=3)[1].indices == held.indices != held_out_split(train, seed=4)[1].indices
+    big = TensorDataset(torch.zeros(10 * HELD_OUT_IMAGES + 10))
+    assert len(held_out_split(big, seed=0)[1]) == HELD_OUT_IMAGES
