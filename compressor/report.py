@@ -126,18 +126,13 @@ def summary_line_nas(report: RunReport) -> str:
     return f"{edges} cell edges\n" + summary_text(report)
 
 
-def report_json(report: RunReport) -> dict:
-    """report.json's content: the report and the warnings derived from it."""
-    return {**report.to_dict(), "warnings": [w.to_dict() for w in warnings_of(report)]}
-
-
 def write_reports(out: Path, report: RunReport | dict, history: list | None = None) -> RunReport:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out`` (each atomically) and return
     the report. A dict (report.json's content) is read with :meth:`RunReport.from_dict` first.
     ``history`` is the search's trace (search.json's) for report.html's plots."""
     if isinstance(report, dict):
         report = RunReport.from_dict(report, str(Path(out) / "report.json"))
-    write_json(Path(out) / "report.json", report_json(report))
+    write_json(Path(out) / "report.json", report.to_dict())
     write_text(Path(out) / "report.md", markdown(report))
     write_html(Path(out), report, history=history)
     return report

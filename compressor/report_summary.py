@@ -65,7 +65,7 @@ def _latency_rows(report: RunReport) -> list[list[str]]:
     if lat_c is None or lat_b is None:
         pred = report.predicted_latency_ms
         if pred is None:
-            return [["latency", "to be measured on the target (see the warnings)", "", ""]]
+            return [["latency to be measured on the target", "see the warnings", "", ""]]
         return [["latency p50, predicted by the table (ms)", f"{pred.baseline:.3g}", f"{pred.compressed:.3g}",
                  pct(pred.compressed, pred.baseline)]]
     s = speedup(lat_b, lat_c)
@@ -99,7 +99,7 @@ def summary_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
         rows = [["MACs", format_count(c.macs)], ["params", format_count(c.params)],
                 ["val accuracy", accuracy_text(c.accuracy, n)]]
         if lat_c is None:
-            return ["", "model"], rows + [["latency", "to be measured on the target (see the warnings)"]]
+            return ["", "model"], rows + [["latency to be measured on the target", "see the warnings"]]
         rows += [["latency p50", latency_text(lat_c)], ["latency p90 (ms)", _tail(lat_c, "p90")],
                  ["latency p99 (ms)", _tail(lat_c, "p99")], ["throughput (inf/s)", significant(lat_c.throughput)]]
         return ["", "model"], rows

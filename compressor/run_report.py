@@ -270,7 +270,8 @@ class RunReport:
         return self.spec is not None
 
     def to_dict(self) -> dict:
-        """report.json's content: ``format_version`` and every part (version 1's keys, in its order)."""
+        """report.json's content: ``format_version``, every part (version 1's keys, in its order), and
+        last the ``warnings`` derived from them (:mod:`compressor.report_warnings`; not read back)."""
         data = {"format_version": self.format_version}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -291,6 +292,9 @@ class RunReport:
         for key in _SINCE_3:  # an older report read back has none: written as it was
             if data[key] is None:
                 del data[key]
+        from .report_warnings import warnings_of  # derived from the rest; imports this module
+
+        data["warnings"] = [w.to_dict() for w in warnings_of(self)]
         return data
 
     @classmethod
