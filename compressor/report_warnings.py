@@ -149,15 +149,16 @@ def _budget_slack(report: RunReport) -> list[ReportWarning]:
 def _latency_spread(report: RunReport) -> list[ReportWarning]:
     lat = report.latency
     reasons = []
-    for side in ("baseline", "compressed", "precision"):
+    low = report.precision.precision if report.precision is not None else "low-precision"
+    for side, name in (("baseline", "baseline"), ("compressed", "compressed"), ("precision", low)):
         stats = getattr(lat, side)
         if stats is None or stats.p50 <= 0:
             continue
         if stats.p90 / stats.p50 > TAIL_RATIO:
-            reasons.append(f"the {side} model's p90 is {stats.p90 / stats.p50:.1f}x its p50")
+            reasons.append(f"the {name} model's p90 is {stats.p90 / stats.p50:.1f}x its p50")
         spread = round_spread(stats)
         if spread is not None and spread > ROUND_SPREAD:
-            reasons.append(f"the {side} model's rounds differ by {100 * spread:.0f}% of its p50 "
+            reasons.append(f"the {name} model's rounds differ by {100 * spread:.0f}% of its p50 "
                            f"({min(stats.rounds):.3g} to {max(stats.rounds):.3g} ms)")
     s = speedup(lat.baseline, lat.compressed)
     if s is not None and s.relative_range is not None and s.relative_range > SPEEDUP_RANGE:

@@ -122,6 +122,12 @@ def test_latency_spread_says_how_to_measure_better(latency, said):
     assert "--latency-runs" in w.message and "compress bench" in w.message
 
 
+def test_the_low_precision_model_is_named_by_its_precision():
+    latency = dataclasses.replace(clean().latency, precision=stats(3.0, [2.0, 3.0, 4.5]))
+    (w,) = warnings_of(dataclasses.replace(clean(), latency=latency))
+    assert "the int8 model's rounds differ by 83% of its p50 (2 to 4.5 ms)" in w.message
+
+
 def test_speedup_range_too_wide():
     # each model's rounds spread 20% (under the 25% bound), yet the per-round ratios run 1.6 to 2.4
     latency = Latency(baseline=stats(10.0, [9.0, 10.0, 11.0]), compressed=stats(5.0, [5.5, 5.0, 4.6]))
