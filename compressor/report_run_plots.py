@@ -83,13 +83,15 @@ def tradeoff_figure(report: RunReport, history: list | None, axis: str):
                     zorder=3)
         ax.scatter([x], [y], s=60, color=m["color"], zorder=4, edgecolors="#1d1d1f", label=_mt(m["label"]))
         ax.annotate(_mt(m["label"]), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     xs = [m["x"] for m in models] + [x for x, _ in snaps + cands]
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
-    if axis == "macs":
-        from matplotlib.ticker import FuncFormatter
-
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_count(v) if v > 0 else "0"))
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    label = (lambda v, _: format_count(v) if v > 0 else "0") if axis == "macs" else (lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
     ax.set_xlabel("MACs" if axis == "macs" else "latency p50 (ms), measured; bars: the rounds' range")
     ax.set_ylabel("val accuracy (%); bars: ± 1 standard error")
     ax.set_ylabel("val accuracy (%)")
