@@ -59,6 +59,45 @@ STATS_FIELDS = {"p50": "amount", "p90": "amount", "p99": "amount", "mean": "amou
                 "settings": "object", "rounds": "numbers"}
 
 
+# run report fields (compressor.run_report): dotted name -> kind, checked when a report.json is read
+LATENCY_SIDES = ("compressed", "baseline", "precision")  # the measured models of ``latency``
+RUN_FIELDS = {
+    "method": "text", "target": "object", "target.name": "text", "target.description": "text",
+    "target.notes": "object", "input_shape": "shape", "notes": "texts",
+    **{f"{part}.{key}": kind for part in ("baseline", "compressed")
+       for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
+    "latency.baseline": "object", "latency.compressed": "object", "latency.precision": "object",
+    **{f"latency.{part}.{key}": kind for part in LATENCY_SIDES for key, kind in STATS_FIELDS.items()},
+    "architecture": "object", "architecture.widths": "counts", "architecture.full_widths": "counts",
+    "architecture.blocks": "object", "architecture.dropped_blocks": "texts",
+    # read by report.md / report.html and the summary line as well
+    "weights": "text", "out": "text", "train_resolution": "count", "budget": "object",
+    "data": "object", "data.source": "text", "data.train": "count", "data.val": "count", "data.num_classes": "count",
+    "predicted_latency_ms": "object", "predicted_latency_ms.baseline": "amount",
+    "predicted_latency_ms.compressed": "amount",
+    "onnx": "object", "onnx.path": "text", "onnx.opset": "count", "onnx.max_abs_diff": "amount", "onnx.checker": "text",
+    "spec": "object", "architecture.file": "text", "architecture.cell_edges": "list",
+    "fixed_layers": "objects", "search": "object", "search.steps": "count", "search.file": "text",
+    "latency_check": "objects", "settings": "object", "timings_s": "amounts",
+    "resolution": "object", "resolution.deployment": "shape", "resolution.search": "count",
+    "resolution.evaluation": "count", "preprocess": "object", "exported_accuracy": "object",
+    "exported_accuracy.images": "count", "precision": "object", "precision.precision": "text",
+    "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
+    "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
+    "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
+    "training": "curves", "reproduce": "object", "reproduce.command": "text",
+    "reproduce.process": "text", "reproduce.versions": "texts by name",
+    "warnings": "objects",  # derived from the rest (compressor.report_warnings): checked, not read
+    **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
+       for how in ("onnx", "pytorch")},
+}
+ITEM_FIELDS = {"fixed_layers": {"layers": "texts", "reason": "text"},
+               "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"},
+               "warnings": {"kind": "text", "message": "text"}}
+EPOCH_FIELDS = {"epoch": "count", "loss": "amount", "train_acc": "fraction", "val_acc": "fraction", "lr": "amount",
+                "seconds": "amount"}
+
+
 def _brief(value) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -18,7 +18,16 @@ from typing import ClassVar
 from compress_base.errors import CompressError
 from exporters.stats import LatencyStats
 
-from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats, is_number
+from .report_checks import (
+    EPOCH_FIELDS,
+    HINT,
+    ITEM_FIELDS,
+    LATENCY_SIDES,
+    RUN_FIELDS,
+    check_fields,
+    check_stats,
+    is_number,
+)
 
 FORMAT_VERSION = 4  # 2: format_version added; 3: resolution, preprocess, exported_accuracy;
 # 4: precision, training, reproduce, latency rounds and the low-precision model's latency
@@ -222,7 +231,6 @@ _LISTS = {"fixed_layers": FixedLayers, "latency_check": LatencyCheck}
 _COMPRESSION_ONLY = ("weights", "predicted_latency_ms", "latency_check")
 _SINCE_3 = ("resolution", "preprocess", "exported_accuracy", "precision", "training",
             "reproduce")  # added by versions 3-4; left out when absent
-_SIDES = ("compressed", "baseline", "precision")  # the measured models of ``latency``
 
 
 @dataclass(kw_only=True)
@@ -278,7 +286,7 @@ class RunReport:
             if f.name in ("baseline", "compressed"):
                 value = _costs_dict(value, getattr(self.latency, f.name))
             elif f.name == "latency":
-                value = {side: _stats_dict(getattr(value, side)) for side in _SIDES
+                value = {side: _stats_dict(getattr(value, side)) for side in LATENCY_SIDES
                          if side != "precision" or value.precision is not None}
             elif f.name == "architecture" and value is not None:
                 value = value.to_dict()
@@ -308,7 +316,7 @@ class RunReport:
         parts = {key: _part(cls_, data.get(key), key, source) for key, cls_ in _PARTS.items()}
         lists = {key: [_part(cls_, item, f"{key}.{i}", source) for i, item in enumerate(data[key])]
                  for key, cls_ in _LISTS.items() if data.get(key) is not None}
-        latency = Latency(**{side: _stats(data["latency"].get(side), side, source) for side in _SIDES})
+        latency = Latency(**{side: _stats(data["latency"].get(side), side, source) for side in LATENCY_SIDES})
         plain = {f.name: data[f.name] for f in dataclasses.fields(cls)
                  if f.name in data and f.name not in {*parts, *lists, "latency"} and data[f.name] is not None}
         return cls(**plain, **parts, **lists, latency=latency)
@@ -328,43 +336,6 @@ def _stats_dict(stats: LatencyStats | None) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # Reading: version, field checks, parts
 # --------------------------------------------------------------------------------------------
-
-_RUN_FIELDS = {
-    "method": "text", "target": "object", "target.name": "text", "target.description": "text",
-    "target.notes": "object", "input_shape": "shape", "notes": "texts",
-    **{f"{part}.{key}": kind for part in ("baseline", "compressed")
-       for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
-    "latency.baseline": "object", "latency.compressed": "object", "latency.precision": "object",
-    **{f"latency.{part}.{key}": kind for part in _SIDES for key, kind in STATS_FIELDS.items()},
-    "architecture": "object", "architecture.widths": "counts", "architecture.full_widths": "counts",
-    "architecture.blocks": "object", "architecture.dropped_blocks": "texts",
-    # read by report.md / report.html and the summary line as well
-    "weights": "text", "out": "text", "train_resolution": "count", "budget": "object",
-    "data": "object", "data.source": "text", "data.train": "count", "data.val": "count", "data.num_classes": "count",
-    "predicted_latency_ms": "object", "predicted_latency_ms.baseline": "amount",
-    "predicted_latency_ms.compressed": "amount",
-    "onnx": "object", "onnx.path": "text", "onnx.opset": "count", "onnx.max_abs_diff": "amount", "onnx.checker": "text",
-    "spec": "object", "architecture.file": "text", "architecture.cell_edges": "list",
-    "fixed_layers": "objects", "search": "object", "search.steps": "count", "search.file": "text",
-    "latency_check": "objects", "settings": "object", "timings_s": "amounts",
-    "resolution": "object", "resolution.deployment": "shape", "resolution.search": "count",
-    "resolution.evaluation": "count", "preprocess": "object", "exported_accuracy": "object",
-    "exported_accuracy.images": "count", "precision": "object", "precision.precision": "text",
-    "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
-    "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
-    "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
-    "training": "curves", "reproduce": "object", "reproduce.command": "text",
-    "reproduce.process": "text", "reproduce.versions": "texts by name",
-    "warnings": "objects",  # derived from the rest (compressor.report_warnings): checked, not read
-    **{f"exported_accuracy.{side}_{how}": "fraction" for side in ("compressed", "baseline")
-       for how in ("onnx", "pytorch")},
-}
-_ITEM_FIELDS = {"fixed_layers": {"layers": "texts", "reason": "text"},
-                "latency_check": {"predicted_ms": "amount", "measured_ms": "amount", "macs": "amount"},
-                "warnings": {"kind": "text", "message": "text"}}
-_EPOCH_FIELDS = {"epoch": "count", "loss": "amount", "train_acc": "fraction", "val_acc": "fraction", "lr": "amount",
-                 "seconds": "amount"}
-
 
 def _check_version(data: dict, source: str) -> None:
     version = data.get("format_version", 1)
@@ -388,16 +359,16 @@ def _check_run(report: dict, where: str) -> None:
     lat = report.get("latency")
     if not isinstance(lat, dict):
         raise CompressError(f"{where} is not a compress run report (no latency); {HINT}")
-    for side in _SIDES:
+    for side in LATENCY_SIDES:
         if lat.get(side) is not None:  # None: measured only on the device (compress bench)
             check_stats(lat[side], f"{where} ({side} latency)")
-    check_fields(report, _RUN_FIELDS, where, _REMEDY)
-    for key, item_fields in _ITEM_FIELDS.items():
+    check_fields(report, RUN_FIELDS, where, _REMEDY)
+    for key, item_fields in ITEM_FIELDS.items():
         for i, item in enumerate(report.get(key) or []):
             check_fields(item, item_fields, where, _REMEDY, prefix=f"{key}.{i}.")
     for name, records in (report.get("training") or {}).items():
         for i, record in enumerate(records):
-            check_fields(record, _EPOCH_FIELDS, where, _REMEDY, prefix=f"training.{name}.{i}.")
+            check_fields(record, EPOCH_FIELDS, where, _REMEDY, prefix=f"training.{name}.{i}.")
 
 
 def _part(cls, obj: dict | None, key: str, where: str):
