@@ -17,6 +17,7 @@ to 1), which is why they cut stems and bottlenecks that matter (docs/ALGORITHMS.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -112,7 +113,7 @@ class GreedySearcher(Searcher):
         if budget.fits(space, space.full()):
             return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
         data = ctx.val_data if ctx.val_data is not None and len(ctx.val_data) else ctx.train_data
-        if ctx.model is None or data is None or self.options.images == 0:
+        if ctx.model is None or data is None or len(data) < 4 or self.options.images == 0:
             return repair(space, budget, space.full(), block_scores(space, ctx))
         opts = self.options
         scorer = LossScorer.from_data(space, ctx.model, data, opts.images, ctx.seed)
@@ -137,14 +138,19 @@ def _proposals(state: _State, target: float):
             yield ("block", b.name, False), state.arch(kept={**state.kept, b.name: False})
 
 
-def _screened(proposals: list, screen: LossScorer | None, finalists: int, base: float, gains: list) -> list:
-    """The proposals worth scoring on all images: the ``finalists`` that add the least loss per cost
-    saved (``gains``) on the screen's few images, from its loss ``base`` (all of them without a screen)."""
-    if screen is None or len(proposals) <= finalists:
-        return proposals
-    ranked = sorted(zip(proposals, gains), key=lambda pg: (screen.loss(pg[0][1]) - base) / pg[1] if pg[1] > 0
-                    else float("inf"))
-    return [p for p, _ in ranked[:finalists]]
+def _best(proposals: list, scorer: LossScorer, screen: LossScorer | None, finalists: int, losses: tuple) -> tuple:
+    """``(loss, move, costs)`` of the proposal whose loss change per cost changed is least: each
+    proposal is ``(move, architecture, costs, cost_change)``, ``losses`` the current ``(scorer, screen)``
+    losses. With a screen, only its ``finalists`` best are scored by ``scorer``. A proposal changing
+    no cost (a latency plateau) is taken only when none changes any, the least harmful first."""
+    def rate(loss, base, change):
+        return (loss - base) / change if change > 0 else math.inf
+
+    if screen is not None and len(proposals) > finalists:
+        proposals = sorted(proposals, key=lambda p: rate(screen.loss(p[1]), losses[1], p[3]))[:finalists]
+    scored = [(scorer.loss(arch), move, costs, change) for move, arch, costs, change in proposals]
+    best = min(scored, key=lambda s: (rate(s[0], losses[0], s[3]), s[0]))
+    return best[:3]
 
 
 def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step: float = 0.05,
@@ -156,51 +162,39 @@ def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step:
     entry records the loss of the architecture it reached."""
     state = _State(space, budget, space.full())
     history: list[dict] = []
-    loss = scorer.loss(state.arch())
-    base = screen.loss(state.arch()) if screen is not None else 0.0
+    screened = (lambda: screen.loss(state.arch())) if screen is not None else (lambda: 0.0)
+    current = (scorer.loss(state.arch()), screened())
+
+    def commit(kind, name, value, loss, costs):
+        nonlocal current
+        if kind == "block":
+            state.kept[name] = value
+        else:
+            state.widths[name] = value
+        current = (loss, screened())
+        history.append({"move": kind, "name": name, "value": value, "loss": loss, **costs})
+
     while not budget.fits(space, state.arch()):
         before = state.cost(state.arch())
-        best, flat = None, None  # flat: the least harmful move that saves nothing (a latency plateau)
         proposals = [(move, arch, state.cost(arch)) for move, arch in
                      _proposals(state, max(min(step, state.needed()), 1e-9))]
-        gains = [state.saved(before, after) for _, _, after in proposals]
-        for move, arch, after in _screened(proposals, screen, finalists, base, gains):
-            gain, moved = state.saved(before, after), scorer.loss(arch)
-            if gain > 0 and (best is None or (moved - loss) / gain < best[0]):
-                best = ((moved - loss) / gain, move, moved, after)
-            elif gain <= 0 and (flat is None or moved < flat[2]):
-                flat = (0.0, move, moved, after)
-        best = best or flat
-        if best is None:
+        if not proposals:
             break  # nothing left to shrink; callers check reachability first
-        _, (kind, name, value), loss, after = best
-        if kind == "width":
-            state.widths[name] = value
-        else:
-            state.kept[name] = value
-        if screen is not None:
-            base = screen.loss(state.arch())
-        history.append({"move": kind, "name": name, "value": value, "loss": loss, **after})
+        loss, move, costs = _best([(m, a, c, state.saved(before, c)) for m, a, c in proposals],
+                                  scorer, screen, finalists, current)
+        commit(*move, loss, costs)
     while True:
-        before = state.cost(state.arch())
-        best = None
+        before, wider = state.cost(state.arch()), []
         for g in state.groups:
             i = _step_index(g, state.widths[g.name])
-            if i + 1 >= len(g.choices):
-                continue
-            arch = state.arch({**state.widths, g.name: g.choices[i + 1]})
-            if not budget.fits(space, arch):
-                continue
-            after = state.cost(arch)
-            moved = scorer.loss(arch)
-            value = (loss - moved) / max(state.saved(after, before), 1e-12)
-            if best is None or value > best[0]:
-                best = (value, g.name, g.choices[i + 1], moved, after)
-        if best is None:
+            arch = state.arch({**state.widths, g.name: g.choices[i + 1]}) if i + 1 < len(g.choices) else None
+            if arch is not None and budget.fits(space, arch):
+                costs = state.cost(arch)
+                wider.append((("widen", g.name, g.choices[i + 1]), arch, costs, state.saved(costs, before)))
+        if not wider:
             break
-        _, name, wider, loss, after = best
-        state.widths[name] = wider
-        history.append({"move": "widen", "name": name, "value": wider, "loss": loss, **after})
+        loss, move, costs = _best(wider, scorer, screen, finalists, current)
+        commit(*move, loss, costs)
     arch = state.arch()
     log.info("greedy: %d moves, %d architectures scored, %s", len(history), scorer.evaluations, state.cost(arch))
     return SearchResult(arch, history)

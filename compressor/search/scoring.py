@@ -86,6 +86,14 @@ def random_subset(dataset, n: int, seed: int):
     return Subset(dataset, sorted(order[:n]))
 
 
+def _batches(images: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``images`` in batches of at most ``size``, none of one image (batch norm needs two)."""
+    batches = list(images.split(size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 @dataclass
 class LossScorer:
     """The distillation loss of an architecture: KL(full network's predictions ‖ the architecture's)
@@ -109,10 +117,14 @@ class LossScorer:
     @classmethod
     def from_data(cls, space: SearchSpace, model: nn.Module, data: Dataset, images: int, seed: int,
                   batch_size: int = 128) -> LossScorer:
-        """Calibrate on ``images`` training images and score on ``images`` others (a seeded draw)."""
-        batches = [x for x, _ in fixed_batches(data, min(batch_size, images), 2 * -(-images // batch_size), seed)]
-        half = len(batches) // 2
-        return cls(space, model, batches[:half] or batches, batches[half:])
+        """Calibrate on ``images`` training images and score on ``images`` others (a seeded draw;
+        half of ``data`` each where it holds fewer). Needs at least 4 images: batch norm cannot
+        take its statistics from one."""
+        if len(data) < 4:
+            raise CompressError(f"{len(data)} images cannot score architectures: give at least 4 training images")
+        drawn = torch.cat([x for x, _ in fixed_batches(data, batch_size, -(-2 * images // batch_size), seed)])
+        half = min(images, len(drawn) // 2)
+        return cls(space, model, _batches(drawn[:half], batch_size), _batches(drawn[half:2 * half], batch_size))
 
     def loss(self, arch: Architecture) -> float:
         """Mean KL divergence (nats per image) from the full network's predictions to ``arch``'s."""
