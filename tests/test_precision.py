@@ -92,6 +92,7 @@ def test_every_conv_and_linear_has_q_dq_on_input_and_per_channel_weight(int8, re
         assert weight.op_type == "DequantizeLinear"
         q, scale, zero = (consts[name] for name in weight.input)
         assert q.dtype == np.int8 and zero.dtype == np.int8 and not zero.any()  # symmetric weights
+        assert q.min() >= -127  # the range TensorRT takes for int8 weights, [-127, 127]
         assert scale.shape == (q.shape[0],)  # one scale per output channel
         axis = next((a.i for a in weight.attribute if a.name == "axis"), 1)
         assert axis == 0
