@@ -169,3 +169,8 @@ def test_warnings_reach_every_output(tmp_path):
     lines = summary_line(report).splitlines()
     assert lines[-3] == "1 warning:" and lines[-2].startswith("  ! accuracy fell 44.6 points")
     assert "no warnings" in summary_line(clean())
+
+
+def test_a_zero_threshold_warns_of_any_drop_and_does_not_fail():
+    report = dataclasses.replace(clean(), settings={"warn_accuracy_drop": 0.0})
+    assert "accuracy_drop" in kinds(report) and "validation_size" not in kinds(report)
