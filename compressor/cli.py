@@ -450,8 +450,10 @@ def report_command(paths, out, quiet):
 @click.option("--out", default=None, help="Table file; default ~/.cache/compressor/latency-<target>.json.")
 @click.option("--evaluate", "n_eval", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also measure this many random architectures and report the predictor's error.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Precision the layers are timed in (int8: Q/DQ with the profile's recipe); default: the profile's.")
 @click.option("--quiet", "-q", is_flag=True)
-def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
+def lut_command(target, model, num_classes, input_shape, out, n_eval, precision, quiet):
     """Measure a per-layer latency table on this device, calibrated on whole models."""
     require_torch()
     from pathlib import Path
@@ -468,8 +470,10 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, quiet):
         path = Path(out) if out else Path.home() / ".cache" / "compressor" / f"latency-{profile.name}.json"
         net, _, _ = resolve_model(model, None, num_classes, trust_code=True, search_cwd=True)  # the user typed it
         space = SearchSpace.build(net, shape, model, channel_multiple=profile.channel_multiple)
-        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, quiet=quiet)
-        line = f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name}"
+        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, quiet=quiet,
+                                  precision=precision)
+        line = (f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name} "
+                f"({precision or profile.precision})")
         if n_eval:
             err = evaluate_predictor(lat, space, net, profile, n=n_eval)
             line += (f"; on {n_eval} random architectures {100 * err['within_10pct']:.0f}% of predictions are "

@@ -63,7 +63,7 @@ STATS_FIELDS = {"p50": "amount", "p90": "amount", "p99": "amount", "mean": "amou
 LATENCY_SIDES = ("compressed", "baseline", "precision")  # the measured models of ``latency``
 RUN_FIELDS = {
     "method": "text", "target": "object", "target.name": "text", "target.description": "text",
-    "target.notes": "object", "input_shape": "shape", "notes": "texts",
+    "target.quantization": "text", "target.notes": "object", "input_shape": "shape", "notes": "texts",
     **{f"{part}.{key}": kind for part in ("baseline", "compressed")
        for key, kind in (("macs", "amount"), ("params", "amount"), ("accuracy", "fraction"))},
     "latency.baseline": "object", "latency.compressed": "object", "latency.precision": "object",

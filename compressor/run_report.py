@@ -43,6 +43,7 @@ class Target:
     device: str | None = None
     runtimes: list[str] | None = None
     precision: str | None = None
+    quantization: str | None = None  # the int8 recipe (since version 4)
     batch: int | None = None
     input_shape: list[int] | None = None
     channel_multiple: int | None = None
@@ -290,6 +291,8 @@ class RunReport:
                          if side != "precision" or value.precision is not None}
             elif f.name == "architecture" and value is not None:
                 value = value.to_dict()
+            elif f.name == "target" and value is not None:  # a report older than version 4 has no recipe
+                value = {k: v for k, v in dataclasses.asdict(value).items() if k != "quantization" or v is not None}
             elif f.name in _PARTS and value is not None:
                 value = dataclasses.asdict(value)
             elif f.name in _LISTS and value is not None:

@@ -68,6 +68,7 @@ class Profile:
             "device": self.device,
             "runtimes": list(self.runtimes),
             "precision": self.precision,
+            "quantization": self.quantization,
             "batch": self.batch,
             "input_shape": list(self.input_shape),
             "channel_multiple": self.channel_multiple,

@@ -251,3 +251,25 @@ def test_resume_refuses_new_knobs(tmp_path):
     run.mkdir()
     one_error(invoke("--resume", str(run), "--keep", "conv1"), "--keep cannot change the settings of a resumed run")
     one_error(invoke("--resume", str(run), "--kd-temperature", "3"), "--kd-temperature cannot change the settings")
+
+
+@pytest.mark.parametrize(("given", "measured"), [([], "fp32"), (["--precision", "int8"], "int8")])
+def test_lut_measures_in_the_precision_asked_for(monkeypatch, tmp_path, given, measured):
+    import compressor.latency as latency
+    from compressor.cli import main
+
+    seen = {}
+
+    class Table:
+        def keys(self):
+            return ["k"]
+
+    def build(space, net, profile, path, **kw):
+        seen.update(kw)
+        return Table()
+
+    monkeypatch.setattr(latency, "build_latency_model", build)
+    result = CliRunner().invoke(main, ["lut", "--target", "cpu", "--model", "resnet18", "--input-shape", "3x16x16",
+                                       "--out", str(tmp_path / "t.json"), "-q", *given])
+    assert result.exit_code == 0, result.output
+    assert seen["precision"] == (given[1] if given else None) and f"on cpu ({measured})" in result.output
