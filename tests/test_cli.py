@@ -155,6 +155,12 @@ def test_nas_shrinkcnn_end_to_end(tmp_path):
     assert r["compressed"]["macs"] <= 12_000_000 and r["onnx"]["max_abs_diff"] < 1e-4
     snapshots = json.loads((out / "search.json").read_text())["snapshots"]
     assert len(snapshots[-1]["edges"]) < 28  # one shrink step removed at least one edge
+    # the report: the deployed network's training curve, and the command that runs it again
+    assert [e["epoch"] for e in r["training"]["deployed network"]] == [1]
+    command = r["reproduce"]["command"]
+    assert command.startswith("compress nas --budget-macs 12000000 ") and "--option max_steps=1" in command
+    html = (out / "report.html").read_text()
+    assert 'id="training"' in html and 'id="reproduce"' in html
     model = compressor.load(out)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 

@@ -10,16 +10,18 @@ import pytest
 from click.testing import CliRunner
 
 from compressor.budget import Budget
-from compressor.cli import main, run_command
-from compressor.settings import RunConfig
-from compressor.stages.reporting import cli_command
+from compressor.cli import main, nas_command, run_command
+from compressor.networks.shrinkcnn import SPEC_NAME
+from compressor.settings import NAS_METHOD, RunConfig
+from compressor.stages.reporting import NAS_SETTINGS, cli_command
 
 
-def _parsed(command: str) -> dict:
-    """The options `compress run` parses from ``command`` (as run_command receives them)."""
+def _parsed(command: str, name: str = "run") -> dict:
+    """The options `compress run` (or `compress nas`) parses from ``command`` (as the command's function
+    receives them)."""
     args = shlex.split(command)
-    assert args[:2] == ["compress", "run"]
-    return run_command.make_context("run", args[2:]).params
+    assert args[:2] == ["compress", name]
+    return (run_command if name == "run" else nas_command).make_context(name, args[2:]).params
 
 
 def test_the_recorded_command_parses_back_to_the_settings():
@@ -36,6 +38,28 @@ def test_the_recorded_command_parses_back_to_the_settings():
     assert list(again["keep"]) == ["layer1", "fc"] and again["options"] == {"k": 3}
     assert again["input_shape"] in ("3x64x64", (3, 64, 64))
     assert again["out"] is None and not again["quiet"]  # where it writes and how loud: not part of the result
+
+
+def test_the_recorded_nas_command_parses_back_to_the_settings():
+    config = RunConfig(budget=Budget(macs=5_000_000), model=SPEC_NAME, method=NAS_METHOD, data="/data/my images",
+                       target="jetson-orin-nano", input_shape="3x64x64", train_resolution=16, epochs=2, batch_size=32,
+                       lr=0.1, options={"k": 2, "max_steps": 1, "score_initial": False, "lr": 0.004}, seed=7,
+                       device="cpu", latency_runs=5, out="/somewhere", quiet=True)
+    command = cli_command(config, config.budget.to_dict(), "nas")
+    opts = dict(_parsed(command, "nas"))
+    assert opts.pop("space") == "shrinkcnn" and opts["out"] is None and not opts["quiet"]
+    # the settings nas_command makes of what it parsed (as it does)
+    again = RunConfig(budget=Budget(macs=opts.pop("budget_macs")), data=opts.pop("data_dir"), model=SPEC_NAME,
+                      method=NAS_METHOD, **opts)
+    assert again.budget.to_dict() == config.budget.to_dict()
+    assert {k: v for k, v in again.settings().items() if k not in ("out", "quiet")} == \
+        {k: v for k, v in config.settings().items() if k not in ("out", "quiet")}
+    assert opts["options"]["score_initial"] is False  # a flag option stays a bool, not the text 'False'
+    # every setting it reproduces is an option of compress nas
+    names = {"data" if p.name == "data_dir" else p.name for p in nas_command.params}
+    assert names >= NAS_SETTINGS
+    assert cli_command(RunConfig(budget=Budget(macs=5), model=SPEC_NAME, method=NAS_METHOD), {"macs": 5}, "nas") == \
+        "compress nas --budget-macs 5"
 
 
 def test_defaults_are_left_out():

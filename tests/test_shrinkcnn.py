@@ -225,9 +225,9 @@ def test_spec_rebuilds_the_same_network(tmp_path):
 
 
 def test_run_nas_end_to_end(digits):
-    model, spec, snaps = run_nas(digits, 20_000_000, (3, 32, 32), options={**TINY, "max_steps": 1}, epochs=1,
-                                 batch_size=16)
-    assert len(snaps) == 2
+    model, spec, snaps, training = run_nas(digits, 20_000_000, (3, 32, 32), options={**TINY, "max_steps": 1},
+                                           epochs=1, batch_size=16)
+    assert len(snaps) == 2 and [r["epoch"] for r in training] == [1] and 0 <= training[0]["val_acc"] <= 1
     assert [list(e) for e in model.edges] == [list(e) for e in best_snapshot(snaps).edges]
     assert count_macs(model, (3, 32, 32)) <= 20_000_000
     assert build_model(spec)(torch.randn(1, 3, 32, 32)).shape == (1, 10)

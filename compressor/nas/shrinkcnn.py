@@ -27,16 +27,17 @@ SEARCH_OPTIONS = ("k", "floor", "epochs", "patience", "lr", "batch_size", "train
 
 def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *, options: dict | None = None,
             epochs: int = 5, batch_size: int = 64, lr: float = 0.05, runtime: Runtime | None = None,
-            state_dir: str | Path | None = None) -> tuple[nn.Module, ModelSpec, list[CellSnapshot]]:
+            state_dir: str | Path | None = None) -> tuple[nn.Module, ModelSpec, list[CellSnapshot], list[dict]]:
     """Search a ShrinkCNN cell on ``data`` (a :class:`~compressor.data.DataBundle`), deploy the best
     snapshot within ``budget_macs`` at ``input_shape`` (default: the data's 3×R×R), and train it
     for ``epochs`` with :func:`compressor.train.train` (SGD, ``lr``).
 
     ``options`` are :func:`shrinkcnn_search` settings (:data:`SEARCH_OPTIONS`); its proxy MACs are
     counted at the data's resolution. Returns the trained model (CPU, eval mode), the spec that
-    rebuilds it, and all snapshots. ``runtime`` gives the device, seed and verbosity (default: CPU,
-    seed 0, quiet). With ``state_dir`` the search checkpoints every step and the
-    training every epoch there, and a later call with the same folder continues where they stopped.
+    rebuilds it, all snapshots, and the training's per-epoch records (those of
+    :func:`compressor.train.train`). ``runtime`` gives the device, seed and verbosity (default: CPU,
+    seed 0, quiet). With ``state_dir`` the search checkpoints every step and the training every
+    epoch there, and a later call with the same folder continues where they stopped.
     """
     from ..data import make_loader
     from ..train import train
@@ -59,9 +60,10 @@ def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
              chosen.accuracy, chosen.score)
     torch.manual_seed(seed)
     model, spec = deploy_network(chosen.edges, budget_macs, shape, data.num_classes)
+    records: list[dict] = []
     if epochs > 0:
         train_loader = make_loader(data.train, batch_size, shuffle=True, seed=seed, shard=True)  # DDP under torchrun
         val_loader = make_loader(data.val, batch_size, shuffle=False, seed=seed)
-        train(model, train_loader, epochs, lr=lr, runtime=runtime, val_loader=val_loader, desc="nas train",
-              checkpoint=state / "nas-train.pt" if state else None)
-    return model.cpu().eval(), spec, snapshots
+        records = train(model, train_loader, epochs, lr=lr, runtime=runtime, val_loader=val_loader, desc="nas train",
+                        checkpoint=state / "nas-train.pt" if state else None)
+    return model.cpu().eval(), spec, snapshots, records

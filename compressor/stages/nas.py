@@ -9,12 +9,16 @@ from compress_base.fileio import write_json
 
 from ..artifact import ARCH_FILE
 from ..data import load_data, make_loader
+from ..report_content import reproduce_of
 from ..run_report import ArchitectureInfo, Costs, DataInfo, RunReport, SearchInfo, Target
 from ..run_state import RunState
 from ..settings import NAS_METHOD
 from ..space import SearchSpace
 from ..train import evaluate
 from .deliver import finish
+from .reporting import cli_command
+
+TRAINING = "deployed network"  # the name of the found network's training in the report
 
 
 def data(state: RunState) -> None:
@@ -25,13 +29,16 @@ def data(state: RunState) -> None:
 
 
 def search(state: RunState) -> None:
-    """Search the cell (the ranks split each step's candidates) and train the deployed network."""
+    """Search the cell (the ranks split each step's candidates) and train the deployed network (its
+    per-epoch records go to the report's training curves)."""
     from ..nas.shrinkcnn import run_nas as search_cell
 
     config, rt = state.config, state.runtime
-    state.small, state.spec, state.history = search_cell(
+    state.small, state.spec, state.history, records = search_cell(
         state.data, config.budget.macs, state.shape, options=config.options, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, runtime=rt, state_dir=state.state_dir)
+    if records:
+        state.training[TRAINING] = records
 
 
 def evaluate_network(state: RunState) -> None:
@@ -46,7 +53,8 @@ def evaluate_network(state: RunState) -> None:
 
 
 def report(state: RunState) -> None:
-    """Write ``search.json`` (the snapshots), the reports and the manifest."""
+    """Write ``search.json`` (the snapshots), the reports (with the training curves and the ``compress nas``
+    command that reproduces the run) and the manifest."""
     config, space, arch, spec = state.config, state.space, state.architecture, state.spec
     write_json(state.out / "search.json", {"method": "shrinkcnn", "snapshots": [s.to_dict() for s in state.history]})
     state.artifacts.append("search.json")
@@ -57,7 +65,8 @@ def report(state: RunState) -> None:
         compressed=Costs(macs=space.macs(arch), params=space.params(arch), accuracy=state.accuracy),
         latency=state.latency, onnx=state.onnx, spec=spec.to_dict(),
         architecture=ArchitectureInfo(file=ARCH_FILE, cell_edges=spec.kwargs.get("edges")),
-        search=SearchInfo(steps=len(state.history), file="search.json"), settings=config.settings(),
+        search=SearchInfo(steps=len(state.history), file="search.json"), training=dict(state.training) or None,
+        reproduce=reproduce_of(cli_command(config, config.budget.to_dict(), "nas")), settings=config.settings(),
         notes=state.notes, timings_s=dict(state.timings),
     )
     finish(state, "nas")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 
 from compress_base.fileio import write_json
@@ -62,19 +63,23 @@ def _model_order(space, widths: dict) -> dict:
 # are not the setting's name with dashes
 _NOT_REPRODUCED = {"budget", "out", "overwrite", "resume", "quiet", "trust_code", "search_cwd"}
 _OPTION = {"temperature": "--kd-temperature"}
+# the settings `compress nas` has options for (its model and method are its own)
+NAS_SETTINGS = frozenset({"data", "target", "input_shape", "train_resolution", "epochs", "batch_size", "lr", "options",
+                          "seed", "device", "latency_runs"})
+_BUDGET_OPTIONS = (("macs", "--budget-macs"), ("params", "--budget-params"), ("latency_ms", "--budget-latency"))
 
 
-def cli_command(config: RunConfig, budget: dict) -> str:
-    """The ``compress run`` command with this run's settings: its (resolved) budget and every setting
-    that differs from its default."""
-    args = ["compress", "run"]
-    for key, option in (("macs", "--budget-macs"), ("params", "--budget-params"), ("latency_ms", "--budget-latency")):
+def cli_command(config: RunConfig, budget: dict, command: str = "run") -> str:
+    """The ``compress run`` (or, with ``command="nas"``, ``compress nas``) command with this run's
+    settings: its (resolved) budget and every setting that command takes that differs from its default."""
+    args = ["compress", command]
+    for key, option in _BUDGET_OPTIONS[:1] if command == "nas" else _BUDGET_OPTIONS:
         if budget.get(key) is not None:
             args += [option, f"{budget[key]:g}" if key == "latency_ms" else str(int(budget[key]))]
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
-        if f.name in _NOT_REPRODUCED or value == default:
+        if f.name in _NOT_REPRODUCED or value == default or (command == "nas" and f.name not in NAS_SETTINGS):
             continue
         option = _OPTION.get(f.name, "--" + f.name.replace("_", "-"))
         if f.name == "amp":
@@ -82,9 +87,19 @@ def cli_command(config: RunConfig, budget: dict) -> str:
         elif isinstance(value, bool):
             args.append(option)
         elif f.name == "options":
-            args += [a for k, v in value.items() for a in ("--option", f"{k}={v}")]
+            args += [a for k, v in value.items() for a in ("--option", f"{k}={_option_value(v)}")]
         elif isinstance(value, list):
             args += [a for v in value for a in (option, str(v))]
         else:
             args += [option, str(value)]
     return shlex.join(args)
+
+
+def _option_value(value) -> str:
+    """An ``--option`` value as the CLI reads it back (JSON where it parses, else the text itself)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
