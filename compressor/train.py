@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from compress_base.errors import CompressError
 
 from .distributed import wrap
-from .progress import write_above
+from .progress import show_line
 from .resume import restoring, save_state
 from .runtime import Runtime
 
@@ -320,9 +320,6 @@ def _show(record: dict, desc: str, epochs: int, bar) -> None:
     """The epoch's figures as a line: above the bar (where it stays visible), or logged when the bar is hidden."""
     summary = f"loss {record['loss']:.4f} acc {record['train_acc']:.3f}" + (
         f" val {record['val_acc']:.3f}" if "val_acc" in record else "")
-    line = f"{desc} epoch {record['epoch']}/{epochs}: {summary} ({record['seconds']:.1f}s)"
-    if bar.disable:
-        logger.info(line)
-    else:
-        write_above(bar, line)
+    show_line(bar, f"{desc} epoch {record['epoch']}/{epochs}: {summary} ({record['seconds']:.1f}s)", logger)
+    if not bar.disable:
         bar.set_postfix_str(f"ep {record['epoch']}/{epochs} {summary}")

@@ -1,13 +1,10 @@
-"""A run's latency: interleaved rounds over every model (original, compressed, low precision), the
-log lines naming the file they measured, and per-epoch training lines above the progress bar."""
+"""A run's latency: interleaved rounds over every model (original, compressed, low precision) and the
+log lines naming the file they measured (per-epoch lines above the progress bar: test_progress_lines.py)."""
 from __future__ import annotations
 
 import logging
 
-import pytest
-from tqdm import tqdm
-
-from compressor import target, train
+from compressor import target
 from exporters.stats import LatencyStats
 from profiles import load_profile
 
@@ -89,17 +86,3 @@ def test_real_runs_name_the_file(onnx_file, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith(f"latency of {onnx_file.name} (compressed") for m in messages)
     assert not any(m.startswith("onnxruntime-cpu: p50") for m in messages)  # no line without a file name
-
-
-@pytest.mark.parametrize("hidden", [False, True])
-def test_epoch_lines_stay_above_the_bar(hidden, capsys, caplog):
-    record = {"epoch": 2, "loss": 0.5, "train_acc": 0.8, "val_acc": 0.75, "seconds": 3.0}
-    bar = tqdm(total=10, disable=hidden)
-    with caplog.at_level(logging.INFO, logger="compressor.train"):
-        train._show(record, "fine-tune", 5, bar)
-    bar.close()
-    line = "fine-tune epoch 2/5: loss 0.5000 acc 0.800 val 0.750 (3.0s)"
-    if hidden:  # no bar (quiet, or not a terminal): a log line
-        assert [r.getMessage() for r in caplog.records] == [line]
-    else:  # printed above the bar, not only in its postfix (which the next epoch overwrites)
-        assert line in capsys.readouterr().err and not caplog.records

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from compress_base.errors import CompressError
 
 from ..counting import count_params
 from ..distributed import map_over_ranks
 from ..networks.shrinkcnn import NUM_NODES, ShrinkCNN, full_edges, live_edges, shrinkcnn_macs
+from ..progress import progress_bar, show_line
 from ..resume import restoring, save_state
 from ..search.autoshrink import score
 from ..search.autoshrink_proxy import train_from_scratch
@@ -105,21 +105,22 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     edges = full_edges(nodes)
     snapshots: list[CellSnapshot] = []
     step = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
+    resumed = checkpoint is not None and Path(checkpoint).is_file()
+    if resumed:
         with restoring(checkpoint, "the ShrinkCNN search") as state:
             step, edges = int(state["step"]), [tuple(e) for e in state["edges"]]
             snapshots = [CellSnapshot(**s) for s in state["snapshots"]]
             rng.bit_generator.state = state["rng"]
         log.info("shrinkcnn: resuming after step %d from %s", step, checkpoint)
-    elif score_initial:
-        [r] = map_over_ranks(lambda i, e: evaluate(e, 0, 0), [edges])
-        snapshots.append(CellSnapshot(0, [list(e) for e in edges], **r))
-        _save(checkpoint, step, edges, snapshots, rng)
-        log.info("shrinkcnn step 0: %d edges, acc %.4f, %s MACs, score %.4f", len(edges), r["accuracy"],
-                 format_count(r["macs"]), r["score"])
-    bar = tqdm(total=max(len(full_edges(nodes)) - floor, 0), initial=len(full_edges(nodes)) - len(edges),
-               desc="shrinkcnn", unit="edge", disable=True if quiet else None, dynamic_ncols=True)
+    bar = progress_bar(max(len(full_edges(nodes)) - floor, 0), initial=len(full_edges(nodes)) - len(edges),
+                       desc="shrinkcnn", unit="edge", quiet=quiet)
     try:
+        if not resumed and score_initial:
+            [r] = map_over_ranks(lambda i, e: evaluate(e, 0, 0), [edges])
+            snapshots.append(CellSnapshot(0, [list(e) for e in edges], **r))
+            _save(checkpoint, step, edges, snapshots, rng)
+            show_line(bar, f"shrinkcnn step 0: {len(edges)} edges, acc {r['accuracy']:.4f}, "
+                           f"{format_count(r['macs'])} MACs, score {r['score']:.4f}", log)
         while len(edges) > floor and (max_steps is None or step < max_steps):
             snap = _shrink_step(edges, nodes, rng, k, step + 1, evaluate)
             if snap is None:
@@ -127,9 +128,9 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
             step = snap.step
             snapshots.append(snap)
             _save(checkpoint, step, snap.edges, snapshots, rng)  # before the step is reported as done
-            log.info("shrinkcnn step %d: removed %s%s, %d edges left, acc %.4f, %s MACs, score %.4f", step,
-                     snap.removed, f" (and {len(snap.dropped)} dead)" if snap.dropped else "", len(snap.edges),
-                     snap.accuracy, format_count(snap.macs), snap.score)
+            dead = f" (and {len(snap.dropped)} dead)" if snap.dropped else ""
+            show_line(bar, f"shrinkcnn step {step}: removed {snap.removed}{dead}, {len(snap.edges)} edges left, "
+                           f"acc {snap.accuracy:.4f}, {format_count(snap.macs)} MACs, score {snap.score:.4f}", log)
             bar.update(min(len(edges) - len(snap.edges), bar.total - bar.n))
             bar.set_postfix_str(f"{len(snap.edges)} edges, score {snap.score:.3f}")
             edges = [tuple(e) for e in snap.edges]

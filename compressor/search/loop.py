@@ -5,8 +5,9 @@ It seeds torch for the search (in a forked random state, so the caller's is unto
 the searcher's state, restores it from ``context.checkpoint`` when a killed run left one there,
 runs one unit (an epoch or a step) after another with one progress bar (rank 0 only, hidden when
 quiet), appends each unit's record to the history, saves the state after every unit (rank 0
-writes, :mod:`compressor.resume`) before logging it as done, and leaves the result to the
-searcher's :meth:`LoopSearcher.finish`.
+writes, :mod:`compressor.resume`) before reporting it as done (a line above the bar, where it stays
+visible, or a log line where no bar shows: :func:`compressor.progress.show_line`), and leaves the
+result to the searcher's :meth:`LoopSearcher.finish`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 from compress_base.errors import CompressError
 
 from ..distributed import is_main
-from ..progress import progress_bar
+from ..progress import progress_bar, show_line
 from ..resume import restoring, save_state
 from ..runtime import pick_device
 from .base import Searcher, SearchResult
@@ -148,7 +149,7 @@ def _iterate(s: LoopSearcher) -> list[dict]:
             if ctx.checkpoint is not None:  # before the unit is reported as done
                 save_state(ctx.checkpoint, {s.unit: index, "history": history, "torch_rng": torch.get_rng_state(),
                                             "searcher": s.state_dict()})
-            log.info("%s %s %d%s: %s", s.name, s.unit, index, f"/{total}" if total else "", s.summary(record))
+            show_line(s.bar, f"{s.name} {s.unit} {index}{f'/{total}' if total else ''}: {s.summary(record)}", log)
             index += 1
     finally:
         s.bar.close()
