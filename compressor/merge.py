@@ -13,6 +13,11 @@ A bench JSON that matches no run is left out with a warning; paths that do not e
 that are neither a run report nor a bench JSON, are :class:`CompressError` s. Run reports are read
 with :meth:`compressor.run_report.RunReport.from_dict`.
 
+Each run carries its report's warnings (:func:`compressor.report_warnings.warnings_of`; a
+``not_measured`` one is left out where a bench of its model on its target's profile is merged) and the
+validation size its accuracies were measured on; its own latency rows keep the p50 of each
+interleaved round, so the pages show the uncertainty its single-run report shows.
+
 :func:`merge_reports` returns plain data; :func:`write_merged` writes ``report.md``,
 ``report.html`` (self-contained, plots embedded) and ``merged.json`` atomically.
 """
@@ -28,6 +33,7 @@ from compress_base.fileio import cannot_write, write_json, write_text
 
 from .merge_render import merged_html, merged_markdown
 from .report_checks import HINT, STATS_FIELDS, check_fields, check_stats
+from .report_warnings import validation_images, warnings_of
 from .run_report import RunReport, Target
 
 log = logging.getLogger(__name__)
@@ -151,10 +157,14 @@ def _role(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _short(stats: dict) -> dict:
-    keep = ("p50", "p90", "p99", "mean", "std", "throughput", "batch", "input_shape", "runs", "warmup",
-            "runtime", "device", "versions", "threads")
-    return {k: stats[k] for k in keep if k in stats}
+_SHORT = ("p50", "p90", "p99", "mean", "std", "throughput", "batch", "input_shape", "runs", "warmup", "runtime",
+          "device", "versions", "threads")
+
+
+def _short(stats: dict, rounds: bool = False) -> dict:
+    """The figures of a measurement the merged report shows; with ``rounds`` the p50 of each
+    interleaved round where the run recorded them (a run's own measurement, not a bench's)."""
+    return {k: stats[k] for k in (*_SHORT, "rounds") if k in stats and (rounds or k != "rounds")}
 
 
 def _run_names(dirs: list[Path]) -> list[str]:
@@ -196,7 +206,8 @@ def _run_rows(runs: list[tuple[Path, RunReport]], names: list[str], devices: dic
         key = ("run", target.name, comp.device, comp.runtime, None)
         devices.setdefault(key, _device("compress run", target.name, comp.runtime, comp.device, None,
                                         target.description, target.notes))
-        rows[i][key] = {"original": _short(base.to_dict()) if base else None, "compressed": _short(comp.to_dict()),
+        rows[i][key] = {"original": _short(base.to_dict(), rounds=True) if base else None,
+                        "compressed": _short(comp.to_dict(), rounds=True),
                         "files": [f"{names[i]}/{REPORT_JSON}"], "created": {}}
 
 
@@ -253,23 +264,35 @@ def _bench_rows(benches, runs, names: list[str], devices: dict, rows: list[dict]
 
 
 def _run_entry(name: str, run_dir: Path, report: RunReport, rows: dict, devices: dict, labels: dict) -> dict:
-    """One run of ``merged.json``: its figures and a latency row per device."""
+    """One run of ``merged.json``: its figures, its warnings and a latency row per device."""
     latency = [{"device": labels[key], "source": devices[key]["source"], "original": row["original"],
                 "compressed": row["compressed"], "files": row["files"]} for key, row in rows.items()]
     base = report.baseline
     return {"name": name, "dir": str(run_dir), "model": report.model, "method": report.method or "?",
             "target": (report.target.name if report.target else None) or "?", "input_shape": report.input_shape,
             "baseline": dataclasses.asdict(base) if base else None,
-            "compressed": dataclasses.asdict(report.compressed),
-            "architecture": report.architecture.to_dict() if report.architecture else {}, "latency": latency}
+            "compressed": dataclasses.asdict(report.compressed), "validation_images": validation_images(report),
+            "architecture": report.architecture.to_dict() if report.architecture else {}, "latency": latency,
+            "warnings": _warnings(report, rows, devices)}
+
+
+def _warnings(report: RunReport, rows: dict, devices: dict) -> list[dict]:
+    """The run's report warnings (:func:`compressor.report_warnings.warnings_of`), less ``not_measured``
+    where a bench of its compressed model on its target's profile answers it here."""
+    target = report.target.name if report.target else None
+    benched = any(key[0] == "bench" and devices[key]["profile"] == target and row["compressed"] is not None
+                  for key, row in rows.items())
+    return [w.to_dict() for w in warnings_of(report) if not (benched and w.kind == "not_measured")]
 
 
 def merge_reports(paths) -> dict:
     """Merge run directories and bench JSON files (see the module docstring) into plain data.
 
     Returns ``{"format", "runs": [{name, dir, model, method, target, baseline, compressed,
-    architecture, latency: [{device, ...}]}], "devices": [{label, source, profile, runtime, device,
-    host, notes, files}], "benches": [{path, file, sha256, matched}], "unmatched": [paths]}``.
+    validation_images, architecture, latency: [{device, ...}], warnings: [{kind, message}]}],
+    "devices": [{label, source, profile, runtime, device, host, notes, files}], "benches": [{path,
+    file, sha256, matched}], "unmatched": [paths]}``. A run's own latency rows keep the p50 of each
+    interleaved round (``rounds``) where it recorded them; bench rows hold what the bench measured.
     """
     paths = [Path(p) for p in (paths or [])]
     if not paths:

@@ -1,13 +1,26 @@
 """``compress report``'s pages: the merged data of :func:`compressor.merge.merge_reports` as
-Markdown (a run x device table, the devices, the bench files) and as one self-contained HTML page
-with plots. Text from the input files is escaped in both."""
+Markdown (a run x device table, each run's warnings, the devices, the bench files) and as one
+self-contained HTML page with plots. A run's own latency and its accuracies carry the uncertainty its
+single-run report shows; bench rows show the bench's figures. Text from the input files is escaped in
+both."""
 from __future__ import annotations
 
+from exporters.stats import LatencyStats
+
 from .report import md_text
-from .report_html import Plots, architecture_section, esc, kv_table, page, profile_items, table
+from .report_html import CSS, Plots, architecture_section, esc, kv_table, page, profile_items, table
 from .report_plots import latency_figure, scatter_figure
+from .report_sections import WARNINGS_CSS
+from .report_uncertainty import accuracy_text, latency_text, speedup, speedup_text
 from .run_report import ArchitectureInfo, Target
 from .units import format_count
+
+RUN_SOURCE = "compress run"  # a row measured by the run itself (bench rows: "compress bench")
+READING = ("Latency is the median (p50) of timed runs after a warm-up; speed-up = original p50 / compressed p50. "
+           "Where a run measured its models in interleaved rounds, its p50 shows the range of the rounds' p50s "
+           "and its speed-up the range of the per-round ratios, each to the digits that range supports; rows "
+           "measured by compress bench show the bench's p50. Accuracy is shown with its standard error in points "
+           "and the number of validation images (n) where the run recorded it.")
 
 
 def _ms(stats, key="p50") -> str:
@@ -19,8 +32,27 @@ def _speedup(row) -> str:
     return f"{o['p50'] / c['p50']:.2f}x" if o and c and c["p50"] > 0 else "-"
 
 
-def _acc(costs) -> str:
-    return f"{100 * costs['accuracy']:.2f}%" if costs else "-"
+def _stats(short: dict) -> LatencyStats:
+    """A run's own measurement (merged.json's figures of it) as :class:`LatencyStats`."""
+    return LatencyStats(**{**short, "input_shape": tuple(short["input_shape"])})
+
+
+def _latency_cells(row: dict) -> list[str]:
+    """Original p50, compressed p50 and speed-up of a latency row: a run's own measurement with the
+    uncertainty its single-run report shows (:mod:`compressor.report_uncertainty`), a bench's as measured."""
+    if row.get("source") != RUN_SOURCE:
+        return [_ms(row["original"]), _ms(row["compressed"]), _speedup(row)]
+    o, c = (_stats(row[k]) if row[k] else None for k in ("original", "compressed"))
+    s = speedup(o, c)
+    return [latency_text(o, unit="") if o else "-", latency_text(c, unit="") if c else "-",
+            speedup_text(s) if s else "-"]
+
+
+def _acc(costs, n: int | None = None) -> str:
+    """An accuracy with its standard error and ``n`` where the run recorded ``n``."""
+    if not costs:
+        return "-"
+    return accuracy_text(costs["accuracy"], n) if n else f"{100 * costs['accuracy']:.2f}%"
 
 
 def _macs(costs) -> str:
@@ -35,11 +67,17 @@ def main_rows(merged: dict) -> list[list[str]]:
     """One row per run and device: p50 original vs compressed, speed-up, accuracy, MACs."""
     rows = []
     for run in merged["runs"]:
+        n = run.get("validation_images")
         for lat in run["latency"] or [{"device": "-", "original": None, "compressed": None}]:
-            rows.append([run["name"], run["model"], run["method"], lat["device"], _ms(lat["original"]),
-                         _ms(lat["compressed"]), _speedup(lat), _acc(run["baseline"]), _acc(run["compressed"]),
+            rows.append([run["name"], run["model"], run["method"], lat["device"], *_latency_cells(lat),
+                         _acc(run["baseline"], n), _acc(run["compressed"], n),
                          _macs(run["baseline"]), _macs(run["compressed"])])
     return rows
+
+
+def _warned(merged: dict) -> list[tuple[str, dict]]:
+    """Every run's warnings as ``(run name, warning)``, in run order."""
+    return [(run["name"], w) for run in merged["runs"] for w in run.get("warnings", [])]
 
 
 def _device_facts(dev: dict) -> list[str]:
@@ -61,7 +99,11 @@ def merged_markdown(merged: dict) -> str:
     lines = [f"# Compression runs ({len(merged['runs'])})", "",
              "| " + " | ".join(MAIN_HEADER) + " |", "|---|---|---|---|" + "---:|" * (len(MAIN_HEADER) - 4)]
     lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in main_rows(merged)]
-    lines += ["", "Latency is the median of timed runs after a warm-up; speed-up = original p50 / compressed p50."]
+    lines += ["", READING]
+    warned = _warned(merged)
+    lines += ["", f"## Warnings ({len(warned)})" if warned else "## Warnings", ""]
+    lines += [f"- {md_text(name)}: **{md_text(w['kind'])}**: {md_text(w['message'])}" for name, w in warned] or \
+        ["None: no check found a problem in any run (see the README for what is checked)."]
     if merged["devices"]:
         lines += ["", "## Devices", ""]
         for dev in merged["devices"]:
@@ -117,8 +159,9 @@ def _runs_section(runs: list[dict], plots: Plots) -> list[str]:
         if run.get("input_shape"):
             facts.append(("input shape", "x".join(map(str, run["input_shape"]))))
         params_b = format_count(b["params"]) if b else "-"
+        n = run.get("validation_images")
         facts += [("MACs", f"{_macs(b)} -> {_macs(c)}"), ("params", f"{params_b} -> {format_count(c['params'])}"),
-                  ("val accuracy", f"{_acc(b)} -> {_acc(c)}")]
+                  ("val accuracy", f"{_acc(b, n)} -> {_acc(c, n)}")]
         parts += [f"<h3>{esc(run['name'])}</h3>", kv_table(facts)]
         if run["architecture"]:
             parts.append(architecture_section(ArchitectureInfo(**run["architecture"]), plots, name=f"widths_{i}",
@@ -141,17 +184,25 @@ def _devices_section(merged: dict) -> list[str]:
     return parts
 
 
+def _warnings_section(merged: dict) -> list[str]:
+    """Each run's warnings (as its own report lists them), or a line saying there are none."""
+    warned = _warned(merged)
+    if not warned:
+        return ['<h2 id="warnings">Warnings</h2><div class="clean">No warnings: every check passed in every run.</div>']
+    items = "".join(f'<li><b>{esc(name)}</b>: <span class="kind">{esc(w["kind"])}</span>: {esc(w["message"])}</li>'
+                    for name, w in warned)
+    return [f'<h2 id="warnings">Warnings ({len(warned)})</h2><ul class="warnings">{items}</ul>']
+
+
 def merged_html(merged: dict, plots_dir=None) -> str:
     """The merged report as a self-contained HTML page with plots (see :func:`merge_reports`)."""
     plots = Plots(plots_dir)
     runs = merged["runs"]
-    parts = [f"<h1>Compression runs ({len(runs)})</h1>",
-             ("<p>Latency is the median (p50) of timed runs after a warm-up; speed-up = original p50 / "
-              "compressed p50.</p>"),
-             table(MAIN_HEADER, main_rows(merged), numeric_from=4),
+    parts = [f"<h1>Compression runs ({len(runs)})</h1>", f"<p>{esc(READING)}</p>",
+             table(MAIN_HEADER, main_rows(merged), numeric_from=4), *_warnings_section(merged),
              *_percentiles_table(runs), *_plots(merged, plots), *_runs_section(runs, plots),
              *_devices_section(merged)]
     if merged["unmatched"]:
         parts.append("<h2>Bench files left out</h2><p>These match no model file of the given runs (by SHA-256):</p><ul>"
                      + "".join(f"<li><code>{esc(p)}</code></li>" for p in merged["unmatched"]) + "</ul>")
-    return page(f"Compression runs ({len(runs)})", "\n".join(parts))
+    return page(f"Compression runs ({len(runs)})", "\n".join(parts), css=CSS + WARNINGS_CSS)

@@ -93,12 +93,13 @@ def with_error(value: float, err: float | None, unit: str = "") -> str:
     return f"{fixed(value, d)} ± {fixed(err, d)}{unit}"
 
 
-def latency_text(stats: LatencyStats) -> str:
-    """A p50 to the digits its rounds support, with their range: ``10.3 ms (rounds 9.8-11.2)``."""
+def latency_text(stats: LatencyStats, unit: str = " ms") -> str:
+    """A p50 to the digits its rounds support, with their range: ``10.3 ms (rounds 9.8-11.2)``
+    (``unit`` after the p50: none where a column's title names it)."""
     d = decimals_for(p50_uncertainty(stats))
     if len(stats.rounds) > 1:
-        return (f"{fixed(stats.p50, d)} ms (rounds {fixed(min(stats.rounds), d)}-{fixed(max(stats.rounds), d)})")
-    return f"{fixed(stats.p50, d)} ms"
+        return f"{fixed(stats.p50, d)}{unit} (rounds {fixed(min(stats.rounds), d)}-{fixed(max(stats.rounds), d)})"
+    return f"{fixed(stats.p50, d)}{unit}"
 
 
 def speedup_text(s: Speedup) -> str:

@@ -1,4 +1,5 @@
-"""compress report: merging run directories and bench JSONs (matched by the model file's SHA-256)."""
+"""compress report: merging run directories and bench JSONs (matched by the model file's SHA-256); each
+run's warnings and the uncertainty of its own figures in the merged pages."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,8 @@ from compress_base.errors import CompressError
 from compressor import merge as merge_mod
 from compressor import merge_render
 from compressor.merge import merge_reports, merged_markdown, write_merged
+from compressor.report_warnings import warnings_of
+from compressor.run_report import RunReport
 
 
 class Tags(HTMLParser):
@@ -104,15 +107,16 @@ def test_two_runs_and_a_bench_matched_by_sha(two_runs):
     run_dev = "AMD EPYC (onnxruntime-cpu, cpu)"
     orin = "Orin (tensorrt, jetson-orin-nano)"
     row = dict(zip(header, _row(md, "run_a", run_dev)))
+    # no rounds, no validation size recorded: the speed-up to two digits, as the run's own report has it
     assert row == {"run": "run_a", "model": "resnet18", "method": "greedy", "device": run_dev,
-                   "original p50 (ms)": "1.509", "compressed p50 (ms)": "0.460", "speed-up": "3.28x",
+                   "original p50 (ms)": "1.509", "compressed p50 (ms)": "0.460", "speed-up": "3.3x",
                    "original accuracy": "91.37%", "compressed accuracy": "88.03%",
                    "original MACs": "148M", "compressed MACs": "19.6M"}
     row = dict(zip(header, _row(md, "run_a", orin)))
     assert (row["original p50 (ms)"], row["compressed p50 (ms)"], row["speed-up"]) == ("-", "0.250", "-")
     row = dict(zip(header, _row(md, "run_b", run_dev)))
     assert (row["compressed p50 (ms)"], row["speed-up"], row["compressed accuracy"], row["compressed MACs"]) == (
-        "0.353", "4.53x", "85.12%", "19.9M")
+        "0.353", "4.5x", "85.12%", "19.9M")
     assert not [line for line in md.splitlines() if line.startswith("| run_b") and orin in line]
     assert "power mode MAXN_SUPER (id 2)" in md and "sudo nvpmodel -m 2 (MAXN_SUPER)" in md
 
@@ -184,6 +188,69 @@ def test_report_json_path_and_nas_run_without_baseline(tmp_path):
     assert row[4:11] == ["-", "0.100", "-", "-", "70.00%", "-", "5M"]
 
 
+def _edit(run_dir: Path, **fields) -> dict:
+    """Change fields of the run's report.json; the new report."""
+    report = {**json.loads((run_dir / "report.json").read_text()), **fields}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    return report
+
+
+def test_run_rows_show_the_rounds_and_the_accuracy_standard_error(two_runs):
+    a, b, bench = two_runs
+    report = json.loads((a / "report.json").read_text())
+    base, comp = report["latency"]["baseline"], report["latency"]["compressed"]
+    _edit(a, data={"source": "digits", "train": 1437, "val": 1000, "num_classes": 10},
+          latency={"baseline": {**base, "p50": 1.50, "rounds": [1.50, 1.52, 1.48]},
+                   "compressed": {**comp, "p50": 0.46, "rounds": [0.46, 0.47, 0.45]}})
+    merged = merge_reports([a, b, bench])
+    assert merged["runs"][0]["validation_images"] == 1000 and merged["runs"][1]["validation_images"] is None
+    md = merged_markdown(merged)
+    header = _row(md, "run", "device")
+    row = dict(zip(header, _row(md, "run_a", "AMD EPYC (onnxruntime-cpu, cpu)")))
+    # rounds 1.48-1.52: +-0.02, two decimals; 0.45-0.47: +-0.01, three; per-round ratios 3.234-3.289
+    assert (row["original p50 (ms)"], row["compressed p50 (ms)"], row["speed-up"]) == (
+        "1.50 (rounds 1.48-1.52)", "0.460 (rounds 0.450-0.470)", "3.26x (3.23-3.29)")
+    # standard errors sqrt(p (1 - p) / 1000): 0.89 and 1.03 points
+    assert (row["original accuracy"], row["compressed accuracy"]) == ("91.4% ± 0.9 (n=1000)", "88.0% ± 1.0 (n=1000)")
+    # the bench row shows what the bench measured, as before; the accuracy is the run's
+    row = dict(zip(header, _row(md, "run_a", "Orin (tensorrt, jetson-orin-nano)")))
+    assert (row["original p50 (ms)"], row["compressed p50 (ms)"], row["speed-up"]) == ("-", "0.250", "-")
+    assert row["compressed accuracy"] == "88.0% ± 1.0 (n=1000)"
+    assert _row(md, "run_b", "AMD EPYC (onnxruntime-cpu, cpu)")[8] == "85.12%"  # no n recorded: as before
+    text = merge_mod.merged_html(merged)
+    assert "1.50 (rounds 1.48-1.52)" in text and "3.26x (3.23-3.29)" in text and "91.4% ± 0.9 (n=1000)" in text
+
+
+def test_each_runs_warnings_are_in_the_merged_report(two_runs, tmp_path):
+    a, b, _ = two_runs
+    report = _edit(b, compressed={"macs": 19_900_000, "params": 2_000_000, "accuracy": 0.9100})  # 0.37 points lost
+    unmeasured = make_run(tmp_path, "run_c", method="greedy", macs=19_000_000, acc=0.9137, p50=0.3)
+    _edit(unmeasured, latency={}, target={"name": "jetson-orin-nano", "runtimes": ["tensorrt"]})
+    merged = merge_reports([a, b, unmeasured])
+    # the same warnings as each run's own report (report_warnings on its RunReport)
+    assert merged["runs"][0]["warnings"] == [w.to_dict() for w in warnings_of(RunReport.from_dict(
+        json.loads((a / "report.json").read_text())))]
+    assert [[w["kind"] for w in r["warnings"]] for r in merged["runs"]] == [["accuracy_drop"], [], ["not_measured"]]
+    assert not warnings_of(RunReport.from_dict(report))
+    drop = merged["runs"][0]["warnings"][0]["message"]
+    assert drop.startswith("accuracy fell 3.3 points, from 91.4% to 88.0%")
+    md = merged_markdown(merged)
+    section = md.split("## Warnings (2)")[1].split("## Devices")[0]
+    assert f"- run_a: **accuracy_drop**: {drop}" in section and "- run_c: **not_measured**: " in section
+    assert "run_b" not in section
+    parser = Tags()
+    text = merge_mod.merged_html(merged)
+    parser.feed(text)
+    assert not parser.errors and 'id="warnings">Warnings (2)' in text
+    assert f'<b>run_a</b>: <span class="kind">accuracy_drop</span>: {drop}' in text
+    # a bench of run_c's model on its target's device answers not_measured; a clean merge says so
+    bench = make_bench(tmp_path / "c.json", unmeasured / "model.onnx", 0.2)
+    assert merge_reports([unmeasured, bench])["runs"][0]["warnings"] == []
+    clean = merge_reports([b])
+    assert "None: no check found a problem in any run" in merged_markdown(clean)
+    assert "No warnings: every check passed in every run." in merge_mod.merged_html(clean)
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda t: t / "missing", "does not exist"),
     (lambda t: t, "is not a run directory"),
@@ -234,7 +301,7 @@ def test_write_merged(two_runs, tmp_path):
     assert not parser.errors and not parser.stack
     # latency per device, accuracy vs latency, kept channels of each run
     assert len(parser.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
-    for value in ("0.250", "0.460", "3.28x", "88.03%", "19.6M", "MAXN_SUPER", "run_b"):
+    for value in ("0.250", "0.460", "3.3x", "88.03%", "19.6M", "MAXN_SUPER", "run_b"):
         assert value in text
 
 
