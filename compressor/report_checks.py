@@ -84,7 +84,8 @@ RUN_FIELDS = {
     "exported_accuracy.images": "count", "precision": "object", "precision.precision": "text",
     "precision.images": "count", "precision.fp32_accuracy": "fraction", "precision.accuracy": "fraction",
     "precision.agreement": "fraction", "precision.file": "text", "precision.recipe": "text",
-    "precision.calibration_images": "count", "precision.sensitive_layers": "objects",
+    "precision.calibration_images": "count", "precision.input_shape": "shape",
+    "precision.sensitive_layers": "objects",
     "training": "curves", "reproduce": "object", "reproduce.command": "text",
     "reproduce.process": "text", "reproduce.versions": "texts by name",
     "warnings": "objects",  # derived from the rest (compressor.report_warnings): checked, not read

@@ -24,7 +24,10 @@ def precision_items(report: RunReport) -> list[tuple[str, str]]:
     if p is None:
         return []
     items = [("precision", p.precision), ("file", p.file or "model.onnx (fp32)")]
-    if report.resolution is not None:
+    if p.input_shape is not None:
+        items.append(("measured at", f"{'x'.join(map(str, p.input_shape))}, the run's evaluation size (the model "
+                                     "exported and converted again there), through onnxruntime"))
+    elif report.resolution is not None:
         items.append(("measured at", f"the deployment input {'x'.join(map(str, report.resolution.deployment))}, "
                                      "through onnxruntime"))
     if p.recipe:

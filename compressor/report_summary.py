@@ -86,7 +86,8 @@ def _precision_row(report: RunReport) -> list[list[str]]:
         return []
     se = 100 * difference_se(p.fp32_accuracy, p.accuracy, p.images)
     d = min(decimals_for(se), 2) if se > 0 else 1
-    return [[f"{p.precision} model accuracy ({p.file})", "", accuracy_text(p.accuracy, p.images),
+    where = f", at {p.input_shape[1]}x{p.input_shape[2]}" if p.input_shape else ""
+    return [[f"{p.precision} model accuracy ({p.file}{where})", "", accuracy_text(p.accuracy, p.images),
              f"{signed(100 * (p.accuracy - p.fp32_accuracy), d)} ± {se:.{d}f} points vs fp32"]]
 
 

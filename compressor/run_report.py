@@ -206,6 +206,7 @@ class PrecisionResult:
     recipe: str | None = None  # how it was made, e.g. "int8 QDQ, symmetric s8 weights per channel, s8 activations"
     calibration_images: int | None = None
     sensitive_layers: list[SensitiveLayer] = field(default_factory=list)
+    input_shape: list[int] | None = None  # where the accuracies were measured, when not the deployment shape
 
     @classmethod
     def from_dict(cls, obj: dict) -> PrecisionResult:

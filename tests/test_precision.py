@@ -263,3 +263,26 @@ def test_a_latency_budget_holds_for_the_int8_model(tmp_path):
     (section,) = json.loads(table.read_text())["tables"]
     assert section["hardware"]["precision"] == "int8"
     assert res.report.precision.file == "model.int8.onnx"
+
+
+@pytest.mark.slow
+def test_a_proxy_run_measures_precision_on_the_model_at_its_evaluation_size(tmp_path):
+    """The digits demo keeps a proxy (trained and evaluated at 16x16, shipped at 64x64, where it scores
+    what an untrained model would): int8 is measured on the model exported and quantized at 16x16, and
+    the shipped model.int8.onnx is still the 64x64 file."""
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["run", "--budget-macs", "50%", "--train-resolution", "16", "--input-shape",
+                                       "3x64x64", "--teacher-epochs", "2", "--epochs", "1", "--latency-runs", "2",
+                                       "--precision", "int8", "--calibration-images", "64", "-q", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    got = report["precision"]
+    assert got["input_shape"] == [3, 16, 16] and got["file"] == "model.int8.onnx"
+    assert abs(got["fp32_accuracy"] - report["compressed"]["accuracy"]) * got["images"] <= 1  # the run's own figure
+    assert got["fp32_accuracy"] > 0.5 and got["agreement"] > 0.9  # not the chance-level 64x64 files
+    assert json.loads(read_metadata(out / "model.int8.onnx")["input_shape"]) == [3, 64, 64]
+    assert "model.int8.onnx, at 16x16" in result.output

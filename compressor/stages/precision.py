@@ -2,9 +2,11 @@
 target profile's). fp32 ships ``model.onnx`` itself; fp16 and int8 write ``model.fp16.onnx`` or
 ``model.int8.onnx`` from it (int8: post-training quantization calibrated on training images, with the
 profile's ``quantization`` recipe), and its accuracy and its top-1 agreement with ``model.onnx`` are
-measured on the validation images at the deployment shape through onnxruntime. When low precision
-costs more than ``--warn-accuracy-drop`` points, the int8 layers that recover the most accuracy when
-kept in fp32 are found (at most ``PROBED_LAYERS`` re-quantizations) and a warning is logged.
+measured on the validation images at the deployment shape through onnxruntime (a run evaluated at a
+proxy resolution: the same conversion of the model exported at that resolution, see
+:func:`_low_precision`). When low precision costs more than ``--warn-accuracy-drop`` points, the
+int8 layers that recover the most accuracy when kept in fp32 are found (at most ``PROBED_LAYERS``
+re-quantizations) and a warning is logged.
 
 The shipped file's accuracy becomes the run's headline accuracy whenever accuracy is measured at
 the deployment shape; a run evaluated at a proxy resolution keeps the proxy's (its report says so).
@@ -26,6 +28,7 @@ from torch.utils.data import Dataset, Subset
 
 from compress_base.fileio import write_json
 from exporters.onnx_eval import copy_metadata, onnx_predictions
+from exporters.onnx_export import export_onnx
 from exporters.precision import prepare_onnx
 from exporters.quant_noise import layer_noise
 
@@ -49,52 +52,83 @@ def precision(state: RunState) -> None:
     chosen = state.config.precision or state.profile.precision
     if _restore(state, chosen):
         return
-    out, exported = state.out, state.exported_accuracy
+    out, exported, res = state.out, state.exported_accuracy, state.resolutions
+    proxy = res is not None and not res.at_deployment
     if chosen == "fp32" and exported is not None:  # model.onnx at the deployment shape: measured already
         result = PrecisionResult(precision="fp32", images=exported.images, fp32_accuracy=exported.compressed_onnx,
                                  accuracy=exported.compressed_onnx, agreement=1.0)
-    else:
+    elif chosen == "fp32" and proxy:  # nothing is converted: the run's own (proxy) accuracy
+        result = PrecisionResult(precision="fp32", images=len(state.eval_data.val), fp32_accuracy=state.accuracy,
+                                 accuracy=state.accuracy, agreement=1.0, input_shape=_proxy_shape(state))
+    elif chosen == "fp32":
         train, val, resize = _deployment_data(state)
-        val_batches = _batches(state, val, resize)
-        reference, labels = onnx_predictions(out / "model.onnx", val_batches())
+        reference, labels = onnx_predictions(out / "model.onnx", _batches(state, val, resize)())
         fp32 = float(np.mean(reference == labels))
-        if chosen == "fp32":
-            result = PrecisionResult(precision="fp32", images=len(labels), fp32_accuracy=fp32, accuracy=fp32,
-                                     agreement=1.0)
-        else:
-            result = _low_precision(state, chosen, train, resize, val_batches, reference, labels)
+        result = PrecisionResult(precision="fp32", images=len(labels), fp32_accuracy=fp32, accuracy=fp32,
+                                 agreement=1.0)
+    else:
+        result = _low_precision(state, chosen, proxy)
     state.precision = result
-    if state.resolutions is not None and state.resolutions.at_deployment:
+    if res is not None and res.at_deployment:
         state.accuracy = result.accuracy  # the headline is what ships
     _save(state)
 
 
-def _low_precision(state: RunState, chosen: str, train: Dataset, resize, val_batches: Batches,
-                   reference: np.ndarray, labels: np.ndarray) -> PrecisionResult:
-    """Write ``model.<chosen>.onnx``, measure it against ``model.onnx``'s ``reference`` predictions."""
-    out, config, recipe = state.out, state.config, state.profile.quantization
+def _proxy_shape(state: RunState) -> list[int]:
+    return [state.shape[0], state.resolutions.evaluation, state.resolutions.evaluation]
+
+
+def _low_precision(state: RunState, chosen: str, proxy: bool) -> PrecisionResult:
+    """Write ``model.<chosen>.onnx`` from ``model.onnx`` (int8: calibrated at the deployment shape) and
+    measure it against fp32. A ``proxy`` run (evaluated below the deployment shape, where the shipped
+    files score what an untrained model would) measures the same conversion of the compressed model
+    exported at its evaluation size instead, on its own validation images."""
+    out, recipe = state.out, state.profile.quantization
     name = f"model.{chosen}.onnx"
+    train, val, resize = _deployment_data(state)
     calibration = _calibration(state, train, resize) if chosen == "int8" else None
     info = prepare_onnx(out / "model.onnx", out / name, chosen, recipe, calibration)
     log.info("wrote %s: %s%s", name, info["recipe"], f"; {info['quantized_nodes']} layers quantized on "
              f"{info['calibration_images']} training images" if chosen == "int8" else "")
     copy_metadata(out / "model.onnx", out / name, chosen)
     state.artifacts.append(name)
-    predicted, _ = onnx_predictions(out / name, val_batches())
-    fp32, accuracy = float(np.mean(reference == labels)), float(np.mean(predicted == labels))
+    result = dict(precision=chosen, file=name, recipe=info["recipe"],
+                  calibration_images=info["calibration_images"] or None)
+    if not proxy:
+        return PrecisionResult(**result, **_compare(state, out / "model.onnx", out / name, chosen, calibration,
+                                                    _batches(state, val, resize)))
+    shape = _proxy_shape(state)
+    data = state.eval_data
+    train = _unaugmented(data.train, data, shape[1])
+    calibration = _calibration(state, train, None) if chosen == "int8" else None
+    with tempfile.TemporaryDirectory(prefix="compress-precision-") as tmp:
+        fp32 = export_onnx(state.small, tuple(shape), Path(tmp) / "model.onnx")
+        prepare_onnx(fp32, Path(tmp) / name, chosen, recipe, calibration)
+        measured = _compare(state, fp32, Path(tmp) / name, chosen, calibration, _batches(state, data.val, None))
+    log.info("precision: %s measured on the model exported at the %dx%d evaluation size (the run's proxy)",
+             chosen, shape[1], shape[2])
+    return PrecisionResult(**result, **measured, input_shape=shape)
+
+
+def _compare(state: RunState, fp32: Path, low: Path, chosen: str, calibration, val_batches: Batches) -> dict:
+    """Accuracy of ``fp32`` and ``low`` on the validation images, their top-1 agreement, and (when
+    ``low`` loses more than ``--warn-accuracy-drop`` points in int8) the layers that cost most."""
+    config = state.config
+    reference, labels = onnx_predictions(fp32, val_batches())
+    predicted, _ = onnx_predictions(low, val_batches())
+    fp32_acc, accuracy = float(np.mean(reference == labels)), float(np.mean(predicted == labels))
     sensitive = []
-    drop = 100 * (fp32 - accuracy)
+    drop = 100 * (fp32_acc - accuracy)
     if drop > config.warn_accuracy_drop:
         if chosen == "int8":
-            sensitive = sensitive_layers(out / "model.onnx", out / name, recipe, calibration, val_batches, labels)
+            sensitive = sensitive_layers(fp32, low, state.profile.quantization, calibration, val_batches, labels)
         helps = f"; kept in fp32, {sensitive[0].layer} alone gives {100 * sensitive[0].accuracy_with_layer_fp32:.2f}%" \
             if sensitive else ""
         log.warning("%s scores %.2f%% against fp32's %.2f%% on %d validation images: %.2f points lost, over "
-                    "--warn-accuracy-drop %g%s", name, 100 * accuracy, 100 * fp32, len(labels), drop,
+                    "--warn-accuracy-drop %g%s", low.name, 100 * accuracy, 100 * fp32_acc, len(labels), drop,
                     config.warn_accuracy_drop, helps)
-    return PrecisionResult(precision=chosen, images=len(labels), fp32_accuracy=fp32, accuracy=accuracy,
-                           agreement=float(np.mean(predicted == reference)), file=name, recipe=info["recipe"],
-                           calibration_images=info["calibration_images"] or None, sensitive_layers=sensitive)
+    return dict(images=len(labels), fp32_accuracy=fp32_acc, accuracy=accuracy,
+                agreement=float(np.mean(predicted == reference)), sensitive_layers=sensitive)
 
 
 def sensitive_layers(src: Path, quantized: Path, recipe: str, calibration: list[np.ndarray],
