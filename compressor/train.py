@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -133,6 +134,12 @@ def _place(model: nn.Module, runtime: Runtime) -> None:
         model.to(runtime.device)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first tensor (the CPU for a model without any)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def _unplace(model: nn.Module, runtime: Runtime) -> None:
     """Give the weights back in the ordinary (contiguous) memory format."""
     if runtime.memory_format is torch.channels_last:
@@ -195,7 +202,8 @@ def train(
     runtime = runtime or Runtime(quiet=True)
     was_training = model.training
     _place(model, runtime)
-    if teacher is not None:
+    if teacher is not None:  # borrowed: it goes back where it came from afterwards
+        teacher_device = _device_of(teacher)
         _place(teacher, runtime)
         teacher.eval()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -226,6 +234,7 @@ def train(
         _unplace(model, runtime)
         if teacher is not None:
             _unplace(teacher, runtime)
+            teacher.to(teacher_device)
         model.train(was_training)
     return history
 

@@ -227,6 +227,17 @@ def test_distillation_under_amp_is_finite(trained, loaders):
     assert math.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
 
 
+def test_the_teacher_goes_back_to_its_device_after_training_on_cuda(loaders):
+    # the run exports the teacher as baseline.onnx after fine-tuning: it must still be on the CPU
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine; moving the teacher needs a GPU")
+    student, teacher = tiny_cnn(seed=1, width=4), tiny_cnn(seed=2, width=8)
+    train(student, loaders[0], epochs=1, lr=0.02, teacher=teacher, runtime=Runtime(device=torch.device("cuda"),
+                                                                                    quiet=True))
+    assert {t.device.type for t in [*teacher.parameters(), *teacher.buffers()]} == {"cpu"}
+    assert next(student.parameters()).device.type == "cuda"  # the student stays where it trained
+
+
 def test_runtime_settings_on_cuda_without_a_gpu(monkeypatch):
     cuda = torch.device("cuda", 0)
     for bf16, expected in ((True, torch.bfloat16), (False, torch.float16)):
