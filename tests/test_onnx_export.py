@@ -1,4 +1,7 @@
 """ONNX export: parity with PyTorch, dynamic batch, atomic writes, opset, user errors."""
+import errno
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -8,6 +11,8 @@ import torchvision
 from torch import nn
 
 from compress_base.errors import CompressError
+from compress_base.fileio import write_atomic
+from exporters import onnx_export
 from exporters.onnx_export import export_onnx, random_input, verify_onnx
 
 
@@ -114,6 +119,55 @@ def test_failed_export_leaves_no_file_and_keeps_old_one(tmp_path):
         export_onnx(Unexportable(), (3, 4, 4), old)
     assert old.read_bytes() == b"previous export"
     assert _onnx_files(tmp_path) == ["old.onnx"]
+
+
+def _disk_full_at(name: str):
+    """The atomic write ``export_onnx`` uses, except that writing a file called ``name`` stops half way
+    with ENOSPC, as on a full disk (the temporary file exists and holds part of the model)."""
+
+    def write(path, writer):
+        if Path(path).name != name:
+            return write_atomic(path, writer)
+
+        def half_then_full(tmp):
+            writer(tmp)
+            tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+        return write_atomic(path, half_then_full)
+
+    return write
+
+
+def test_full_disk_is_a_write_error_not_an_export_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "write_atomic", _disk_full_at("model.onnx"))
+    old = tmp_path / "model.onnx"
+    old.write_bytes(b"previous export")
+    with pytest.raises(OSError) as err:  # the caller knows the folder and how to go on (see below)
+        export_onnx(tiny_cnn(), (3, 16, 16), old)
+    assert err.value.errno == errno.ENOSPC and not isinstance(err.value, CompressError)
+    assert old.read_bytes() == b"previous export"
+    assert _onnx_files(tmp_path) == ["model.onnx"]  # no partial temporary file
+
+
+@pytest.mark.slow
+def test_full_disk_writing_model_onnx_is_one_line_with_the_remedy(tmp_path, monkeypatch):
+    """Through `compress`: one error line that names the disk and how to continue, no partial file."""
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+
+    monkeypatch.setattr(onnx_export, "write_atomic", _disk_full_at("model.onnx"))
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["--teacher-epochs", "0", "--epochs", "0", "-q", "--input-shape", "3x32x32",
+                                       "--train-resolution", "16", "--latency-runs", "2", "--budget-macs", "15M",
+                                       "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot write to the run directory {out} (No space left on device): free space or "
+                      f"make it writable, then continue with `compress --resume {out}`"], result.stderr
+    assert not (out / "model.onnx").exists() and not list(out.rglob("*.tmp"))
+    assert (out / ".compress" / "run.json").is_file()  # kept for --resume
 
 
 def test_non_tensor_output_is_a_user_error(tmp_path):
