@@ -13,6 +13,7 @@ from compress_base.errors import CompressError
 
 from .executor import execute
 from .models import native_input_shape
+from .run_report import RunReport
 from .run_state import RunState
 from .runtime import seed_everything
 from .search import check_options
@@ -25,9 +26,9 @@ __all__ = ["NAS_METHOD", "RunConfig", "latency_clock", "resolve_target", "resume
            "run_nas", "seed_everything"]
 
 
-def run(config: RunConfig) -> dict:
+def run(config: RunConfig) -> RunReport | None:
     """Run one compression end to end and return the report (also written to the run directory;
-    empty on a torchrun rank other than 0)."""
+    None on a torchrun rank other than 0)."""
     check_options(config.method, config.options or {})
     # MACs and params need no device; a latency budget needs the target, or a table measured on it
     profile = resolve_target(config.target, offline_ok=config.latency_table is not None
@@ -35,11 +36,11 @@ def run(config: RunConfig) -> dict:
     return execute(config, RUN_STAGES, _initial_state(profile), config.model)
 
 
-def run_nas(config: RunConfig) -> dict:
+def run_nas(config: RunConfig) -> RunReport | None:
     """Search a ShrinkCNN cell from scratch (AutoShrink), deploy it at the MAC budget, train, export, measure.
 
     Under torchrun the ranks split each step's candidates and train the deployed network with DDP;
-    rank 0 alone exports, measures and writes (the other ranks return an empty dict).
+    rank 0 alone exports, measures and writes (the other ranks return None).
     """
     if config.budget.macs is None:
         raise CompressError("compress nas needs --budget-macs: the found cell is stacked to fit it")

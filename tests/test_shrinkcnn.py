@@ -19,8 +19,8 @@ from compressor import artifact
 from compressor.counting import count_macs
 from compressor.data import DataBundle, load_data
 from compressor.models import ModelSpec, build_model
-from compressor.nas.cell_search import best_snapshot, shrinkcnn_search
-from compressor.nas.shrinkcnn import run_nas
+from compressor.nas.cell_search import best_cell, shrinkcnn_search
+from compressor.nas.shrinkcnn import search_and_train_network
 from compressor.networks.shrinkcnn import (
     SPEC_NAME,
     Cell,
@@ -174,7 +174,7 @@ def test_a_shrink_step_removes_edges_and_leaves_only_live_ones(digits):
         assert snap.macs == shrinkcnn_macs(snap.edges, (3, 16, 16), 10, width=4, stem=8)
         log_macs = torch.log10(torch.tensor(float(snap.macs))).item()
         assert snap.score == pytest.approx(snap.accuracy - 0.1 * (log_macs - 6))
-    assert best_snapshot(snaps).score == max(s.score for s in snaps)
+    assert best_cell(snaps).score == max(s.score for s in snaps)
     json.dumps([s.to_dict() for s in snaps])  # snapshots are plain data
     again = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, seed=0, quiet=True, **TINY)
     assert [(s.edges, s.accuracy) for s in again] == [(s.edges, s.accuracy) for s in snaps]  # seeded
@@ -224,12 +224,12 @@ def test_spec_rebuilds_the_same_network(tmp_path):
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
-def test_run_nas_end_to_end(digits):
-    model, spec, snaps, training = run_nas(digits, 20_000_000, (3, 32, 32), options={**TINY, "max_steps": 1},
-                                           epochs=1, batch_size=16)
+def test_search_and_train_network_end_to_end(digits):
+    model, spec, snaps, training = search_and_train_network(digits, 20_000_000, (3, 32, 32),
+                                                            options={**TINY, "max_steps": 1}, epochs=1, batch_size=16)
     assert len(snaps) == 2 and [r["epoch"] for r in training] == [1] and 0 <= training[0]["val_acc"] <= 1
-    assert [list(e) for e in model.edges] == [list(e) for e in best_snapshot(snaps).edges]
+    assert [list(e) for e in model.edges] == [list(e) for e in best_cell(snaps).edges]
     assert count_macs(model, (3, 32, 32)) <= 20_000_000
     assert build_model(spec)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(CompressError):
-        run_nas(digits, 2_000_000, options={"bogus": 1})
+        search_and_train_network(digits, 2_000_000, options={"bogus": 1})

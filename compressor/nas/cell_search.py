@@ -5,7 +5,7 @@ exist); for each, build the network without it (and without the edges its remova
 dead), train it from scratch on the proxy set (Adam 4e-3, at most ``epochs`` epochs, early
 stopping) and score it ``accuracy − 0.1·(log10(MACs) − 6)``; remove for good the edge whose
 removal scores best, drop the dead edges, and save a snapshot of the cell. The chosen cell is
-the best-scoring snapshot (:func:`best_snapshot`).
+the best-scoring snapshot (:func:`best_cell`).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class CellSnapshot:
         return asdict(self)
 
 
-def best_snapshot(snapshots: Sequence[CellSnapshot]) -> CellSnapshot:
+def best_cell(snapshots: Sequence[CellSnapshot]) -> CellSnapshot:
     """The best-scoring snapshot (the earliest, i.e. largest cell, on ties)."""
     if not snapshots:
         raise CompressError("no cell snapshots to choose from: run the search with more edges than its floor")

@@ -1,4 +1,4 @@
-"""The run of ``compress nas`` (docs/ALGORITHMS.md section 3): :func:`run_nas` searches the cell
+"""The run of ``compress nas`` (docs/ALGORITHMS.md section 3): :func:`search_and_train_network` searches the cell
 (:mod:`.cell_search`), deploys the best snapshot within the MAC budget
 (:func:`compressor.networks.shrinkcnn.deploy_network`) and trains it.
 """
@@ -16,7 +16,7 @@ from compress_base.errors import CompressError
 from ..models import ModelSpec
 from ..networks.shrinkcnn import deploy_network
 from ..runtime import Runtime
-from .cell_search import CellSnapshot, best_snapshot, shrinkcnn_search
+from .cell_search import CellSnapshot, best_cell, shrinkcnn_search
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,10 @@ SEARCH_OPTIONS = ("k", "floor", "epochs", "patience", "lr", "batch_size", "train
                   "cost_weight", "cost_offset", "max_steps", "width", "stem", "score_initial")
 
 
-def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *, options: dict | None = None,
-            epochs: int = 5, batch_size: int = 64, lr: float = 0.05, runtime: Runtime | None = None,
-            state_dir: str | Path | None = None) -> tuple[nn.Module, ModelSpec, list[CellSnapshot], list[dict]]:
+def search_and_train_network(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
+                             options: dict | None = None, epochs: int = 5, batch_size: int = 64, lr: float = 0.05,
+                             runtime: Runtime | None = None, state_dir: str | Path | None = None,
+                             ) -> tuple[nn.Module, ModelSpec, list[CellSnapshot], list[dict]]:
     """Search a ShrinkCNN cell on ``data`` (a :class:`~compressor.data.DataBundle`), deploy the best
     snapshot within ``budget_macs`` at ``input_shape`` (default: the data's 3×R×R), and train it
     for ``epochs`` with :func:`compressor.train.train` (SGD, ``lr``).
@@ -55,7 +56,7 @@ def run_nas(data, budget_macs: int, input_shape: Sequence[int] | None = None, *,
     snapshots = shrinkcnn_search(data.train, data.val, data.num_classes, proxy_shape, seed=seed,
                                  device=runtime.device, quiet=runtime.quiet,
                                  checkpoint=state / "search-shrinkcnn.pt" if state else None, **options)
-    chosen = best_snapshot(snapshots)
+    chosen = best_cell(snapshots)
     log.info("shrinkcnn: chose step %d (%d edges, proxy acc %.4f, score %.4f)", chosen.step, len(chosen.edges),
              chosen.accuracy, chosen.score)
     torch.manual_seed(seed)

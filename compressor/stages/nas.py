@@ -31,10 +31,10 @@ def data(state: RunState) -> None:
 def search(state: RunState) -> None:
     """Search the cell (the ranks split each step's candidates) and train the deployed network (its
     per-epoch records go to the report's training curves)."""
-    from ..nas.shrinkcnn import run_nas as search_cell
+    from ..nas.shrinkcnn import search_and_train_network
 
     config, rt = state.config, state.runtime
-    state.small, state.spec, state.history, records = search_cell(
+    state.small, state.spec, state.history, records = search_and_train_network(
         state.data, config.budget.macs, state.shape, options=config.options, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, runtime=rt, state_dir=state.state_dir)
     if records:
