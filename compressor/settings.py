@@ -22,6 +22,7 @@ from .units import parse_shape
 NAS_METHOD = "autoshrink-cell"  # the method of a `compress nas` run (a ShrinkCNN cell searched from scratch)
 PRECISIONS = ("fp32", "fp16", "int8")  # what a run can ship (--precision)
 MAX_SEED = 2**32 - 1  # numpy's seed range
+IN_MEMORY = ("model", "data")  # what a compressor.compress() call may hold in memory (setting in_memory)
 # settings that name files, with the command-line option that gives them again on --resume
 PATH_FIELDS = {"data": "--data", "weights": "--weights", "latency_table": "--latency-table", "target": "--target"}
 # a settings file never grants trust, nor imports from the current directory
@@ -69,6 +70,7 @@ class RunConfig:
     precision: str | None = None  # what ships: fp32, fp16 or int8; None: the target profile's
     calibration_images: int = 256  # training images that calibrate int8 quantization
     warn_accuracy_drop: float = 1.0  # accuracy points lost (to the original, or to fp32) that make a warning
+    in_memory: list[str] | None = None  # what a compressor.compress() call held in memory: "model", "data"
 
     def __post_init__(self):
         check_config(self)
@@ -111,6 +113,9 @@ def check_config(config: RunConfig) -> None:
     if bad is not None:
         raise CompressError(f"setting 'keep' holds {bad!r}: give module names or patterns such as layer4.* "
                             "(1 to 200 characters)")
+    if config.in_memory is not None and (not set(config.in_memory) <= set(IN_MEMORY)
+                                         or len(set(config.in_memory)) != len(config.in_memory)):
+        raise CompressError(f"setting 'in_memory' is {config.in_memory!r}: a list of {' and '.join(IN_MEMORY)}")
     if config.precision is not None and config.precision not in PRECISIONS:
         raise CompressError(f"setting 'precision' is {config.precision!r}: use one of {', '.join(PRECISIONS)}")
     from .search import METHODS
@@ -133,7 +138,8 @@ def _check_value(name: str, value, hint) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise CompressError(f"setting {name!r} must be {_NAMES[kind]}, got {value!r}")
+        hint = _HINTS.get(name, "")
+        raise CompressError(f"setting {name!r} must be {_NAMES[kind]}, got {_shown(value)}{hint}")
     low, high = _RANGES.get(name, (None, None))
     if low is not None and (value < low or (value == low and name in _OPEN_LOW)) or high is not None and value > high:
         bounds = f"above {low}" if high is None else f"from {low} to {high}"
@@ -142,6 +148,18 @@ def _check_value(name: str, value, hint) -> None:
 
 _NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table",
           list: "a list of strings"}
+_HINTS = {"model": " (a model name or package.module:function); for a model you hold in memory, call "
+                   "compressor.compress(model, ...)"}
+_PLAIN = (str, int, float, bool, list, dict, tuple, type(None))  # values an error shows as they are
+
+
+def _shown(value) -> str:
+    """A wrong value as an error shows it: plain data as written (cut at 80 characters), any other
+    object by its type (a module's repr runs to many lines)."""
+    if not isinstance(value, _PLAIN):
+        return f"a {type(value).__name__} object"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def config_from_settings(saved: dict, source: str) -> RunConfig:
@@ -201,17 +219,21 @@ def paths_outside(config: RunConfig, run_dir: Path) -> list[str]:
     return outside
 
 
-def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, given: dict | None = None) -> RunConfig:
+def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, given: dict | None = None,
+                  in_memory: list[str] | None = None) -> RunConfig:
     """The settings of the killed run in ``run_dir``, to continue it with ``compressor.pipeline.run``
     (``run_nas`` for a ``compress nas`` run).
 
     ``run.json`` is data: a user-code model spec in it is imported only with ``trust_code``, and the
     paths it names outside the run directory only when ``given`` again (``{"data": path, ...}``, the
     options typed on the command line). ``quiet`` is this invocation's, for logs and bars alike.
+    ``in_memory`` is what the caller (``compressor.compress``) holds in memory: it must be what the
+    run was made with, so a run made with a model or loaders in memory resumes only from Python.
     """
     path = Path(run_dir)
     source = f"{path / STATE_DIR / 'run.json'}"
     config = config_from_settings(read_settings(path), source)
+    _check_in_memory(config, in_memory, run_dir)
     given = dict(given or {})
     for name, value in given.items():
         setattr(config, name, value)
@@ -237,3 +259,23 @@ def resume_config(run_dir: str, quiet: bool = False, trust_code: bool = False, g
         )
     config.out, config.resume, config.quiet, config.trust_code = str(path), True, quiet, trust_code
     return config
+
+
+def _check_in_memory(config: RunConfig, in_memory: list[str] | None, run_dir: str) -> None:
+    """Raise CompressError unless the resuming caller holds in memory what the run was made with."""
+    made, held = ([k for k in IN_MEMORY if k in (given or ())] for given in (config.in_memory, in_memory))
+    if made == held:
+        return
+    if not held:  # the command line: the model or the loaders are gone with the Python process
+        info = f" (its class path {config.model!r} is for information only)" if "model" in made else ""
+        raise CompressError(
+            f"{run_dir} was made by compressor.compress() with {_held_text(made)} in memory{info}: continue it "
+            f"from Python with the same call and resume=True, compressor.compress(..., out={str(run_dir)!r}, "
+            "resume=True)")
+    raise CompressError(f"compress(resume=True): {run_dir} was made with {_held_text(made) or 'no model or loaders'}"
+                        f" in memory, this call gives {_held_text(held)}: make the call that started it"
+                        + ("" if made else f", or continue it with `compress --resume {run_dir}`"))
+
+
+def _held_text(held) -> str:
+    return " and ".join({"model": "its model", "data": "its DataLoaders"}[k] for k in held)

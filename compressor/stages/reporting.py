@@ -46,11 +46,20 @@ def report(state: RunState) -> None:
                                                 arch.blocks),
         fixed_layers=[FixedLayers(**e) for e in space.fixed_layers],
         search=SearchInfo(steps=len(state.history), file="search.json"), latency_check=state.latency_check,
-        training=dict(state.training) or None, reproduce=reproduce_of(cli_command(config, state.budget.to_dict())),
+        training=dict(state.training) or None, reproduce=reproduce_of(_reproducing(state)),
         settings=config.settings(),
         notes=state.notes, timings_s=dict(state.timings),
     )
     finish(state, "run")
+
+
+def _reproducing(state: RunState) -> str:
+    """What runs this again: the ``compressor.compress`` call for a run made with a model or loaders
+    in memory, else the ``compress run`` command."""
+    budget = state.budget.to_dict()
+    if state.config.in_memory:
+        return python_call(state.config, budget, state.trained)
+    return cli_command(state.config, budget)
 
 
 def _model_order(space, widths: dict) -> dict:
@@ -61,7 +70,7 @@ def _model_order(space, widths: dict) -> dict:
 
 # settings a reproduction leaves out: where it writes, resuming, verbosity, trust; and the option names that
 # are not the setting's name with dashes
-_NOT_REPRODUCED = {"budget", "out", "overwrite", "resume", "quiet", "trust_code", "search_cwd"}
+_NOT_REPRODUCED = {"budget", "out", "overwrite", "resume", "quiet", "trust_code", "search_cwd", "in_memory"}
 _OPTION = {"temperature": "--kd-temperature"}
 # the settings `compress nas` has options for (its model and method are its own)
 NAS_SETTINGS = frozenset({"data", "target", "input_shape", "train_resolution", "epochs", "batch_size", "lr", "options",
@@ -76,23 +85,47 @@ def cli_command(config: RunConfig, budget: dict, command: str = "run") -> str:
     for key, option in _BUDGET_OPTIONS[:1] if command == "nas" else _BUDGET_OPTIONS:
         if budget.get(key) is not None:
             args += [option, f"{budget[key]:g}" if key == "latency_ms" else str(int(budget[key]))]
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.name in _NOT_REPRODUCED or value == default or (command == "nas" and f.name not in NAS_SETTINGS):
+    for name, value in _changed(config):
+        if command == "nas" and name not in NAS_SETTINGS:
             continue
-        option = _OPTION.get(f.name, "--" + f.name.replace("_", "-"))
-        if f.name == "amp":
+        option = _OPTION.get(name, "--" + name.replace("_", "-"))
+        if name == "amp":
             args.append("--no-amp")
         elif isinstance(value, bool):
             args.append(option)
-        elif f.name == "options":
+        elif name == "options":
             args += [a for k, v in value.items() for a in ("--option", f"{k}={_option_value(v)}")]
         elif isinstance(value, list):
             args += [a for v in value for a in (option, str(v))]
         else:
             args += [option, str(value)]
     return shlex.join(args)
+
+
+def python_call(config: RunConfig, budget: dict, trained: bool = True) -> str:
+    """The ``compressor.compress(...)`` call with this run's settings (its budget resolved, the settings
+    that differ from their defaults). What the run held in memory (``config.in_memory``) appears as
+    the names ``model``, ``train_loader`` and ``val_loader``, which a comment says are the caller's."""
+    held = config.in_memory or []
+    args = ["model" if "model" in held else repr(config.model)]
+    if "data" in held:
+        args += ["train_loader=train_loader", "val_loader=val_loader"]
+    args += [f"{key}={budget[key]!r}" for key, _ in _BUDGET_OPTIONS if budget.get(key) is not None]
+    args += [f"{name}={value!r}" for name, value in _changed(config) if name != "model"]
+    if "model" in held and not trained:
+        args.append("trained=False")
+    yours = ([f"model is your {config.model} (as given, before compression)"] if "model" in held else []) + \
+        (["train_loader and val_loader are your DataLoaders"] if "data" in held else [])
+    return f"compressor.compress({', '.join(args)})  # {'; '.join(yours)}"
+
+
+def _changed(config: RunConfig):
+    """(name, value) of the settings a reproduction gives: those not at their default."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name not in _NOT_REPRODUCED and value != default:
+            yield f.name, value
 
 
 def _option_value(value) -> str:
