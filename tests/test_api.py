@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import compressor
 from compress_base.errors import CompressError
@@ -304,3 +304,11 @@ def test_a_module_with_a_data_path_and_a_name_with_loaders(tmp_path):
     assert res.report.settings["in_memory"] == ["data"]
     assert res.report.reproduce.command.startswith("compressor.compress('resnet20', train_loader=train_loader, ")
     assert count_macs(res.model, (3, 32, 32)) == res.report.compressed.macs <= res.report.baseline.macs // 2
+
+
+def test_a_named_models_classes_come_from_num_classes_or_the_datasets_classes():
+    dataset = TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
+    dataset.classes = ["cat", "dog"]  # as an ImageFolder or a torchvision dataset lists them
+    assert api.named_classes(Subset(Subset(dataset, [0, 1, 2]), [0]), None, "resnet20") == ["cat", "dog"]
+    assert api.named_classes(dataset, 3, "resnet20") == ["0", "1", "2"]  # num_classes rules
+    assert api.named_classes(dataset, 2, "resnet20") == ["cat", "dog"]
