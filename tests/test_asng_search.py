@@ -76,6 +76,7 @@ def _torchvision(name):
 
 def _context(model, data, epochs=1, seed=0, **options):
     options.setdefault("steps_per_epoch", 2)
+    options.setdefault("refine_images", 0)  # the final moves by weight norms, fast; test_scoring.py: by loss
     return SearchContext(model=model, train_data=data, batch_size=16, epochs=epochs, seed=seed, quiet=True,
                          options=options)
 

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 
 from compressor.budget import Budget
 from compressor.search.base import SearchContext
-from compressor.search.greedy import GreedySearcher, repair, shrink_by_loss
+from compressor.search.greedy import GreedyOptions, GreedySearcher, refine, repair, shrink_by_loss
 from compressor.search.scoring import LossScorer, recalibrated_batchnorm
 from compressor.space import SearchSpace
 from compressor.surgery import apply_masks, materialize
@@ -100,6 +100,20 @@ def test_greedy_commits_the_harmless_cut_where_weight_norms_take_the_harmful_one
     searched = GreedySearcher(space, budget, SearchContext(model=net, val_data=data),
                               GreedySearcher.Options(images=128, screen=32, finalists=1)).search()
     assert searched.architecture.widths == result.architecture.widths  # the screen passes the same move on
+
+
+def test_refine_widens_back_the_cut_that_costs_loss_where_weight_norms_widen_the_other():
+    # TAS and ASNG end with refine: from an architecture with both groups cut and room to widen one
+    net, space, data = _harmless_and_harmful()
+    start = space.architecture({"0": 8, "3": 8})
+    budget = Budget(macs=space.macs(space.architecture({"3": 8})))
+    assert not budget.fits(space, space.architecture({"0": 16, "3": 16}))  # room for one group only
+    by_norms = refine(space, budget, start, SearchContext(model=net, val_data=data), GreedyOptions(images=0))
+    by_loss = refine(space, budget, start, SearchContext(model=net, val_data=data), GreedyOptions(images=128))
+    assert by_norms.architecture.widths == {"0": 8, "3": 16}
+    assert by_loss.architecture.widths == {"0": 16, "3": 8} and budget.fits(space, by_loss.architecture)
+    over = refine(space, budget, space.full(), SearchContext(model=net, val_data=data), GreedyOptions(images=128))
+    assert over.architecture.widths == {"0": 16, "3": 8}  # over the budget: shrunk by the harmless cut
 
 
 def test_a_search_scores_on_held_out_training_images_never_on_the_validation_set():

@@ -22,7 +22,7 @@ from compressor.space import SearchSpace
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-CHEAP = {"tas": {"steps_per_epoch": 2}, "asng": {"steps_per_epoch": 2},
+CHEAP = {"tas": {"steps_per_epoch": 2, "refine_images": 8}, "asng": {"steps_per_epoch": 2, "refine_images": 8},
          "autoshrink": {"k": 2, "finetune_steps": 1, "eval_batches": 1, "calib_batches": 1, "commit_steps": 1}}
 METHODS = sorted(registered())
 

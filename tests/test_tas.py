@@ -349,8 +349,9 @@ def test_options():
 
 # ---------------------------------------------------------------------- the search
 def _context(model, digits, seed=0, **options):
+    # refine_images=0: the final moves by weight norms, fast; test_scoring.py tests them by loss
     return SearchContext(model=model, train_data=digits.train, val_data=digits.val, batch_size=16, epochs=1,
-                         seed=seed, quiet=True, options={"steps_per_epoch": 3, **options})
+                         seed=seed, quiet=True, options={"steps_per_epoch": 3, "refine_images": 0, **options})
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0"])
@@ -405,6 +406,15 @@ def test_tas_search_cost_loss_pushes_towards_budget(nets, digits):
     history = tas_search(space, budget, ctx).history
     assert history[0]["cost_loss"] > 0 and history[1]["cost_loss"] > 0  # the grow branch
     assert history[1]["expected_macs"] > history[0]["expected_macs"]
+
+
+def test_tas_fill_spends_what_the_argmax_leaves_of_the_budget(nets, digits):
+    model, space = nets("resnet18")
+    budget = Budget(macs=int(0.9 * space.macs(space.full())))
+    kept, filled = (tas_search(space, budget, _context(model, digits, fill=fill)).history[-1] for fill in (False, True))
+    assert kept["fits"] and filled["fits"]  # the same argmax, within budget
+    assert kept["final_macs"] == kept["argmax_macs"] and not kept["repaired"]  # fill=false: the paper's argmax
+    assert filled["repaired"] and filled["argmax_macs"] < filled["final_macs"] <= budget.macs
 
 
 def test_tas_search_returns_full_model_when_it_fits(nets, digits):

@@ -22,6 +22,7 @@ _EXPORTS = {
     "SearchResult": ".base",
     "Searcher": ".base",
     "greedy_search": ".greedy",
+    "refine": ".greedy",
     "repair": ".greedy",
     "LoopSearcher": ".loop",
     "SearchOptions": ".options",

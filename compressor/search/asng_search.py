@@ -67,9 +67,10 @@ ranking-based update only sees which sample is better, so the penalty need not b
 further.
 
 The final architecture is ``argmax θ`` turned into widths and keep flags, then passed to
-:func:`~compressor.search.greedy.repair`, which shrinks it greedily if it is still over budget and
-then widens groups back (over *all* their choices, not just the candidates) while the budget
-holds. The result therefore always meets the budget and sits close under it.
+:func:`~compressor.search.greedy.refine`, which shrinks it if it is still over budget and then
+widens groups back (over *all* their choices, not just the candidates) while the budget holds,
+every move judged by the distillation loss it measures on held-out images (by weight norms with
+``refine_images=0``). The result therefore always meets the budget and sits close under it.
 
 Convergence
 -----------
@@ -91,6 +92,7 @@ key                  default                     meaning
 ``delta_max``        inf                         Δ_max of the ASNG step-size adaptation
 ``converge``         None                        stop when mean_i max_j θ_ij reaches this
 ``steps_per_epoch``  len(first-half loader)      steps per epoch (a smaller value shortens epochs)
+``refine_images``    256                         held-out images judging the final moves; 0: norms
 ===================  ==========================  ==================================================
 
 The same ``context.seed`` gives the same architecture (torch's generator is forked and seeded
@@ -122,7 +124,7 @@ from ..surgery import apply_masks
 from ..train import logits_of
 from .asng import CategoricalASNG
 from .base import SearchContext, SearchResult
-from .greedy import block_scores, repair
+from .greedy import GreedyOptions, refine, repair
 from .loop import EpochSearcher
 from .options import SearchOptions, option
 from .registry import register, search
@@ -150,6 +152,7 @@ class ASNGOptions(SearchOptions):
     delta_max: float = option(math.inf, low=0.0, low_open=True, finite=False)
     converge: float | None = option(None, low=0.0, low_open=True, high=1.0)
     steps_per_epoch: int | None = option(None, low=1)
+    refine_images: int = option(256, low=0)
 
 
 # ---------------------------------------------------------------------- pieces with plain inputs
@@ -365,13 +368,8 @@ class ASNGSearcher(EpochSearcher):
                      history[-1]["convergence"], self.options.converge, history[-1]["epoch"])
         log.debug("asng: final θ %s", [row.round(3).tolist() for row in self.asng.theta_list()])
         theta_arch = self.encoding.architecture(self.asng.argmax())
-        was_training = ctx.model.training
-        try:
-            scores = block_scores(space, ctx)
-        finally:
-            ctx.model.train(was_training)
-        result = repair(space, self.budget, theta_arch, scores)
-        log.info("asng: argmax θ %s, after repair %s (%d repair moves)", _costs(space, theta_arch),
+        result = refine(space, self.budget, theta_arch, ctx, GreedyOptions(images=self.options.refine_images))
+        log.info("asng: argmax θ %s, refined to %s (%d moves)", _costs(space, theta_arch),
                  _costs(space, result.architecture), len(result.history))
         return SearchResult(result.architecture, history)
 

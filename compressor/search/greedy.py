@@ -112,14 +112,28 @@ class GreedySearcher(Searcher):
         space, budget, ctx = self.space, self.budget, self.context
         if budget.fits(space, space.full()):
             return SearchResult(space.full(), [{"move": "none", **budget.costs(space, space.full())}])
-        data = ctx.val_data if ctx.val_data is not None and len(ctx.val_data) else ctx.train_data
-        if ctx.model is None or data is None or len(data) < 4 or self.options.images == 0:
-            return repair(space, budget, space.full(), block_scores(space, ctx))
-        opts = self.options
-        scorer = LossScorer.from_data(space, ctx.model, data, opts.images, ctx.seed)
-        screen = LossScorer.from_data(space, ctx.model, data, opts.screen, ctx.seed, batch_size=opts.screen) \
-            if 0 < opts.screen < opts.images else None
-        return shrink_by_loss(space, budget, scorer, opts.step, screen, opts.finalists)
+        return refine(space, budget, space.full(), ctx, self.options)
+
+
+def refine(space: SearchSpace, budget: Budget, start: Architecture, context: SearchContext,
+           options: GreedyOptions = GreedyOptions()) -> SearchResult:
+    """Bring ``start`` within the budget and spend what it leaves: :func:`shrink_by_loss` from
+    ``start``, moves judged by measured loss on the context's held-out images (``val_data``, else
+    ``train_data``). Without a model and at least 4 images, or with ``options.images`` 0, by weight
+    norms instead (:func:`repair`). ``context.model`` keeps its weights and mode. Greedy is this from
+    the full model; TAS and ASNG end with it from the architecture they found."""
+    ctx = context
+    data = ctx.val_data if ctx.val_data is not None and len(ctx.val_data) else ctx.train_data
+    if ctx.model is None or data is None or len(data) < 4 or options.images == 0:
+        return repair(space, budget, start, block_scores(space, ctx))
+    was_training = ctx.model.training
+    try:
+        scorer = LossScorer.from_data(space, ctx.model, data, options.images, ctx.seed)
+        screen = LossScorer.from_data(space, ctx.model, data, options.screen, ctx.seed,
+                                      batch_size=options.screen) if 0 < options.screen < options.images else None
+        return shrink_by_loss(space, budget, scorer, options.step, screen, options.finalists, start)
+    finally:
+        ctx.model.train(was_training)
 
 
 def _proposals(state: _State, target: float):
@@ -154,13 +168,14 @@ def _best(proposals: list, scorer: LossScorer, screen: LossScorer | None, finali
 
 
 def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step: float = 0.05,
-                   screen: LossScorer | None = None, finalists: int = 4) -> SearchResult:
-    """Shrink the full architecture by the proposal that adds the least measured loss per cost saved
-    until the budget holds, then widen one notch at a time, the most loss removed per cost added
-    first, while it holds. With a ``screen`` (a scorer on fewer images), each step scores every
-    proposal on it and only its ``finalists`` best on all of ``scorer``'s images. Every history
-    entry records the loss of the architecture it reached."""
-    state = _State(space, budget, space.full())
+                   screen: LossScorer | None = None, finalists: int = 4,
+                   start: Architecture | None = None) -> SearchResult:
+    """Shrink ``start`` (default: the full architecture) by the proposal that adds the least measured
+    loss per cost saved until the budget holds, then widen one notch at a time, the most loss removed
+    per cost added first, while it holds. With a ``screen`` (a scorer on fewer images), each step
+    scores every proposal on it and only its ``finalists`` best on all of ``scorer``'s images. Every
+    history entry records the loss of the architecture it reached."""
+    state = _State(space, budget, start or space.full())
     history: list[dict] = []
     screened = (lambda: screen.loss(state.arch())) if screen is not None else (lambda: 0.0)
     current = (scorer.loss(state.arch()), screened())

@@ -31,7 +31,9 @@ Schedule
     half (SGD, Nesterov, cosine) and α, β on a batch of the second (Adam). τ follows a cosine from
     ``tau_max`` to ``tau_min`` over all steps of the search.
 Result
-    argmax α, β, brought within budget by :func:`compressor.search.greedy.repair` when needed.
+    argmax α, β, then :func:`compressor.search.greedy.refine`: shrunk if over the budget and widened
+    while it holds, every move judged by measured loss on held-out images (``fill=false`` keeps an
+    argmax that fits as it is, the paper's result; ``refine_images=0`` judges by weight norms).
 Under torchrun
     Every rank trains on its own shard of each half (DistributedSampler); the weight gradients are
     averaged by DistributedDataParallel and those of α and β by an all-reduce, and the Gumbel
@@ -46,7 +48,6 @@ has one per width candidate); the cost loss uses ``log(E[cost] / full cost)`` (s
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import time
@@ -62,7 +63,7 @@ from ..data import cycle, make_loader, split_halves
 from ..distributed import all_mean, average_gradients, wrap
 from ..train import logits_of
 from .base import SearchContext, SearchResult
-from .greedy import block_scores, repair
+from .greedy import GreedyOptions, refine
 from .loop import EpochSearcher
 from .options import SearchOptions, option
 from .registry import register, search
@@ -92,7 +93,8 @@ class TASOptions(SearchOptions):
     tau_min: float = option(0.1, low=0.0, low_open=True)  # Gumbel temperature at the last step
     steps_per_epoch: int | None = option(None, low=1)  # cap on steps per epoch (default: one pass over a half)
     init_std: float = option(0.01, low=0.0)  # logits start as N(0, init_std^2)
-    fill: bool = False  # widen the result with greedy repair until the budget is just met
+    fill: bool = True  # widen an argmax that fits while the budget holds (false: the paper's argmax as it is)
+    refine_images: int = option(256, low=0)  # held-out images judging the final shrink/widen moves; 0: norms
 
     def check(self):
         if self.tau_min > self.tau_max:
@@ -268,8 +270,7 @@ class TASSearcher(EpochSearcher):
         found = budget.costs(space, arch)
         record = {"result": "argmax", **{f"argmax_{k}": v for k, v in found.items()}, "fits": budget.fits(space, arch)}
         if not record["fits"] or self.options.fill:
-            scores = block_scores(space, dataclasses.replace(ctx, model=copy.deepcopy(ctx.model)))
-            repaired = repair(space, budget, arch, scores).architecture
+            repaired = refine(space, budget, arch, ctx, GreedyOptions(images=self.options.refine_images)).architecture
             record["repaired"] = repaired != arch
             record["repair_moves"] = _moves(arch, repaired)
             arch = repaired
