@@ -18,7 +18,9 @@ def load(path, *, model_fn=None, trust_code=False):
 
 
 def compress(model, **kwargs):
-    """Compress an ``nn.Module`` you hold with your own DataLoaders; see :func:`compressor.api.compress`."""
+    """Compress an ``nn.Module`` you hold, or a model name (``resnet18``, ``package.module:function``),
+    with your own DataLoaders (``train_loader=``, ``val_loader=``) or an ImageFolder or IDX folder (``data=PATH``);
+    see :func:`compressor.api.compress`."""
     from .api import compress as _compress
 
     return _compress(model, **kwargs)

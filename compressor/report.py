@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compress_base.fileio import write_json, write_text
 
-from .report_content import epoch_rows, precision_items, sensitive_rows, slowest_rows, width_rows
+from .report_content import epoch_rows, precision_items, reproduce_lead, sensitive_rows, slowest_rows, width_rows
 from .report_html import format_budget
 from .report_page import write_html
 from .report_summary import summary_rows, summary_text
@@ -92,7 +92,8 @@ def _details(report: RunReport) -> list[str]:
     if report.reproduce is not None:
         versions = ", ".join(f"{k} {v}" for k, v in report.reproduce.versions.items())
         rep = report.reproduce
-        lines += ["", "## Reproduce", "", "```", rep.command.replace("```", "` ` `"), "```"]
+        lines += ["", "## Reproduce", "", md_text(reproduce_lead(report)), "",
+                  "```", rep.command.replace("```", "` ` `"), "```"]
         if rep.process and rep.process != rep.command:
             lines += ["", f"The process that wrote it ran: {md_text(rep.process)}"]
         lines += ["", f"Versions: {md_text(versions)}."]

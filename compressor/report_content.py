@@ -1,6 +1,6 @@
 """The parts of a run report as rows and items (plain text), rendered by report.md and report.html
 alike: the precision, the training curves as tables, kept channels per layer, the slowest nodes,
-the search trace's shape, and the reproduce block."""
+the search trace's shape, and the reproduce block and its lead."""
 from __future__ import annotations
 
 import math
@@ -137,5 +137,24 @@ def reproduce_of(command: str, argv: list[str] | None = None) -> Reproduce:
     return Reproduce(command=command, process=shlex.join(argv), versions=versions)
 
 
-__all__ = ["epoch_rows", "measurement_settings", "precision_items", "reproduce_of", "sensitive_rows",
+# what the names in a compressor.compress() reproduce call stand for, by what the run held in memory
+_STAND_FOR = {("model",): "model stands for the model",
+              ("data",): "train_loader and val_loader stand for the DataLoaders",
+              ("model", "data"): "model, train_loader and val_loader stand for the model and DataLoaders"}
+
+
+def reproduce_lead(report: RunReport) -> str:
+    """The sentence before the reproduce block: it is the ``compress run`` command, or for a run made
+    by ``compressor.compress`` with a model or DataLoaders in memory (setting ``in_memory``) the
+    Python call, whose names stand for what the caller held."""
+    held = (report.settings or {}).get("in_memory")
+    held = tuple(k for k in ("model", "data") if isinstance(held, list) and k in held)
+    if not held:
+        return "The command with this run's settings (its data and model as named there):"
+    rest = "" if len(held) == 2 else f"; its {'data' if held == ('model',) else 'model'} as named there"
+    return (f"The compressor.compress() call with this run's settings ({_STAND_FOR[held]} it held in memory, as "
+            f"its comment says{rest}):")
+
+
+__all__ = ["epoch_rows", "measurement_settings", "precision_items", "reproduce_lead", "reproduce_of", "sensitive_rows",
            "slowest_rows", "trace_summary", "width_rows"]

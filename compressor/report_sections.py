@@ -8,6 +8,7 @@ from .report_content import (
     epoch_rows,
     measurement_settings,
     precision_items,
+    reproduce_lead,
     sensitive_rows,
     slowest_rows,
     trace_summary,
@@ -115,8 +116,7 @@ def reproduce_section(report: RunReport) -> str:
     process = (f"<p>The process that wrote it ran:</p><pre>{esc(rep.process)}</pre>"
                if rep.process and rep.process != rep.command else "")
     return (heading("reproduce", "Reproduce")
-            + f"<p>The command with this run's settings (its data and model as named there):</p>"
-              f"<pre>{esc(rep.command)}</pre>{process}"
+            + f"<p>{esc(reproduce_lead(report))}</p><pre>{esc(rep.command)}</pre>{process}"
             + "<p>With these versions (the settings in full are below):</p>" + kv_table(rep.versions.items()))
 
 

@@ -216,3 +216,33 @@ def test_report_is_not_modified(page_text):
     before = copy.deepcopy(report)
     page_of(report)
     assert report == before
+
+
+@pytest.mark.parametrize("held,command,lead", [
+    (None, "compress run --model resnet18 --budget-macs 20000000",
+     "The command with this run's settings (its data and model as named there):"),
+    (["model", "data"], "compressor.compress(model, train_loader=train_loader, val_loader=val_loader, macs=20000000)"
+                        "  # model is your nets:Net (as given, before compression); train_loader and val_loader are "
+                        "your DataLoaders",
+     "The compressor.compress() call with this run's settings (model, train_loader and val_loader stand for the "
+     "model and DataLoaders it held in memory, as its comment says):"),
+    (["model"], "compressor.compress(model, macs=20000000, data='/data/digits')  # model is your nets:Net (as given, "
+                "before compression)",
+     "The compressor.compress() call with this run's settings (model stands for the model it held in memory, as its "
+     "comment says; its data as named there):"),
+    (["data"], "compressor.compress('resnet18', train_loader=train_loader, val_loader=val_loader, macs=20000000)  # "
+               "train_loader and val_loader are your DataLoaders",
+     "The compressor.compress() call with this run's settings (train_loader and val_loader stand for the DataLoaders "
+     "it held in memory, as its comment says; its model as named there):"),
+])
+def test_the_reproduce_lead_says_whether_it_is_the_command_or_the_python_call(monkeypatch, held, command, lead):
+    from compressor.report import markdown
+
+    monkeypatch.setattr(report_html, "have_matplotlib", lambda: False)
+    report = make_report()
+    report["settings"] = {"model": "resnet18", "in_memory": held}
+    report["reproduce"] = {"command": command, "process": "python train.py", "versions": {"torch": "2.4.0"}}
+    section = page_of(report).split('<h2 id="reproduce">')[1]
+    assert section.startswith(f"Reproduce</h2><p>{report_html.esc(lead)}</p><pre>{report_html.esc(command)}</pre>")
+    md = markdown(typed(report)).split("## Reproduce\n\n")[1].splitlines()
+    assert md[:4] == [lead, "", "```", command]
