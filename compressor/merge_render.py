@@ -11,7 +11,7 @@ from .report import md_text
 from .report_html import CSS, Plots, architecture_section, esc, kv_table, page, profile_items, table
 from .report_plots import latency_figure, scatter_figure
 from .report_sections import WARNINGS_CSS
-from .report_uncertainty import accuracy_text, latency_text, speedup, speedup_text
+from .report_uncertainty import accuracy_text, latency_text, percentile_text, speedup, speedup_text
 from .run_report import ArchitectureInfo, Target
 from .units import format_count
 
@@ -19,12 +19,15 @@ RUN_SOURCE = "compress run"  # a row measured by the run itself (bench rows: "co
 READING = ("Latency is the median (p50) of timed runs after a warm-up; speed-up = original p50 / compressed p50. "
            "Where a run measured its models in interleaved rounds, its p50 shows the range of the rounds' p50s "
            "and its speed-up the range of the per-round ratios, each to the digits that range supports; rows "
-           "measured by compress bench show the bench's p50. Accuracy is shown with its standard error in points "
-           "and the number of validation images (n) where the run recorded it.")
+           "measured by compress bench show the bench's p50 to the digits its runs support (1.25 std / sqrt(runs); "
+           "three decimals without them) and the ratio of the p50s. A p90 or p99 has the digits of its p50. "
+           "Accuracy is shown with its standard error in points and the number of validation images (n) where the "
+           "run recorded it.")
 
 
-def _ms(stats, key="p50") -> str:
-    return f"{stats[key]:.3f}" if stats else "-"
+def _ms(short, key="p50") -> str:
+    """A measurement's p50, p90 or p99 as the single-run report shows it (:func:`percentile_text`)."""
+    return percentile_text(_stats(short), key) if short else "-"
 
 
 def _speedup(row) -> str:
@@ -32,14 +35,20 @@ def _speedup(row) -> str:
     return f"{o['p50'] / c['p50']:.2f}x" if o and c and c["p50"] > 0 else "-"
 
 
+# what a bench file may leave out (it needs only p50, p90 and p99): no runs, so no known uncertainty
+_UNKNOWN = {"mean": 0.0, "std": 0.0, "throughput": 0.0, "warmup": 0, "runs": 0, "batch": 1, "runtime": "?",
+            "device": "?"}
+
+
 def _stats(short: dict) -> LatencyStats:
-    """A run's own measurement (merged.json's figures of it) as :class:`LatencyStats`."""
-    return LatencyStats(**{**short, "input_shape": tuple(short["input_shape"])})
+    """A measurement (merged.json's figures of it) as :class:`LatencyStats`."""
+    return LatencyStats(**{**_UNKNOWN, **short, "input_shape": tuple(short.get("input_shape") or ())})
 
 
 def _latency_cells(row: dict) -> list[str]:
     """Original p50, compressed p50 and speed-up of a latency row: a run's own measurement with the
-    uncertainty its single-run report shows (:mod:`compressor.report_uncertainty`), a bench's as measured."""
+    uncertainty its single-run report shows (:mod:`compressor.report_uncertainty`), a bench's p50s to
+    the digits their runs support and their ratio."""
     if row.get("source") != RUN_SOURCE:
         return [_ms(row["original"]), _ms(row["compressed"]), _speedup(row)]
     o, c = (_stats(row[k]) if row[k] else None for k in ("original", "compressed"))

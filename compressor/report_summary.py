@@ -13,7 +13,7 @@ from .report_uncertainty import (
     decimals_for,
     difference_se,
     latency_text,
-    p50_uncertainty,
+    percentile_text,
     speedup,
     speedup_text,
 )
@@ -38,10 +38,8 @@ def significant(value: float, digits: int = 3) -> str:
 
 
 def _tail(stats: LatencyStats | None, key: str) -> str:
-    """p90 or p99 to the digits the p50's uncertainty supports (a tail is no surer than the median)."""
-    if stats is None:
-        return ""
-    return f"{getattr(stats, key):.{decimals_for(p50_uncertainty(stats))}f}"
+    """p90 or p99 to the digits the p50's uncertainty supports; "" where not measured."""
+    return "" if stats is None else percentile_text(stats, key)
 
 
 def signed(value: float, decimals: int) -> str:

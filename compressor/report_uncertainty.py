@@ -102,6 +102,12 @@ def latency_text(stats: LatencyStats, unit: str = " ms") -> str:
     return f"{fixed(stats.p50, d)}{unit}"
 
 
+def percentile_text(stats: LatencyStats, key: str = "p50") -> str:
+    """The p50, p90 or p99 (``key``) in ms, without a unit, to the digits the p50's uncertainty
+    supports (a tail is no surer than the median); three decimals where that is unknown."""
+    return fixed(getattr(stats, key), decimals_for(p50_uncertainty(stats)))
+
+
 def speedup_text(s: Speedup) -> str:
     """``3.1x (2.8-3.4)``: the ratio and its per-round range to the digits the range supports."""
     if s.low is None:
@@ -122,4 +128,4 @@ def accuracy_text(p: float, n: int | None) -> str:
 
 
 __all__ = ["Speedup", "accuracy_se", "accuracy_text", "decimals_for", "difference_se", "latency_text",
-           "p50_uncertainty", "round_spread", "speedup", "speedup_text", "with_error"]
+           "p50_uncertainty", "percentile_text", "round_spread", "speedup", "speedup_text", "with_error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from compress_base.errors import CompressError
 from compressor import merge as merge_mod
-from compressor import merge_render
+from compressor import merge_render, report_html
 from compressor.merge import merge_reports, merged_markdown, write_merged
+from compressor.report import markdown
 from compressor.report_warnings import warnings_of
 from compressor.run_report import RunReport
 
@@ -219,6 +221,50 @@ def test_run_rows_show_the_rounds_and_the_accuracy_standard_error(two_runs):
     assert _row(md, "run_b", "AMD EPYC (onnxruntime-cpu, cpu)")[8] == "85.12%"  # no n recorded: as before
     text = merge_mod.merged_html(merged)
     assert "1.50 (rounds 1.48-1.52)" in text and "3.26x (3.23-3.29)" in text and "91.4% ± 0.9 (n=1000)" in text
+
+
+def _percentile_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """The HTML percentile table's cells after (run, device), by (run, device)."""
+    table = text.split("<h2>Latency percentiles (ms)</h2>")[1].split("</table>")[0]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in table.split("<tr>")[2:]]
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def test_percentiles_have_the_digits_their_p50_supports_as_in_a_runs_own_report(two_runs, tmp_path, monkeypatch):
+    a, b, _ = two_runs
+    report = json.loads((a / "report.json").read_text())
+    base, comp = report["latency"]["baseline"], report["latency"]["compressed"]
+    # rounds 1.48-1.52: +-0.02, two decimals; 0.45-0.47: +-0.01, three
+    _edit(a, latency={"baseline": {**base, "p50": 1.50, "p90": 1.8104, "p99": 2.2629, "rounds": [1.50, 1.52, 1.48]},
+                      "compressed": {**comp, "p50": 0.46, "p90": 0.5523, "p99": 0.6881,
+                                     "rounds": [0.46, 0.47, 0.45]}})
+    # no rounds: 1.25 * 0.4 / sqrt(100) = 0.05, two decimals; std 0 says nothing: three
+    _edit(b, latency={"baseline": {**base, "p50": 1.6, "p90": 1.9217, "p99": 2.4031, "std": 0.4, "runs": 100},
+                      "compressed": {**comp, "p50": 0.353, "p90": 0.4236, "p99": 0.5296}})
+    # a bench of 10 runs with std 0.2: 1.25 * 0.2 / sqrt(10) = 0.079, two decimals; one with only the
+    # percentiles (all a bench file needs): three
+    spread = make_bench(tmp_path / "orin_a.json", a / "model.onnx", 0.25)
+    result = json.loads(spread.read_text())
+    result["stats"].update(p90=0.3111, p99=0.4321, std=0.2, runs=10)
+    spread.write_text(json.dumps(result))
+    bare = make_bench(tmp_path / "orin_b.json", b / "model.onnx", 0.2)
+    result = json.loads(bare.read_text())
+    result["stats"] = {"p50": 0.2, "p90": 0.2512, "p99": 0.3104, "device": "Orin"}
+    bare.write_text(json.dumps(result))
+    monkeypatch.setattr(report_html, "have_matplotlib", lambda: False)
+    merged = merge_reports([a, b, spread, bare])
+    cpu, orin = "AMD EPYC (onnxruntime-cpu, cpu)", "Orin (tensorrt, jetson-orin-nano)"
+    assert _percentile_rows(merge_mod.merged_html(merged)) == {
+        ("run_a", cpu): ["1.50", "1.81", "2.26", "0.460", "0.552", "0.688"],
+        ("run_b", cpu): ["1.60", "1.92", "2.40", "0.353", "0.424", "0.530"],
+        ("run_a", orin): ["-", "-", "-", "0.25", "0.31", "0.43"],
+        ("run_b", orin): ["-", "-", "-", "0.200", "0.251", "0.310"]}
+    # a run's tails as its own report.md shows them
+    single = markdown(RunReport.from_dict(json.loads((a / "report.json").read_text()), "a"))
+    assert _row(single, "latency p90 (ms)")[1:3] == ["1.81", "0.552"]
+    # the main table's bench p50s have the same digits
+    md = merged_markdown(merged)
+    assert _row(md, "run_a", orin)[5] == "0.25" and _row(md, "run_b", orin)[5] == "0.200"
 
 
 def test_each_runs_warnings_are_in_the_merged_report(two_runs, tmp_path):
