@@ -17,11 +17,11 @@ from pathlib import Path
 
 from compressor.budget import Budget
 from compressor.latency import build_latency_model, measure_architectures
-from compressor.latency.table import CpuClockOrtRunner
 from compressor.models import resolve_model
 from compressor.search import greedy_search
 from compressor.space import SearchSpace
 from compressor.units import format_count, parse_shape
+from exporters.runners import CpuClockOrtRunner
 from profiles import load_profile
 
 

@@ -9,22 +9,24 @@ import tempfile
 from pathlib import Path
 
 from compress_base.errors import CompressError
-from exporters.runners import available_runners, make_runner
+from exporters.runners import make_runner
+from exporters.runtime_choice import choose_runtime
 from exporters.stats import LatencyStats
 from profiles import Profile, host_model, load_profile
 
 log = logging.getLogger(__name__)
 
 
-def measuring_runtime(profile: Profile) -> str | None:
-    """The first of the profile's runtimes usable on this machine, or None."""
-    usable = available_runners()
-    return next((r for r in profile.runtimes if r in usable), None)
-
-
 def measurable_here(profile: Profile) -> bool:
-    """Whether this machine is the profile's device and has one of its runtimes."""
-    return profile.runs_here() and measuring_runtime(profile) is not None
+    """Whether this machine is the profile's device and has one of its runtimes (the one
+    :func:`~exporters.runtime_choice.choose_runtime` picks measures here)."""
+    if not profile.runs_here():
+        return False
+    try:
+        choose_runtime(profile)
+    except CompressError:
+        return False
+    return True
 
 
 def resolve_target(name: str, offline_ok: bool = False) -> Profile:
@@ -44,17 +46,13 @@ def resolve_target(name: str, offline_ok: bool = False) -> Profile:
             f"target {profile.name!r} is a {profile.host_model} board and this machine is {host_model()!r}: "
             f"run on the board, or measure there with `compress bench` and compare with `compress report`"
         )
-    if measuring_runtime(profile) is None:
-        raise CompressError(
-            f"target {profile.name!r} measures with {', '.join(profile.runtimes)} and none of them is usable on "
-            "this machine: run on the target device, or use --target cpu"
-        )
+    choose_runtime(profile)  # one line naming the runtimes when none of them is usable here
     return profile
 
 
 def measure_onnx(onnx_path: Path, profile: Profile, shape, runs: int | None, slowest: int = 0) -> LatencyStats:
     """Latency statistics of an ONNX file on the target (``slowest``: also profile that many nodes)."""
-    runner = make_runner(measuring_runtime(profile), threads=profile.measure.threads, precision=profile.precision,
+    runner = make_runner(choose_runtime(profile), threads=profile.measure.threads, precision=profile.precision,
                          profile_nodes=slowest)
     with _runner_lines_hidden():
         stats = runner.measure(onnx_path, shape, batch=profile.batch, warmup=profile.measure.warmup,
@@ -77,7 +75,7 @@ def measure_interleaved(files: dict[str, Path], profile: Profile, shape, runs: i
     total = runs or profile.measure.runs
     rounds = max(1, min(rounds, total))
     per_round = math.ceil(total / rounds)
-    runtime = measuring_runtime(profile)
+    runtime = choose_runtime(profile)
     runners = {label: make_runner(runtime, threads=profile.measure.threads, precision=profile.precision)
                for label in files}
     measured: dict[str, list[LatencyStats]] = {label: [] for label in files}
@@ -126,7 +124,7 @@ def _runner_lines_hidden():
 
 
 def latency_clock(profile: Profile) -> str:
-    """How the latency table times layers: thread CPU time where that is exact (onnxruntime on one
-    CPU thread, robust on a shared machine), else wall-clock time."""
-    single = profile.measure.threads == 1 and measuring_runtime(profile) == "onnxruntime-cpu"
+    """How the latency table times layers on a target measured here: thread CPU time where that is
+    exact (onnxruntime on one CPU thread, robust on a shared machine), else wall-clock time."""
+    single = profile.measure.threads == 1 and choose_runtime(profile) == "onnxruntime-cpu"
     return "cpu" if single else "wall"

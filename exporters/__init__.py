@@ -11,6 +11,7 @@ _EXPORTS = {
     "Runner": "runners",
     "TorchRunner": "torch_runner",
     "available_runners": "runners",
+    "choose_runtime": "runtime_choice",
     "make_runner": "runners",
     "export_onnx": "onnx_export",
     "random_input": "onnx_export",

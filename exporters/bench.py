@@ -1,10 +1,11 @@
 """``compress bench MODEL --target PROFILE``: time an ONNX file or a TensorRT engine on this machine.
 
-The runner follows the file type and the profile: a ``.engine`` (``.plan``, ``.trt``) file runs on
-TensorRT; a ``.onnx`` file on the first onnxruntime runtime of the profile's ``runtimes`` list
-whose execution provider this onnxruntime has. The result is plain data (latency statistics, the
-profile's name and notes, the model file's name and SHA-256, and what this host is: board, L4T
-release, power mode, CPU governor) so figures from different boards can be compared and traced.
+The runner follows the file type and the profile (:func:`exporters.runtime_choice.choose_runtime`):
+a ``.engine`` (``.plan``, ``.trt``) file runs on TensorRT; a ``.onnx`` file on the first onnxruntime
+runtime of the profile's ``runtimes`` list whose execution provider this onnxruntime has. The result
+is plain data (latency statistics, the profile's name and notes, the model file's name and SHA-256,
+and what this host is: board, L4T release, power mode, CPU governor) so figures from different
+boards can be compared and traced.
 
 Neither path imports torch: a Jetson with TensorRT and pycuda but no PyTorch can bench engines,
 and a board with onnxruntime alone (a Raspberry Pi) can bench ONNX files.
@@ -25,6 +26,7 @@ from pathlib import Path
 from compress_base.errors import CompressError
 from compress_base.fileio import cannot_write, write_json
 from exporters.inputs import check_input_size
+from exporters.runtime_choice import choose_runtime
 from exporters.tensorrt import ENGINE_SUFFIXES, parse_sample_shape
 from profiles import cpu_name
 
@@ -43,62 +45,6 @@ def model_format(path: Path) -> str:
     raise CompressError(
         f"cannot bench {path.name}: give an ONNX file (.onnx) or a TensorRT engine "
         f"({', '.join(ENGINE_SUFFIXES)})"
-    )
-
-
-def choose_runtime(fmt: str, profile, requested: str | None, available: Sequence[str]) -> str:
-    """The runtime that times a model of format ``fmt`` for ``profile``.
-
-    ``available`` lists the onnxruntime runtime names usable here (``onnxruntime-cpu``, ...).
-    An explicit ``requested`` runtime wins over the profile's list (with a warning when the
-    profile does not name it).
-    """
-    if fmt == "engine":
-        if requested not in (None, "tensorrt"):
-            raise CompressError(
-                f"a TensorRT engine runs only on the 'tensorrt' runtime, not {requested!r}; bench the "
-                ".onnx file for other runtimes"
-            )
-        if profile.device != "gpu":
-            raise CompressError(
-                f"profile '{profile.name}' is a CPU target; TensorRT engines need an NVIDIA GPU, so "
-                "bench the .onnx file there"
-            )
-        return "tensorrt"
-    if requested is not None:
-        if requested == "tensorrt":
-            raise CompressError(
-                "the 'tensorrt' runtime times engines: build one with `compress engine MODEL.onnx` and "
-                "bench the .engine file, or use --runtime onnxruntime-tensorrt"
-            )
-        if not requested.startswith("onnxruntime-"):
-            raise CompressError(
-                f"runtime {requested!r} cannot time an ONNX file; use one of "
-                f"{', '.join(available) or 'the onnxruntime runtimes'}"
-            )
-        if requested not in available:
-            raise CompressError(
-                f"runtime {requested!r} is not usable here (this onnxruntime offers "
-                f"{', '.join(available) or 'none'}); install the onnxruntime build that has it"
-            )
-        if requested not in profile.runtimes:
-            log.warning(
-                "runtime %s is not in profile %s's runtimes %s", requested, profile.name, list(profile.runtimes)
-            )
-        return requested
-    wanted = [r for r in profile.runtimes if r.startswith("onnxruntime-")]
-    for name in wanted:
-        if name in available:
-            return name
-    if not wanted:
-        raise CompressError(
-            f"profile '{profile.name}' names no onnxruntime runtime ({', '.join(profile.runtimes)}); "
-            f"pass --runtime, e.g. {available[0] if available else 'onnxruntime-cpu'}"
-        )
-    raise CompressError(
-        f"none of profile '{profile.name}''s onnxruntime runtimes ({', '.join(wanted)}) is usable "
-        f"here (this onnxruntime offers {', '.join(available) or 'none'}); install onnxruntime-gpu "
-        "or pass --runtime"
     )
 
 
@@ -261,7 +207,7 @@ def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[in
     precision (TensorRT's engine inspector at the timed shapes; None for ONNX)."""
     layers = None
     if fmt == "engine":
-        chosen = choose_runtime(fmt, profile, runtime, [])
+        chosen = choose_runtime(profile, fmt, runtime)
         from exporters.tensorrt import TrtRunner
 
         with TrtRunner(path, backend=backend) as runner:
@@ -275,7 +221,7 @@ def _measure(path: Path, fmt: str, profile, runtime: str | None, shape: tuple[in
 
         have = ort.get_available_providers()
         available = [name for name, providers in ORT_PROVIDERS.items() if providers[0] in have]
-        chosen = choose_runtime(fmt, profile, runtime, available)
+        chosen = choose_runtime(profile, fmt, runtime, available)
         name, dims = _onnx_input(path)
         sample = resolve_onnx_shape(path.name, dims, batch, shape, profile.input_shape)
         check_input_size(sample, batch, path.name)
@@ -402,7 +348,6 @@ def format_bench(result: dict) -> str:
 
 __all__ = [
     "bench",
-    "choose_runtime",
     "file_sha256",
     "format_bench",
     "host_info",

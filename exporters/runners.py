@@ -207,9 +207,22 @@ def available_runners() -> list[str]:
     return names
 
 
-def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile_nodes: int = 0):
-    """The runner for a profile's runtime name; ``threads`` and ``profile_nodes`` apply to
-    onnxruntime only, ``precision`` to TensorRT (which builds an engine from the ONNX file)."""
+CLOCKS = ("wall", "cpu")
+
+
+def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile_nodes: int = 0,
+                clock: str = "wall"):
+    """The runner for a runtime name (:func:`exporters.runtime_choice.choose_runtime` picks it);
+    ``threads`` and ``profile_nodes`` apply to onnxruntime only, ``precision`` to TensorRT (which
+    builds an engine from the ONNX file). ``clock="cpu"`` (onnxruntime-cpu with one thread only)
+    times each inference by the CPU time of the thread that runs it (:class:`CpuClockOrtRunner`)."""
+    if clock not in CLOCKS:
+        raise CompressError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if clock == "cpu":
+        if runtime != "onnxruntime-cpu" or threads != 1:
+            raise CompressError(f"the cpu clock times one thread: it needs runtime onnxruntime-cpu with 1 thread, "
+                                f"not {runtime} with {threads}; use the wall clock")
+        return CpuClockOrtRunner(profile_nodes)
     if runtime == "tensorrt":
         from exporters.tensorrt import TrtRunner
 
@@ -225,3 +238,25 @@ def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile
     raise CompressError(
         f"no runner for runtime {runtime!r}; choose one of {', '.join([*ORT_PROVIDERS, *TORCH_DEVICES])}"
     )
+
+
+class CpuClockOrtRunner(OrtRunner):
+    """onnxruntime on the CPU with one intra-op thread, each run timed by the CPU time of the
+    calling thread (``time.thread_time``), where onnxruntime then does all the work.
+
+    On an idle machine this equals the wall-clock time; on a shared one it leaves out the time
+    the thread waited for a core, which otherwise inflates long inferences far more than short
+    ones (a 40 ms inference is preempted in most runs, a 0.1 ms layer in almost none), so that a
+    sum of layers and a whole model would be timed on different scales.
+    """
+
+    clock = staticmethod(time.thread_time)
+    clock_name = "thread cpu time"
+
+    def __init__(self, profile_nodes: int = 0):
+        super().__init__(["CPUExecutionProvider"], threads=1, profile_nodes=profile_nodes)
+
+    def _time(self, model, x, warmup, runs):
+        if not isinstance(model, (str, os.PathLike)):
+            raise CompressError("the cpu clock times ONNX files; export the model first")
+        return super()._time(model, x, warmup, runs)

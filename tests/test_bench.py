@@ -15,7 +15,6 @@ from torch import nn
 from compress_base.errors import CompressError
 from exporters.bench import (
     bench,
-    choose_runtime,
     file_sha256,
     format_bench,
     host_info,
@@ -26,6 +25,7 @@ from exporters.bench import (
     write_bench,
 )
 from exporters.onnx_export import export_onnx
+from exporters.runtime_choice import choose_runtime
 from exporters.tensorrt import tensorrt_available
 from profiles import load_profile, parse_profile
 
@@ -170,30 +170,30 @@ def test_model_format():
 
 def test_choose_runtime_for_onnx():
     gpu = _profile(["tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda"])
-    assert choose_runtime("onnx", gpu, None, ["onnxruntime-cuda", "onnxruntime-cpu"]) == "onnxruntime-cuda"
-    assert choose_runtime("onnx", gpu, None, ["onnxruntime-tensorrt", "onnxruntime-cuda"]) == "onnxruntime-tensorrt"
+    assert choose_runtime(gpu, "onnx", None, ["onnxruntime-cuda", "onnxruntime-cpu"]) == "onnxruntime-cuda"
+    assert choose_runtime(gpu, "onnx", None, ["onnxruntime-tensorrt", "onnxruntime-cuda"]) == "onnxruntime-tensorrt"
     with pytest.raises(CompressError, match="none of profile 't''s onnxruntime runtimes"):
-        choose_runtime("onnx", gpu, None, ["onnxruntime-cpu"])
-    assert choose_runtime("onnx", gpu, "onnxruntime-cpu", ["onnxruntime-cpu"]) == "onnxruntime-cpu"
+        choose_runtime(gpu, "onnx", None, ["onnxruntime-cpu"])
+    assert choose_runtime(gpu, "onnx", "onnxruntime-cpu", ["onnxruntime-cpu"]) == "onnxruntime-cpu"
     with pytest.raises(CompressError, match="not usable here"):
-        choose_runtime("onnx", gpu, "onnxruntime-cuda", ["onnxruntime-cpu"])
+        choose_runtime(gpu, "onnx", "onnxruntime-cuda", ["onnxruntime-cpu"])
     with pytest.raises(CompressError, match="compress engine MODEL.onnx"):
-        choose_runtime("onnx", gpu, "tensorrt", ["onnxruntime-cpu"])
+        choose_runtime(gpu, "onnx", "tensorrt", ["onnxruntime-cpu"])
     with pytest.raises(CompressError, match="cannot time an ONNX file"):
-        choose_runtime("onnx", gpu, "torch-cuda", ["onnxruntime-cpu"])
+        choose_runtime(gpu, "onnx", "torch-cuda", ["onnxruntime-cpu"])
     torch_only = _profile(["torch-cpu"], device="cpu")
     with pytest.raises(CompressError, match="names no onnxruntime runtime"):
-        choose_runtime("onnx", torch_only, None, ["onnxruntime-cpu"])
+        choose_runtime(torch_only, "onnx", None, ["onnxruntime-cpu"])
 
 
 def test_choose_runtime_for_engines():
     gpu = _profile(["onnxruntime-cuda"])  # engines run on TensorRT even when the list omits it
-    assert choose_runtime("engine", gpu, None, []) == "tensorrt"
-    assert choose_runtime("engine", gpu, "tensorrt", []) == "tensorrt"
+    assert choose_runtime(gpu, "engine", None, []) == "tensorrt"
+    assert choose_runtime(gpu, "engine", "tensorrt", []) == "tensorrt"
     with pytest.raises(CompressError, match="only on the 'tensorrt' runtime"):
-        choose_runtime("engine", gpu, "onnxruntime-cuda", ["onnxruntime-cuda"])
+        choose_runtime(gpu, "engine", "onnxruntime-cuda", ["onnxruntime-cuda"])
     with pytest.raises(CompressError, match="CPU target"):
-        choose_runtime("engine", _profile(["onnxruntime-cpu"], device="cpu"), None, [])
+        choose_runtime(_profile(["onnxruntime-cpu"], device="cpu"), "engine", None, [])
 
 
 def test_resolve_onnx_shape():

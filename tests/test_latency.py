@@ -347,7 +347,7 @@ def test_end_to_end_on_onnxruntime_ranks_architectures(r18, tmp_path):
 
 
 def lat_runner():
-    from compressor.latency.table import make_runner
+    from exporters.runners import make_runner
 
     return make_runner("onnxruntime-cpu", threads=1, clock="cpu")
 

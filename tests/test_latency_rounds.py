@@ -54,7 +54,7 @@ def test_tensorrt_builds_each_engine_once(tmp_path, monkeypatch):
     import exporters.tensorrt as trt
 
     built, timed = [], []
-    monkeypatch.setattr(target, "measuring_runtime", lambda profile: "tensorrt")
+    monkeypatch.setattr(target, "choose_runtime", lambda profile: "tensorrt")
     monkeypatch.setattr(trt, "onnx_precision", lambda path: "int8" if "int8" in path.name else "fp32")
     monkeypatch.setattr(trt, "build_engine", lambda onnx, engine, precision, batch, input_shape:
                         built.append((onnx.name, engine.name, precision)) or engine.write_bytes(b"engine"))

@@ -158,6 +158,43 @@ def test_make_runner():
         make_runner("openvino")
 
 
+def test_make_runner_with_the_cpu_clock():
+    from exporters.runners import CpuClockOrtRunner
+
+    runner = make_runner("onnxruntime-cpu", threads=1, clock="cpu")
+    assert isinstance(runner, CpuClockOrtRunner) and runner.threads == 1 and runner.clock_name == "thread cpu time"
+    assert make_runner("onnxruntime-cpu", threads=1).clock_name == "wall"
+    for runtime, threads in (("onnxruntime-cpu", 2), ("onnxruntime-cpu", 0), ("torch-cpu", 1)):
+        with pytest.raises(CompressError, match="the cpu clock times one thread"):
+            make_runner(runtime, threads=threads, clock="cpu")
+    with pytest.raises(CompressError, match="unknown clock 'gpu'"):
+        make_runner("onnxruntime-cpu", threads=1, clock="gpu")
+
+
+def test_one_runtime_choice_for_runs_tables_and_bench():
+    """A run and a latency table take any runtime of the profile usable here (TensorRT builds its
+    engine from the ONNX file, torch times a module); bench times an ONNX file with onnxruntime only."""
+    from exporters.runtime_choice import choose_runtime
+    from profiles import load_profile
+
+    cpu, gpu = load_profile("cpu"), load_profile("gpu")
+    assert choose_runtime(cpu) == "onnxruntime-cpu"  # what this machine has (available_runners)
+    assert choose_runtime(cpu, usable=["torch-cpu"]) == "torch-cpu"
+    with pytest.raises(CompressError, match=r"onnxruntime runtimes \(onnxruntime-cpu\) is usable here"):
+        choose_runtime(cpu, "onnx", usable=["torch-cpu"])
+    gpu_box = ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch-cuda", "torch-cpu"]
+    assert choose_runtime(gpu, usable=gpu_box) == "tensorrt"
+    assert choose_runtime(gpu, "onnx", usable=gpu_box) == "onnxruntime-cuda"
+    assert choose_runtime(gpu, "engine") == "tensorrt"
+    assert choose_runtime(gpu, usable=["onnxruntime-cpu", "torch-cuda"]) == "torch-cuda"
+    with pytest.raises(CompressError, match="^target 'gpu' measures with tensorrt, onnxruntime-tensorrt, "
+                                            "onnxruntime-cuda, torch-cuda and none of them is usable on this "
+                                            "machine: run on the target device, or use --target cpu$"):
+        choose_runtime(gpu, usable=["onnxruntime-cpu", "torch-cpu"])
+    with pytest.raises(ValueError, match="unknown model format 'pt'"):
+        choose_runtime(cpu, "pt")
+
+
 def test_ort_node_profile_names_the_slowest_nodes():
 
     from exporters.runners import OrtRunner
@@ -171,7 +208,7 @@ def test_ort_node_profile_names_the_slowest_nodes():
 
 
 def test_cpu_clock_runner_times_by_thread_cpu_time(onnx_file):
-    from compressor.latency.table import CpuClockOrtRunner
+    from exporters.runners import CpuClockOrtRunner
 
     stats = CpuClockOrtRunner().measure(onnx_file, SHAPE, batch=1, warmup=1, runs=5)
     _check_sane(stats, "onnxruntime-cpu", 1, 1, 5)

@@ -15,6 +15,8 @@ import numpy as np
 from torch import nn
 
 from compress_base.errors import CompressError
+from exporters.runners import make_runner
+from exporters.runtime_choice import choose_runtime
 
 from ..architecture import Architecture
 from .calibration import (
@@ -31,11 +33,9 @@ from .probes import NULL_KEY, Probe, in_precision, measure_probes
 from .table import (
     LatencyTable,
     channel_block,
-    choose_runtime,
     describe_hardware,
     graph_precision,
     hardware_fingerprint,
-    make_runner,
     read_tables,
     summarize,
     tables_for,

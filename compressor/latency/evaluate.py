@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
+from exporters.runners import make_runner
+
 from ..architecture import Architecture
 from .build import measure_settings
 from .calibration import (
@@ -18,7 +20,6 @@ from .calibration import (
     random_architecture,
 )
 from .predictor import LatencyModel
-from .table import make_runner
 
 __all__ = ["evaluate_predictor", "spearman"]
 

@@ -15,8 +15,10 @@ merge into it under an exclusive lock (:meth:`LatencyTable.save`); values read b
 The graphs measured and how they are timed are in :mod:`.probes`: each in several shuffled
 rounds, the rounds' medians reduced here by :func:`summarize`, ``min`` (default: the quietest
 round, as foreign load only ever adds time) or ``median``. With ``clock="cpu"`` (onnxruntime-cpu,
-one thread) runs are timed by the thread's CPU time (:class:`CpuClockOrtRunner`), which leaves
-out the time the thread waited for a core.
+one thread) runs are timed by the thread's CPU time
+(:class:`exporters.runners.CpuClockOrtRunner`), which leaves out the time the thread waited for a core.
+The runtime is chosen by :func:`exporters.runtime_choice.choose_runtime`, the runner made by
+:func:`exporters.runners.make_runner`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ import logging
 import math
 import os
 import platform
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,6 @@ import onnxruntime as ort
 
 from compress_base.errors import CompressError
 from compress_base.fileio import write_text
-from exporters.runners import OrtRunner
 from profiles import cpu_name
 
 log = logging.getLogger(__name__)
@@ -45,30 +45,9 @@ log = logging.getLogger(__name__)
 FORMAT = 2
 KIND = "compressor-latency-table"
 _HW_KEYS = ("device", "runtime", "runtime_version", "threads", "batch", "precision", "clock", "channel_block")
-CLOCKS = ("wall", "cpu")
 
 
-# ---------------------------------------------------------------------- target and hardware
-def choose_runtime(profile) -> str:
-    """The first runtime of ``profile.runtimes`` that can time a graph on this machine."""
-    from exporters.runners import ORT_PROVIDERS, TORCH_DEVICES, available_runners
-
-    usable = available_runners()
-    for name in profile.runtimes:
-        if name == "tensorrt":
-            from exporters.tensorrt import tensorrt_available
-
-            if tensorrt_available()[0]:
-                return name
-        elif (name in ORT_PROVIDERS or name in TORCH_DEVICES) and name in usable:
-            return name
-    raise CompressError(
-        f"none of profile '{profile.name}''s runtimes ({', '.join(profile.runtimes)}) can measure on this "
-        f"machine (usable here: {', '.join(usable)}): measure the table on the target with `compress lut "
-        f"--target {profile.name}` and pass it with --latency-table"
-    )
-
-
+# ---------------------------------------------------------------------- hardware
 def _on_gpu(runtime: str) -> bool:
     return runtime in ("tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda")
 
@@ -119,7 +98,7 @@ def hardware_fingerprint(runtime: str, threads: int = 0, batch: int = 1, precisi
     if runtime.startswith("onnxruntime"):
         version = ort.__version__
     elif runtime == "tensorrt":
-        import tensorrt  # noqa: F401 - only reached when choose_runtime found it
+        import tensorrt  # noqa: F401 - only reached when choose_runtime found it usable
 
         version = tensorrt.__version__
     else:
@@ -138,50 +117,6 @@ def describe_hardware(hw: dict) -> str:
     return (f"{hw.get('device', '?')} with {hw.get('runtime', '?')} {hw.get('runtime_version', '')} "
             f"({hw.get('threads', 0)} threads, batch {hw.get('batch', 1)}, {hw.get('precision', 'fp32')}, "
             f"{hw.get('clock', 'wall')} clock)")
-
-
-def make_runner(runtime: str, threads: int = 0, precision: str = "fp32", clock: str = "wall"):
-    """A runner (``measure(model, input_shape, batch, warmup, runs) -> LatencyStats``) for ``runtime``.
-
-    ``clock="cpu"`` (onnxruntime-cpu with one thread only) times each inference by the CPU time
-    of the thread that runs it (see :class:`CpuClockOrtRunner`).
-    """
-    if clock not in CLOCKS:
-        raise CompressError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
-    if clock == "cpu":
-        if runtime != "onnxruntime-cpu" or threads != 1:
-            raise CompressError(f"the cpu clock times one thread: it needs runtime onnxruntime-cpu with 1 thread, "
-                                f"not {runtime} with {threads}; use the wall clock")
-        return CpuClockOrtRunner()
-    if runtime == "tensorrt":
-        from exporters.tensorrt import TrtRunner
-
-        return TrtRunner(precision=precision)
-    from exporters.runners import make_runner as _make
-
-    return _make(runtime, threads)
-
-
-class CpuClockOrtRunner(OrtRunner):
-    """onnxruntime on the CPU with one intra-op thread, each run timed by the CPU time of the
-    calling thread (``time.thread_time``), where onnxruntime then does all the work.
-
-    On an idle machine this equals the wall-clock time; on a shared one it leaves out the time
-    the thread waited for a core, which otherwise inflates long inferences far more than short
-    ones (a 40 ms inference is preempted in most runs, a 0.1 ms layer in almost none), so that a
-    sum of layers and a whole model would be timed on different scales.
-    """
-
-    clock = staticmethod(time.thread_time)
-    clock_name = "thread cpu time"
-
-    def __init__(self):
-        super().__init__(["CPUExecutionProvider"], threads=1)
-
-    def _time(self, model, x, warmup, runs):
-        if not isinstance(model, (str, os.PathLike)):
-            raise CompressError("the cpu clock times ONNX files; export the model first")
-        return super()._time(model, x, warmup, runs)
 
 
 # ---------------------------------------------------------------------- the table

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compress_base.fileio import write_json
 from exporters.onnx_export import export_onnx
+from exporters.runtime_choice import choose_runtime
 
 from .. import target
 from ..distributed import broadcast_object, is_main
@@ -62,7 +63,7 @@ def target_measure(state: RunState):
 
     profile = state.profile
     precision = state.config.precision or profile.precision
-    rewrite = precision != "fp32" and graph_precision(target.measuring_runtime(profile) or "")
+    rewrite = precision != "fp32" and graph_precision(choose_runtime(profile))
 
     def measure(arch) -> float:
         value = None
