@@ -72,7 +72,8 @@ def test_defaults_are_left_out():
 def test_a_run_reports_curves_rounds_warnings_and_how_to_reproduce(tmp_path):
     out = tmp_path / "r"
     args = ["run", "--budget-macs", "20M", "--train-resolution", "16", "--input-shape", "3x64x64", "--epochs", "2",
-            "--teacher-epochs", "1", "--latency-runs", "5", "--warn-accuracy-drop", "0.5", "--out", str(out), "-q"]
+            "--teacher-epochs", "1", "--latency-runs", "5", "--warn-accuracy-drop", "0.5", "--out", str(out), "-q",
+            "--option", "images=32", "--option", "step=0.2"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # every test kills and resumes whole runs (minute
 
 COMMON = ["--train-resolution", "16", "--input-shape", "3x64x64", "--teacher-epochs", "1", "--epochs", "2",
           "--latency-runs", "3"]
-EPOCHS = ["--budget-macs", "20M", "--search-epochs", "3", "--option", "steps_per_epoch=20"]
+EPOCHS = ["--budget-macs", "20M", "--search-epochs", "3", "--option", "steps_per_epoch=20", "--option",
+          "refine_images=32"]
 # method: (arguments, the log line after which the state of one epoch or step is on disk, its unit)
 METHODS = {
     "asng": (EPOCHS, "asng epoch 1/3", "epoch"),

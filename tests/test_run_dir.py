@@ -35,7 +35,7 @@ from compressor.settings import RunConfig
 from conftest import run_python, subprocess_env
 
 FAST = ["--teacher-epochs", "0", "--epochs", "0", "-q", "--input-shape", "3x32x32", "--train-resolution", "16",
-        "--latency-runs", "2", "--budget-macs", "15M"]
+        "--latency-runs", "2", "--budget-macs", "15M", "--option", "images=32", "--option", "step=0.2"]
 TEACH = [a if a != "0" or i != 1 else "1" for i, a in enumerate(FAST)]  # one teacher epoch: a stage saves state
 
 
