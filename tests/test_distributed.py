@@ -14,9 +14,10 @@ ARGS = ["--budget-macs", "20M", "--train-resolution", "16", "--input-shape", "3x
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    two = torchrun("-m", "compressor", *ARGS, "--out", str(root / "two"), port=29517, cwd=root)
+    greedy = [*ARGS, "--option", "images=32", "--option", "step=0.2"]  # the plumbing, not greedy's choices
+    two = torchrun("-m", "compressor", *greedy, "--out", str(root / "two"), port=29517, cwd=root)
     assert two.returncode == 0, two.stderr[-2000:]
-    one = run_python("-m", "compressor", *ARGS, "--out", str(root / "one"), cwd=root)
+    one = run_python("-m", "compressor", *greedy, "--out", str(root / "one"), cwd=root)
     assert one.returncode == 0, one.stderr[-2000:]
     return root, two
 
@@ -47,7 +48,8 @@ def test_data_parallel_search_inside_a_run(tmp_path):
     # asng trains its supernet with DDP over shards (a dropped block's weights take no part in some
     # passes); the run completes, every rank ends with rank 0's architecture, one set of artifacts
     run = torchrun("-m", "compressor", *ARGS, "--method", "asng", "--search-epochs", "1", "--option",
-                   "steps_per_epoch=4", "--out", str(tmp_path / "asng"), port=29519, cwd=tmp_path)
+                   "steps_per_epoch=4", "--option", "refine_images=32", "--out", str(tmp_path / "asng"), port=29519,
+                   cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "different architectures" not in run.stderr
     history = json.loads((tmp_path / "asng" / "search.json").read_text())["history"]
