@@ -79,7 +79,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, root, size in cases:
         start = time.perf_counter()
-        train = load_data(root, resolution=size, quiet=True).train
+        train = load_data(root, resolution=size).train
         loaded = time.perf_counter() - start
         for workers in args.workers:
             first, second = _passes(train, workers, args.batch)

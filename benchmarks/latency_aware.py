@@ -39,7 +39,7 @@ def main() -> None:
     shape = parse_shape(args.shape)
     model, _, _ = resolve_model(args.model, None, 10, trust_code=True)
     space = SearchSpace.build(model, shape, args.model, channel_multiple=profile.channel_multiple)
-    lat = build_latency_model(space, model, profile, args.table, clock="cpu", quiet=True)
+    lat = build_latency_model(space, model, profile, args.table, clock="cpu")
     print(f"{args.model} at {args.shape}: {format_count(space.macs(space.full()))} MACs; onnxruntime CPU, "
           f"1 thread; latency-aware budget = {args.tighten} x the MAC-only result's predicted latency\n")
     print("| MAC budget | search | MACs | predicted ms | measured ms | measured vs MAC-only |")

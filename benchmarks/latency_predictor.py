@@ -66,7 +66,7 @@ def main() -> None:
         t = time.perf_counter()
         lat = build_latency_model(space, net, profile, folder / f"{profile.name}-{name}.json",
                                   calibration_archs=args.calibration, grid=args.grid, rounds=args.rounds,
-                                  threads=args.threads, clock=args.clock, quiet=True)
+                                  threads=args.threads, clock=args.clock)
         build = time.perf_counter() - t
         t = time.perf_counter()
         ev = evaluate_predictor(lat, space, net, profile, n=args.n, seed=args.seed)

@@ -61,7 +61,7 @@ def main() -> None:
             proxy = export_onnx(model, (shape[0], side, side), tmp / "proxy.onnx")
             scored, _, data = variants(proxy, (shape[0], side, side), args.data, args.calibration_images, tmp / "proxy")
         else:
-            scored, data = files, load_data(args.data, resolution=shape[1], seed=0, quiet=True)
+            scored, data = files, load_data(args.data, resolution=shape[1], seed=0)
         rows, images = accuracy(scored, data)
         p50 = interleaved(files, shape, args)
     ratios = {n: statistics.median(p / f for p, f in zip(p50[n], p50["fp32"])) for n in files}
@@ -83,7 +83,7 @@ def variants(source: Path, shape, data_dir, count: int, folder: Path):
     """``source`` and its int8 (both recipes) and fp16 versions in ``folder``, calibrated on ``count``
     unaugmented training images at ``shape``; the calibration batches; the data at that size."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = load_data(data_dir, resolution=shape[1], seed=0, quiet=True)
+    data = load_data(data_dir, resolution=shape[1], seed=0)
     train = data.train
     if data.preprocess is not None:  # the evaluation transform, not the augmentation
         twin = copy.copy(train.dataset)

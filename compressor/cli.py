@@ -342,7 +342,7 @@ def bench_command(model_file, target, runtime, batch, warmup, runs, threads, inp
     click.echo(json.dumps(result, indent=2) if as_json else f"{format_bench(result)}; written to {path}")
 
 
-def _calibration_images(onnx_path, folder: str, count: int, size: int, quiet: bool) -> list:
+def _calibration_images(onnx_path, folder: str, count: int, size: int) -> list:
     """Up to ``count`` images of ``folder`` (laid out as for ``--data``) as NCHW float32 batches of
     ``size`` x ``size``, preprocessed as the ONNX metadata records (ImageNet's default without it)."""
     from exporters.onnx_eval import read_metadata
@@ -360,7 +360,7 @@ def _calibration_images(onnx_path, folder: str, count: int, size: int, quiet: bo
     else:
         preprocess = Preprocess.default()
         log.warning("%s records no preprocessing: calibrating with %s", onnx_path.name, preprocess.source)
-    data = load_data(folder, resolution=size, val_fraction=0.5, quiet=quiet, preprocess=preprocess)
+    data = load_data(folder, resolution=size, val_fraction=0.5, preprocess=preprocess)
     batches, seen = [], 0
     for images, _ in make_loader(data.val, 32, shuffle=True, seed=0):  # the evaluation transform
         batches.append(images[: count - seen].numpy())
@@ -408,7 +408,7 @@ def engine_command(onnx_file, target, precision, batch_range, workspace, calib_d
         calibration = None
         if calib_data and precision == "int8" and holds == "fp32":
             size = (shape or dims[1:])[-1]
-            calibration = _calibration_images(onnx_path, calib_data, calib_images, size, quiet)
+            calibration = _calibration_images(onnx_path, calib_data, calib_images, size)
         elif calib_data:
             log.warning("--calib-data is only used for an int8 engine from an fp32 ONNX; ignored")
         engine_path = Path(out) if out else onnx_path.with_suffix(".engine")
@@ -461,6 +461,7 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, precision,
     from .latency import build_latency_model, evaluate_predictor
     from .models import resolve_model
     from .pipeline import latency_clock, resolve_target
+    from .runtime import Runtime
     from .space import SearchSpace
 
     setup_logging(quiet)
@@ -470,12 +471,13 @@ def lut_command(target, model, num_classes, input_shape, out, n_eval, precision,
         path = Path(out) if out else Path.home() / ".cache" / "compressor" / f"latency-{profile.name}.json"
         net, _, _ = resolve_model(model, None, num_classes, trust_code=True, search_cwd=True)  # the user typed it
         space = SearchSpace.build(net, shape, model, channel_multiple=profile.channel_multiple)
-        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, quiet=quiet,
+        runtime = Runtime(quiet=quiet)  # a run's threads and verbosity
+        lat = build_latency_model(space, net, profile, path, clock=latency_clock(profile), cache=True, runtime=runtime,
                                   precision=precision)
         line = (f"latency table {path}: {len(lat.keys())} layer configurations for {model} on {profile.name} "
                 f"({precision or profile.precision})")
         if n_eval:
-            err = evaluate_predictor(lat, space, net, profile, n=n_eval)
+            err = evaluate_predictor(lat, space, net, profile, n=n_eval, runtime=runtime)
             line += (f"; on {n_eval} random architectures {100 * err['within_10pct']:.0f}% of predictions are "
                      f"within 10% (mean error {100 * err['mean_abs_rel_err']:.1f}%)")
     except CompressError as exc:

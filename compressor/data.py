@@ -57,7 +57,6 @@ def load_data(
     resolution: int = 32,
     val_fraction: float = 0.2,
     seed: int = 0,
-    quiet: bool = False,
     *,
     preprocess: Preprocess | None = None,
 ) -> DataBundle:
@@ -79,8 +78,8 @@ def load_data(
     transforms at ``resolution``. Only cheap checks run here (paths, classes, at least one image per
     class, extensions, IDX headers); an image is decoded when it is used, and one that cannot be
     raises a one-line CompressError naming it then. Two calls with the same seed split alike.
-    ``quiet`` is accepted for callers; nothing here shows progress. What was skipped, and classes
-    the validation set measures badly, are logged and listed in the bundle's ``warnings``.
+    What was skipped, and classes the validation set measures badly, are logged and listed in the
+    bundle's ``warnings``.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise CompressError(f"resolution {resolution!r} must be a positive integer, e.g. 32")

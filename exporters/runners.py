@@ -210,7 +210,7 @@ def available_runners() -> list[str]:
 CLOCKS = ("wall", "cpu")
 
 
-def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", profile_nodes: int = 0,
+def make_runner(runtime: str, threads: int = 0, precision: str = "fp16", *, profile_nodes: int = 0,
                 clock: str = "wall"):
     """The runner for a runtime name (:func:`exporters.runtime_choice.choose_runtime` picks it);
     ``threads`` and ``profile_nodes`` apply to onnxruntime only, ``precision`` to TensorRT (which

@@ -88,7 +88,7 @@ class Refuse:
 
 
 def fake_build(space, model, path, runner=None, **kw):
-    kw = {"grid": 3, "rounds": 1, "calibration_archs": 5, "block": 1, "quiet": True, **kw}
+    kw = {"grid": 3, "rounds": 1, "calibration_archs": 5, "block": 1, **kw}
     return build_latency_model(space, model, PROFILE, path, runner=runner or FakeRunner(), **kw)
 
 
@@ -310,6 +310,35 @@ def test_offline_table_measures_nothing(r18, built, tmp_path):
         LatencyTable.load(path)
 
 
+@pytest.mark.parametrize("quiet", [False, True, None])
+def test_the_measuring_bar_follows_the_runtime(quiet, monkeypatch):
+    """A progress bar over the rounds shows in a terminal for a Runtime that is not quiet; none for a
+    quiet one or without one (quiet None: no runtime given)."""
+    import io
+    import sys
+
+    from compressor.latency.probes import Probe, measure_probes
+    from compressor.runtime import Runtime
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class ModuleRunner:
+        runtime = "torch-cpu"  # times the module: no ONNX file is written
+
+        def measure(self, model, input_shape, batch=1, warmup=0, runs=1):
+            return SimpleNamespace(p50=float(model))
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    probes = [Probe(f"p{i}", (3, 4, 4), lambda p: p, lambda i=i: i + 1) for i in range(2)]
+    runtime = None if quiet is None else Runtime(quiet=quiet)
+    out = measure_probes(ModuleRunner(), probes, batch=1, warmup=0, runs=1, rounds=3, runtime=runtime)
+    assert out == [[1.0] * 3, [2.0] * 3]
+    assert ("latency table" in screen.getvalue()) == (quiet is False)
+
+
 def test_hardware_fingerprint_names_what_matters():
     hw = hardware_fingerprint("onnxruntime-cpu", threads=1, batch=1, clock="cpu", block=16)
     assert {"device", "runtime", "runtime_version", "threads", "batch", "precision", "clock",
@@ -331,7 +360,7 @@ def test_end_to_end_on_onnxruntime_ranks_architectures(r18, tmp_path):
     predictions must order architectures spanning a 5x MAC range as the measurements do."""
     space, model = r18.space, r18.model
     lat = build_latency_model(space, model, PROFILE, tmp_path / "lut.json", calibration_archs=4, grid=3, rounds=3,
-                              warmup=2, runs=5, threads=1, clock="cpu", quiet=True)
+                              warmup=2, runs=5, threads=1, clock="cpu")
     rng = np.random.default_rng(4)
     archs = [space.uniform(r) for r in (0.3, 0.55, 0.8)] + [space.full()]
     archs += [space.architecture(space.uniform(0.6).widths, {b.name: bool(rng.random() < 0.5) for b in space.blocks})]
@@ -365,7 +394,8 @@ def test_every_method_meets_a_latency_budget(built, r18, method):
     full_ms = lat.predict(space.full())
     budget = Budget(latency_ms=0.5 * full_ms).with_latency_model(lat)
     data = load_data(None, resolution=16, seed=0)
-    options = {"tas": {"steps_per_epoch": 2}, "asng": {"steps_per_epoch": 2},
+    options = {"tas": {"steps_per_epoch": 2, "refine_images": 32}, "asng": {"steps_per_epoch": 2, "refine_images": 32},
+               "greedy": {"images": 32},
                "autoshrink": {"k": 2, "finetune_steps": 1, "eval_batches": 1, "commit_steps": 1,
                               "calib_batches": 1}}.get(method, {})
     ctx = SearchContext(model=r18.model, train_data=data.train, val_data=data.val, batch_size=32, epochs=1,
@@ -429,7 +459,7 @@ def test_search_for_a_board_with_a_table_measured_there(tmp_path):
     space = SearchSpace.build(net, (3, 64, 64), "resnet18", channel_multiple=board.channel_multiple)
     table = tmp_path / "orin.json"
     lat = build_latency_model(space, net, board, table, runner=FakeRunner(), grid=3, rounds=1,
-                              calibration_archs=5, block=1, quiet=True)
+                              calibration_archs=5, block=1)
     budget_ms = 0.5 * lat.predict(space.full())
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [*args, "--budget-latency", f"{budget_ms}ms", "--latency-table", str(table),

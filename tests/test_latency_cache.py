@@ -105,7 +105,7 @@ def tiny():
 def build(tiny, path, **kw):
     runner = FakeRunner()
     build_latency_model(tiny.space, tiny.net, PROFILE, path, 3, grid=2, rounds=1, threads=1, block=1, runner=runner,
-                        quiet=True, **kw)
+                        **kw)
     return runner.calls
 
 
@@ -225,11 +225,11 @@ def test_an_int8_table_times_q_dq_graphs_and_is_never_used_for_fp32(tiny, tmp_pa
     path = tmp_path / "latency-cpu.json"
     fp32 = GraphRecorder()
     build_latency_model(tiny.space, tiny.net, PROFILE, path, 3, grid=2, rounds=1, threads=1, block=1, runner=fp32,
-                        quiet=True, cache=True)
+                        cache=True)
     assert fp32.graphs and not any("QuantizeLinear" in ops for _, ops, _ in fp32.graphs)
     int8 = GraphRecorder()
     lat = build_latency_model(tiny.space, tiny.net, PROFILE, path, 3, grid=2, rounds=1, threads=1, block=1,
-                              runner=int8, quiet=True, cache=True, precision="int8")
+                              runner=int8, cache=True, precision="int8")
     assert len(int8.graphs) == len(fp32.graphs)  # measured anew: the fp32 table does not serve int8
     timed = [(name, ops, zeros) for name, ops, zeros in int8.graphs if ops != {"Identity"}]  # the null graph stays
     assert len(timed) == len(int8.graphs) - 1

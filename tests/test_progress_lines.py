@@ -91,7 +91,7 @@ def test_search_epoch_lines_stay_above_the_bar(quiet, monkeypatch, caplog):
 def test_cell_search_step_lines_stay_above_the_bar(monkeypatch, caplog):
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
-    bundle = load_data(None, resolution=16, seed=0, quiet=True)
+    bundle = load_data(None, resolution=16, seed=0)
     with caplog.at_level(logging.INFO, logger="compressor.nas.cell_search"):
         snapshots = shrinkcnn_search(Subset(bundle.train, range(32)), Subset(bundle.val, range(16)), 10, (3, 16, 16),
                                      k=2, epochs=1, patience=1, batch_size=16, width=4, stem=8, max_steps=1)

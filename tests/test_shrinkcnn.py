@@ -35,6 +35,7 @@ from compressor.networks.shrinkcnn import (
     shrinkcnn,
     shrinkcnn_macs,
 )
+from compressor.runtime import Runtime
 from compressor.space import SearchSpace
 
 TINY = {"k": 2, "epochs": 1, "patience": 1, "batch_size": 16, "width": 4, "stem": 8}
@@ -160,7 +161,8 @@ def test_closed_form_macs_match_the_counter():
 
 # --------------------------------------------------------------------------- the search
 def test_a_shrink_step_removes_edges_and_leaves_only_live_ones(digits):
-    snaps = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, seed=0, quiet=True, **TINY)
+    snaps = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, runtime=Runtime(quiet=True),
+                             **TINY)
     assert [s.step for s in snaps] == [0, 1, 2]
     assert len(snaps[0].edges) == 28 and snaps[0].removed is None
     for prev, snap in zip(snaps, snaps[1:]):
@@ -176,13 +178,14 @@ def test_a_shrink_step_removes_edges_and_leaves_only_live_ones(digits):
         assert snap.score == pytest.approx(snap.accuracy - 0.1 * (log_macs - 6))
     assert best_cell(snaps).score == max(s.score for s in snaps)
     json.dumps([s.to_dict() for s in snaps])  # snapshots are plain data
-    again = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, seed=0, quiet=True, **TINY)
+    again = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), max_steps=2, runtime=Runtime(quiet=True),
+                             **TINY)
     assert [(s.edges, s.accuracy) for s in again] == [(s.edges, s.accuracy) for s in snaps]  # seeded
 
 
 def test_search_stops_at_the_floor(digits):
     snaps = shrinkcnn_search(digits.train, digits.val, 10, (3, 16, 16), floor=27, score_initial=False,
-                             seed=1, quiet=True, **TINY)
+                             runtime=Runtime(seed=1, quiet=True), **TINY)
     assert len(snaps) == 1 and len(snaps[0].edges) <= 27
 
 

@@ -51,7 +51,7 @@ def nets():
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data(None, resolution=32, quiet=True)
+    return load_data(None, resolution=32)
 
 
 def _x(seed=1, n=2):

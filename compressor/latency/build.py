@@ -19,6 +19,7 @@ from exporters.runners import make_runner
 from exporters.runtime_choice import choose_runtime
 
 from ..architecture import Architecture
+from ..runtime import Runtime
 from .calibration import (
     arch_hash,
     arch_probes,
@@ -151,9 +152,9 @@ def _calibrate(lat: LatencyModel, archs: list[Architecture], ms: list[float], se
 def build_latency_model(space, model: nn.Module, profile, table_path: str | os.PathLike | None = None,
                         calibration_archs: int = 12, *, grid: int | None = None, rounds: int = 7, stat: str = "min",
                         warmup: int | None = None, runs: int | None = None, threads: int | None = None,
-                        runtime: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
+                        timed_by: str | None = None, clock: str = "wall", block: int | None = None, runner=None,
                         offline: bool = False, cache: bool = False, recalibrate: bool = False, seed: int = 0,
-                        quiet: bool = False, precision: str | None = None) -> LatencyModel:
+                        runtime: Runtime | None = None, precision: str | None = None) -> LatencyModel:
     """A calibrated latency model of ``space`` (built on ``model``) for ``profile``, in the
     ``precision`` the model ships in (default: the profile's).
 
@@ -167,7 +168,10 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     ``[measure]`` totals spread over the rounds; ``threads`` too) and the rounds' medians are
     reduced by ``stat`` (``"min"``: the quietest round, see ``table.summarize``). ``clock="cpu"``
     (onnxruntime-cpu, ``threads=1``) times by thread CPU time, robust on a shared machine.
-    ``runner`` replaces the profile's runner (tests).
+    ``runner`` replaces the profile's runner (tests); ``timed_by`` names the inference runtime that
+    times the graphs (default: the runner's, else :func:`~exporters.runtime_choice.choose_runtime`'s).
+    ``runtime`` is the run's (or the command's) :class:`~compressor.runtime.Runtime`: the measuring
+    shows a progress bar unless it is quiet, and none without one.
 
     ``grid`` is the number of table points per channel dimension (default 5; offline: the one
     the model was calibrated with).
@@ -190,13 +194,12 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
                                     precision, str(table_path))
         return offline_model(space, model, profile, tables, grid)
     grid = 5 if grid is None else grid
-    if runtime is None:
-        runtime = getattr(runner, "runtime", None) or choose_runtime(profile)
-    block = channel_block(runtime, profile.channel_multiple) if block is None else block
-    hardware = hardware_fingerprint(runtime, threads, profile.batch, precision, clock, block)
+    timed_by = timed_by or getattr(runner, "runtime", None) or choose_runtime(profile)
+    block = channel_block(timed_by, profile.channel_multiple) if block is None else block
+    hardware = hardware_fingerprint(timed_by, threads, profile.batch, precision, clock, block)
     table = _table_to_extend(table_path, profile.name, hardware, cache)
     if runner is None:
-        runner = make_runner(runtime, threads, precision, clock)
+        runner = make_runner(timed_by, threads, precision, clock=clock)
     layers, dims = trace_layers(space, model, profile.batch)
     fp = model_fingerprint(space, layers)
     lat = LatencyModel(space, layers, dims, table, grid, fingerprint=fp)
@@ -208,9 +211,10 @@ def build_latency_model(space, model: nn.Module, profile, table_path: str | os.P
     if todo or archs:
         log.info("measuring %d single-layer graphs and %d whole architectures of %s on %s (%d rounds of %d runs)",
                  len(todo), len(archs), fp, describe_hardware(hardware), rounds, runs)
-    graphs = precision if graph_precision(runtime) else "fp32"  # TensorRT and torch are given fp32 graphs
+    graphs = precision if graph_precision(timed_by) else "fp32"  # TensorRT and torch are given fp32 graphs
     results = _measure_together(space, model, runner, todo, archs, graphs, profile.quantization,
-                                batch=profile.batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed, quiet=quiet)
+                                batch=profile.batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
+                                runtime=runtime)
     for p, r in zip(todo, results):
         table.add(p.key, r, stat)
     if todo:

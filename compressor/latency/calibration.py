@@ -24,6 +24,7 @@ import numpy as np
 from torch import nn
 
 from ..architecture import Architecture
+from ..runtime import Runtime
 from .layers import LayerInstance
 from .probes import Probe, in_precision, measure_probes
 from .table import LatencyTable, graph_precision, summarize
@@ -177,13 +178,15 @@ def arch_probes(space, model: nn.Module, archs: Sequence[Architecture], runner,
 
 def measure_architectures(space, model: nn.Module, archs: Sequence[Architecture], runner, *, batch: int = 1,
                           warmup: int = 10, runs: int = 50, rounds: int = 5, seed: int = 0, stat: str = "min",
-                          quiet: bool = True, precision: str = "fp32", recipe: str = "onnxruntime") -> list[float]:
+                          runtime: Runtime | None = None, precision: str = "fp32",
+                          recipe: str = "onnxruntime") -> list[float]:
     """Latency (ms) of each architecture: materialized, exported (in ``precision`` where the runner
-    times the graph's own, see :func:`.probes.in_precision`), timed in shuffled rounds, reduced by ``stat``."""
+    times the graph's own, see :func:`.probes.in_precision`), timed in shuffled rounds, reduced by ``stat``
+    (a progress bar where ``runtime`` is not quiet)."""
     with tempfile.TemporaryDirectory(prefix="compressor-calib-") as tmp:
         probes = arch_probes(space, model, archs, runner, tmp)
         if graph_precision(getattr(runner, "runtime", "")):
             probes = in_precision(probes, precision, recipe, batch)
         results = measure_probes(runner, probes, batch=batch, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
-                                 quiet=quiet, desc="whole models")
+                                 runtime=runtime, desc="whole models")
     return [summarize(r, stat) for r in results]

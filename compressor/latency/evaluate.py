@@ -11,6 +11,7 @@ from torch import nn
 from exporters.runners import make_runner
 
 from ..architecture import Architecture
+from ..runtime import Runtime
 from .build import measure_settings
 from .calibration import (
     arch_hash,
@@ -33,10 +34,11 @@ def _errors(predicted, measured) -> dict:
 def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: int = 20, seed: int = 1, *,
                        rounds: int | None = None, stat: str | None = None, warmup: int | None = None,
                        runs: int | None = None, threads: int | None = None, runner=None, keep_prob: float = 0.5,
-                       reference: bool = True, quiet: bool = True) -> dict:
+                       reference: bool = True, runtime: Runtime | None = None) -> dict:
     """Measured vs predicted latency on ``n`` random architectures the calibration did not use.
 
-    Measurement settings default to those the table was measured with (its ``settings``).
+    Measurement settings default to those the table was measured with (its ``settings``); a
+    progress bar shows where ``runtime`` (a :class:`~compressor.runtime.Runtime`) is not quiet.
     Returns ``within_10pct`` (fraction of predictions within ±10% of the measurement),
     ``mean_abs_rel_err``, ``max_abs_rel_err``, ``spearman`` and ``pairs`` (one dict per
     architecture), for the model as built.
@@ -56,7 +58,8 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
     warmup, runs, threads = measure_settings(profile, warmup, runs, threads, rounds)
     precision = str(lat.table.hardware.get("precision", "fp32"))  # the architectures are timed as the table was
     if runner is None:
-        runner = make_runner(lat.table.hardware["runtime"], threads, precision, lat.table.hardware.get("clock", "wall"))
+        runner = make_runner(lat.table.hardware["runtime"], threads, precision,
+                             clock=lat.table.hardware.get("clock", "wall"))
     cal = lat.calibration()
     used = {p["arch"] for p in cal.get("points", [])}
     rng = np.random.default_rng(seed)
@@ -73,7 +76,7 @@ def evaluate_predictor(lat: LatencyModel, space, model: nn.Module, profile, n: i
         then = {p["arch"]: p["ms"] for p in cal["points"]}
         refs = [r for r in refs if arch_hash(r) in then]
     ms = measure_architectures(space, model, archs + refs, runner, batch=profile.batch, warmup=warmup, runs=runs,
-                               rounds=rounds, seed=seed, stat=stat, quiet=quiet, precision=precision,
+                               rounds=rounds, seed=seed, stat=stat, runtime=runtime, precision=precision,
                                recipe=profile.quantization)
     measured, ref_now = ms[: len(archs)], ms[len(archs):]
     predicted = [lat.predict(a) for a in archs]

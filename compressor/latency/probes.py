@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import progress_bar
+from ..runtime import Runtime
 from .layers import LayerConfig
 
 NULL_KEY = "null"
@@ -153,8 +154,9 @@ def _prepared(probe: Probe, precision: str, recipe: str, batch: int) -> Callable
 
 # ---------------------------------------------------------------------- timing
 def measure_probes(runner, probes: Sequence[Probe], *, batch: int, warmup: int, runs: int, rounds: int = 5,
-                   seed: int = 0, quiet: bool = True, desc: str = "latency table") -> list[list[float]]:
+                   seed: int = 0, runtime: Runtime | None = None, desc: str = "latency table") -> list[list[float]]:
     """Time every probe in ``rounds`` shuffled passes; per probe, the median (p50) of each round, in ms.
+    A progress bar shows where ``runtime`` (the run's or the command's) is not quiet; none without one.
 
     ONNX files are written once to a temporary folder (graphs above 256 MiB of weights are written
     anew for each measurement and removed after it); torch runtimes time the module directly.
@@ -163,7 +165,7 @@ def measure_probes(runner, probes: Sequence[Probe], *, batch: int, warmup: int, 
     out: list[list[float]] = [[] for _ in probes]
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="compressor-lut-") as tmp, progress_bar(
-            len(probes) * rounds, desc=desc, unit="graph", leave=False, quiet=quiet) as bar:
+            len(probes) * rounds, desc=desc, unit="graph", leave=False, quiet=runtime is None or runtime.quiet) as bar:
         paths: dict[int, Path] = {}
 
         def target(i: int):

@@ -22,8 +22,9 @@ from compress_base.errors import CompressError
 from ..counting import count_params
 from ..distributed import map_over_ranks
 from ..networks.shrinkcnn import NUM_NODES, ShrinkCNN, full_edges, live_edges, shrinkcnn_macs
-from ..progress import progress_bar, show_line
+from ..progress import show_line
 from ..resume import restoring, save_state
+from ..runtime import Runtime
 from ..search.autoshrink import score
 from ..search.autoshrink_proxy import train_from_scratch
 from ..search.scoring import fixed_batches, random_subset
@@ -66,8 +67,7 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
                      batch_size: int = 64, train_images: int = 5000, val_images: int = 1000,
                      cost_weight: float = 0.1, cost_offset: float = 6.0, max_steps: int | None = None,
                      width: int = 16, stem: int = 32, nodes: int = NUM_NODES, score_initial: bool = True,
-                     seed: int = 0, device: str | torch.device = "cpu", quiet: bool = False,
-                     checkpoint: str | Path | None = None) -> list[CellSnapshot]:
+                     runtime: Runtime | None = None, checkpoint: str | Path | None = None) -> list[CellSnapshot]:
     """AutoShrink's edge shrinking on the ShrinkCNN proxy network; returns every snapshot.
 
     Each candidate (the cell without one live edge) is a proxy network trained from scratch on at
@@ -77,7 +77,8 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
     without a better validation accuracy; score = accuracy − cost_weight·(log10(MACs) − cost_offset),
     MACs at ``input_shape``. Shrinking stops when at most ``floor`` edges remain (the official
     code keeps half of the 28 edges: 14), after ``max_steps`` steps, or when no edge can go.
-    With ``score_initial`` the fully connected cell is trained and scored as snapshot 0.
+    With ``score_initial`` the fully connected cell is trained and scored as snapshot 0. ``runtime``
+    gives the device, seed and verbosity (default: CPU, seed 0, a progress bar in a terminal).
 
     With ``checkpoint`` (a file path) the search state (the cell, the snapshots, the random
     generator) is written there after every step, and a later call with the same path continues
@@ -87,7 +88,8 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
                   train_images=train_images, val_images=val_images)
     if train_data is None or len(train_data) == 0 or val_data is None or len(val_data) == 0:
         raise CompressError("the ShrinkCNN search needs training and validation images")
-    device = torch.device(device)
+    runtime = runtime or Runtime()
+    seed, device = runtime.seed, runtime.device
     rng = np.random.default_rng(seed)
     train_set = random_subset(train_data, train_images, seed)
     val_batches = fixed_batches(random_subset(val_data, val_images, seed + 1), batch_size, 0, seed)
@@ -112,8 +114,8 @@ def shrinkcnn_search(train_data, val_data, num_classes: int, input_shape: Sequen
             snapshots = [CellSnapshot(**s) for s in state["snapshots"]]
             rng.bit_generator.state = state["rng"]
         log.info("shrinkcnn: resuming after step %d from %s", step, checkpoint)
-    bar = progress_bar(max(len(full_edges(nodes)) - floor, 0), initial=len(full_edges(nodes)) - len(edges),
-                       desc="shrinkcnn", unit="edge", quiet=quiet)
+    bar = runtime.bar(max(len(full_edges(nodes)) - floor, 0), initial=len(full_edges(nodes)) - len(edges),
+                      desc="shrinkcnn", unit="edge")
     try:
         if not resumed and score_initial:
             [r] = map_over_ranks(lambda i, e: evaluate(e, 0, 0), [edges])

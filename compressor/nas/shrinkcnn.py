@@ -53,8 +53,7 @@ def search_and_train_network(data, budget_macs: int, input_shape: Sequence[int] 
     shape = tuple(int(v) for v in (input_shape or proxy_shape))
     options.setdefault("batch_size", batch_size)
     state = Path(state_dir) if state_dir is not None else None
-    snapshots = shrinkcnn_search(data.train, data.val, data.num_classes, proxy_shape, seed=seed,
-                                 device=runtime.device, quiet=runtime.quiet,
+    snapshots = shrinkcnn_search(data.train, data.val, data.num_classes, proxy_shape, runtime=runtime,
                                  checkpoint=state / "search-shrinkcnn.pt" if state else None, **options)
     chosen = best_cell(snapshots)
     log.info("shrinkcnn: chose step %d (%d edges, proxy acc %.4f, score %.4f)", chosen.step, len(chosen.edges),

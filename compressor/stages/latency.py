@@ -36,10 +36,9 @@ def latency_model(state: RunState) -> None:
     precision = config.precision or profile.precision  # layers are timed in the precision that ships
     if target.measurable_here(profile):
         lat = build_latency_model(state.space, state.model, profile, table, clock=target.latency_clock(profile),
-                                  cache=config.latency_table is None, quiet=rt.quiet, precision=precision)
+                                  cache=config.latency_table is None, runtime=rt, precision=precision)
     else:
-        lat = build_latency_model(state.space, state.model, profile, table, offline=True, quiet=rt.quiet,
-                                  precision=precision)
+        lat = build_latency_model(state.space, state.model, profile, table, offline=True, precision=precision)
     state.latency_model = lat
     if is_main():
         write_json(state.out / "latency_model.json", lat.to_dict())

@@ -24,7 +24,7 @@ TRAINING = "deployed network"  # the name of the found network's training in the
 def data(state: RunState) -> None:
     """Load the images (the cell search makes its own loaders)."""
     config, rt = state.config, state.runtime
-    state.data = load_data(config.data, resolution=config.train_resolution, seed=rt.seed, quiet=rt.quiet)
+    state.data = load_data(config.data, resolution=config.train_resolution, seed=rt.seed)
     state.notes.extend(state.data.warnings)
 
 

@@ -156,7 +156,7 @@ def _deployment_data(state: RunState) -> tuple[Dataset, Dataset, tuple[int, int]
     config = state.config
     if height == width and (config.data is not None or data.source == DIGITS_SOURCE):
         with _logs_once("compressor.data"):  # the same files: their warnings were logged by the data stage
-            again = load_data(config.data, resolution=height, seed=state.runtime.seed, quiet=True,
+            again = load_data(config.data, resolution=height, seed=state.runtime.seed,
                               preprocess=weights_preprocess(config.model, config.weights))
         return _unaugmented(again.train, again, height), again.val, None
     return data.train, data.val, (height, width)

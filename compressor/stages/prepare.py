@@ -37,13 +37,12 @@ def data(state: RunState) -> None:
                             "the images have 3: use 3xHxW")
     state.resolutions = res = resolve(config, state.shape)
     preprocess = weights_preprocess(config.model, config.weights)
-    state.data = load_data(config.data, resolution=res.search, seed=rt.seed, quiet=rt.quiet, preprocess=preprocess)
+    state.data = load_data(config.data, resolution=res.search, seed=rt.seed, preprocess=preprocess)
     if res.evaluation == res.search:
         state.eval_data = state.data
     else:
         with _logs_once("compressor.data"):  # the same files and split: its warnings were logged above
-            state.eval_data = load_data(config.data, resolution=res.evaluation, seed=rt.seed, quiet=True,
-                                        preprocess=preprocess)
+            state.eval_data = load_data(config.data, resolution=res.evaluation, seed=rt.seed, preprocess=preprocess)
     workers = default_workers() if config.workers is None else config.workers
     state.fresh_train_loader = lambda: make_loader(state.eval_data.train, config.batch_size, shuffle=True,
                                                    seed=rt.seed, shard=True, workers=workers)
