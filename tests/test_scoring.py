@@ -126,3 +126,27 @@ def test_a_search_scores_on_held_out_training_images_never_on_the_validation_set
     assert held_out_split(train, seed=3)[1].indices == held.indices != held_out_split(train, seed=4)[1].indices
     big = TensorDataset(torch.zeros(10 * HELD_OUT_IMAGES + 10))
     assert len(held_out_split(big, seed=0)[1]) == HELD_OUT_IMAGES
+
+
+def test_refine_restores_the_dropped_block_that_costs_loss_when_the_budget_has_room():
+    from compressor.networks.cifar_resnet import cifar_resnet
+
+    torch.manual_seed(0)
+    net = cifar_resnet(20).eval()
+    with torch.no_grad():  # layer1.2's branch adds nothing: dropping it is harmless, layer1.1's is not
+        net.get_submodule("layer1.2").bn2.weight.zero_()
+        net.get_submodule("layer1.2").bn2.bias.zero_()
+    space = SearchSpace.build(net, (3, 32, 32))
+    data = TensorDataset(torch.randn(128, 3, 32, 32, generator=torch.Generator().manual_seed(1)),
+                         torch.zeros(128, dtype=torch.long))
+    context, options = SearchContext(model=net, val_data=data), GreedyOptions(images=64, screen=0)
+    full = space.full()
+    both = space.architecture(full.widths, {**full.blocks, "layer1.1": False, "layer1.2": False})
+    one = space.architecture(full.widths, {**full.blocks, "layer1.2": False})
+    room_for_one = Budget(macs=space.macs(one))
+    assert space.macs(both) < space.macs(one) == space.macs(space.architecture(full.widths, {
+        **full.blocks, "layer1.1": False}))  # the two blocks cost the same
+    result = refine(space, room_for_one, both, context, options)
+    assert result.architecture.blocks == one.blocks
+    assert [(h["move"], h["name"]) for h in result.history] == [("restore", "layer1.1")]
+    assert refine(space, Budget(macs=space.macs(full)), both, context, options).architecture == full

@@ -5,8 +5,8 @@ original cost (one notch at least), and for every residual block, dropping it; e
 applied to the full network as masks, its batch norm recalibrated, and scored by the distillation
 loss on held-out training images, the search context's ``val_data`` (:mod:`compressor.search.scoring`).
 The step commits the proposal that adds the least loss per cost saved, until the budget holds; a
-final pass widens groups again, the one that removes the most loss per cost first, while the budget
-still holds.
+final pass widens groups and restores dropped blocks, the move that removes the most loss per cost
+first, while the budget still holds.
 
 Without a trained network and training images (or with ``--option images=0``) moves are judged by
 weight norms instead: the share of its group's L1 importance a notch removes, and the relative change
@@ -171,8 +171,8 @@ def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step:
                    screen: LossScorer | None = None, finalists: int = 4,
                    start: Architecture | None = None) -> SearchResult:
     """Shrink ``start`` (default: the full architecture) by the proposal that adds the least measured
-    loss per cost saved until the budget holds, then widen one notch at a time, the most loss removed
-    per cost added first, while it holds. With a ``screen`` (a scorer on fewer images), each step
+    loss per cost saved until the budget holds, then widen one notch at a time or restore a dropped
+    block, the most loss removed per cost added first, while it holds. With a ``screen`` (a scorer on fewer images), each step
     scores every proposal on it and only its ``finalists`` best on all of ``scorer``'s images. Every
     history entry records the loss of the architecture it reached."""
     state = _State(space, budget, start or space.full())
@@ -182,7 +182,7 @@ def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step:
 
     def commit(kind, name, value, loss, costs):
         nonlocal current
-        if kind == "block":
+        if kind in ("block", "restore"):
             state.kept[name] = value
         else:
             state.widths[name] = value
@@ -206,6 +206,11 @@ def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step:
             if arch is not None and budget.fits(space, arch):
                 costs = state.cost(arch)
                 wider.append((("widen", g.name, g.choices[i + 1]), arch, costs, state.saved(costs, before)))
+        for b in space.blocks:
+            arch = state.arch(kept={**state.kept, b.name: True})
+            if not state.kept[b.name] and budget.fits(space, arch):
+                costs = state.cost(arch)
+                wider.append((("restore", b.name, True), arch, costs, state.saved(costs, before)))
         if not wider:
             break
         loss, move, costs = _best(wider, scorer, screen, finalists, current)
