@@ -174,8 +174,7 @@ def shrink_by_loss(space: SearchSpace, budget: Budget, scorer: LossScorer, step:
     loss per cost saved until the budget holds, then widen one notch at a time or restore a dropped
     block, the most loss removed per cost added first, while it holds. With a ``screen`` (a scorer on
     fewer images), each step scores every proposal on it and only its ``finalists`` best on all of
-    ``scorer``'s images. Every
-    history entry records the loss of the architecture it reached."""
+    ``scorer``'s images. Every history entry records the loss of the architecture it reached."""
     state = _State(space, budget, start or space.full())
     history: list[dict] = []
     screened = (lambda: screen.loss(state.arch())) if screen is not None else (lambda: 0.0)
