@@ -150,3 +150,12 @@ def test_refine_restores_the_dropped_block_that_costs_loss_when_the_budget_has_r
     assert result.architecture.blocks == one.blocks
     assert [(h["move"], h["name"]) for h in result.history] == [("restore", "layer1.1")]
     assert refine(space, Budget(macs=space.macs(full)), both, context, options).architecture == full
+
+
+@pytest.mark.parametrize("images", [0, 64])
+def test_refine_leaves_the_models_mode_as_it_found_it(images):
+    net, space, data = _harmless_and_harmful()
+    net.train()
+    refine(space, Budget(macs=space.macs(space.architecture({"3": 8}))), space.full(),
+           SearchContext(model=net, val_data=data), GreedyOptions(images=images))
+    assert net.training

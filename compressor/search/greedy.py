@@ -124,10 +124,12 @@ def refine(space: SearchSpace, budget: Budget, start: Architecture, context: Sea
     the full model; TAS and ASNG end with it from the architecture they found."""
     ctx = context
     data = ctx.val_data if ctx.val_data is not None and len(ctx.val_data) else ctx.train_data
-    if ctx.model is None or data is None or len(data) < 4 or options.images == 0:
+    if ctx.model is None:
         return repair(space, budget, start, block_scores(space, ctx))
-    was_training = ctx.model.training
+    was_training = ctx.model.training  # both block_scores and the scorers put it in eval mode
     try:
+        if data is None or len(data) < 4 or options.images == 0:
+            return repair(space, budget, start, block_scores(space, ctx))
         scorer = LossScorer.from_data(space, ctx.model, data, options.images, ctx.seed)
         screen = LossScorer.from_data(space, ctx.model, data, options.screen, ctx.seed,
                                       batch_size=options.screen) if 0 < options.screen < options.images else None
